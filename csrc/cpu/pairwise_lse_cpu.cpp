@@ -1,0 +1,498 @@
+// CPU kernels of the pairwise log-sum-exp operator.
+//
+// With X in R^{M x D}, Y in R^{N x D}, scale s > 0 and logits L_ij = s * sim(x_i, y_j):
+//   forward:   row_lse_i = log sum_j exp(L_ij),   col_lse_j = log sum_i exp(L_ij)
+//              (entries j == i are excluded when mask_diag is set)
+//   backward:  given upstream gradients gr (of row_lse) and gc (of col_lse),
+//              G_ij   = gr_i exp(L_ij - row_lse_i) + gc_j exp(L_ij - col_lse_j)   (= dloss/dL_ij)
+//              dscale = sum_ij G_ij sim_ij
+//              dx_i   = s sum_j G_ij d sim_ij / d x_i,   dy_j = s sum_i G_ij d sim_ij / d y_j
+//
+// Work is split into W row chunks, one per worker. A worker streams over (tile_m x tile_n) logit
+// tiles: each tile is computed once (BLAS for dot/euclidean, vectorised loop for l1) and feeds
+// both the online row LSE (owned by the worker) and the worker's private column partials
+// (running max + sum of exp). Column partials are merged in worker order, so results are
+// deterministic for a fixed thread count. The backward recomputes tiles; dX rows are owned,
+// dY is accumulated per worker and summed in worker order. Extra memory is
+// O(W * (N + tile_m * tile_n)) in the forward and O(W * N * D) (capped) in the backward:
+// never O(M * N).
+#include "pairwise_lse_cpu.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "../similarity.h"
+#include "blas.h"
+
+namespace mmcl_fast {
+namespace {
+
+using at::vec::Vectorized;
+
+constexpr int64_t kTileM = 128;
+constexpr int64_t kTileN = 256;
+// Upper bound on the backward's per-worker dY partials; fewer workers are used above it.
+constexpr int64_t kPartialBudgetBytes = int64_t(256) << 20;
+
+template <typename T>
+constexpr T neg_inf() { return -std::numeric_limits<T>::infinity(); }
+
+// Offset used inside exp(v - offset): a running max of -inf (nothing seen yet) becomes 0 so that
+// exp(-inf - offset) is 0 rather than NaN.
+template <typename T>
+inline T exp_offset(T m) { return m == neg_inf<T>() ? T(0) : m; }
+
+template <typename T>
+struct Operands {
+  const T* x;   // M x D
+  const T* y;   // N x D
+  const T* yt;  // D x N (l1 only)
+  const T* xn;  // ||x_i||^2 (euclidean only)
+  const T* yn;  // ||y_j||^2 (euclidean only)
+  int64_t M, N, D;
+  Similarity sim;
+  T s;
+};
+
+template <typename T>
+T max_of(const T* p, int64_t n) {
+  using V = Vectorized<T>;
+  int64_t c = 0;
+  T m = neg_inf<T>();
+  if (n >= V::size()) {
+    V acc(neg_inf<T>());
+    for (; c + V::size() <= n; c += V::size()) acc = at::vec::maximum(acc, V::loadu(p + c));
+    T lanes[V::size()];
+    acc.store(lanes);
+    for (int64_t l = 0; l < V::size(); ++l) m = std::max(m, lanes[l]);
+  }
+  for (; c < n; ++c) m = std::max(m, p[c]);
+  return m;
+}
+
+template <typename T>
+T sum_of(const T* p, int64_t n) {
+  using V = Vectorized<T>;
+  int64_t c = 0;
+  V acc(T(0));
+  for (; c + V::size() <= n; c += V::size()) acc = acc + V::loadu(p + c);
+  T lanes[V::size()];
+  acc.store(lanes);
+  T s = 0;
+  for (int64_t l = 0; l < V::size(); ++l) s += lanes[l];
+  for (; c < n; ++c) s += p[c];
+  return s;
+}
+
+// sum_c exp(p[c] - off)
+template <typename T>
+T sum_exp(const T* p, int64_t n, T off) {
+  using V = Vectorized<T>;
+  const V voff(off);
+  int64_t c = 0;
+  V acc(T(0));
+  for (; c + V::size() <= n; c += V::size()) acc = acc + (V::loadu(p + c) - voff).exp_u20();
+  T lanes[V::size()];
+  acc.store(lanes);
+  T s = 0;
+  for (int64_t l = 0; l < V::size(); ++l) s += lanes[l];
+  for (; c < n; ++c) s += std::exp(p[c] - off);
+  return s;
+}
+
+// L[r * ldl + c] = s * sim(x_{i0 + r}, y_{j0 + c}) for r < tm, c < tn.
+template <typename T>
+void logit_tile(const Operands<T>& op, int64_t i0, int64_t tm, int64_t j0, int64_t tn, T* L,
+                int64_t ldl) {
+  using V = Vectorized<T>;
+  const int64_t D = op.D;
+  if (op.sim == Similarity::L1) {
+    const V vneg_s(-op.s);
+    for (int64_t r = 0; r < tm; ++r) {
+      T* Lr = L + r * ldl;
+      std::fill(Lr, Lr + tn, T(0));
+      const T* xr = op.x + (i0 + r) * D;
+      for (int64_t k = 0; k < D; ++k) {
+        const T xk = xr[k];
+        const V vx(xk);
+        const T* ytk = op.yt + k * op.N + j0;
+        int64_t c = 0;
+        for (; c + V::size() <= tn; c += V::size())
+          (V::loadu(Lr + c) + (vx - V::loadu(ytk + c)).abs()).store(Lr + c);
+        for (; c < tn; ++c) Lr[c] += std::abs(xk - ytk[c]);
+      }
+      int64_t c = 0;
+      for (; c + V::size() <= tn; c += V::size()) (V::loadu(Lr + c) * vneg_s).store(Lr + c);
+      for (; c < tn; ++c) Lr[c] *= -op.s;
+    }
+    return;
+  }
+  // Column-major BLAS view: L^T (tn x tm) = Y_J (tn x D) . X_I^T.
+  const T alpha = op.sim == Similarity::Euclidean ? T(2) * op.s : op.s;
+  gemm(true, false, tn, tm, D, alpha,
+                            op.y + j0 * D, D, op.x + i0 * D, D, T(0), L, ldl);
+  if (op.sim == Similarity::Euclidean) {
+    const V vs(op.s);
+    for (int64_t r = 0; r < tm; ++r) {
+      T* Lr = L + r * ldl;
+      const T sx = op.s * op.xn[i0 + r];
+      const V vsx(sx);
+      const T* yn = op.yn + j0;
+      int64_t c = 0;
+      for (; c + V::size() <= tn; c += V::size())
+        (V::loadu(Lr + c) - vsx - vs * V::loadu(yn + c)).store(Lr + c);
+      for (; c < tn; ++c) Lr[c] -= sx + op.s * yn[c];
+    }
+  }
+}
+
+struct RowPartition {
+  int64_t tile_m;
+  int64_t workers;
+  int64_t n_tiles;
+  int64_t begin(int64_t p, int64_t M) const {
+    return std::min(M, (p * n_tiles / workers) * tile_m);
+  }
+};
+
+RowPartition partition_rows(int64_t M, int64_t max_workers) {
+  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), max_workers));
+  // Small M: shrink the row tile so that every thread gets work.
+  const int64_t per_thread = (M + threads - 1) / threads;
+  const int64_t tm = std::min<int64_t>(kTileM, std::max<int64_t>(16, per_thread));
+  const int64_t n_tiles = (M + tm - 1) / tm;
+  return {tm, std::min<int64_t>(threads, n_tiles), n_tiles};
+}
+
+template <typename T>
+void forward_rows(const Operands<T>& op, bool mask_diag, bool compute_col, int64_t r0, int64_t r1,
+                  int64_t tm, T* row_lse, T* cmax, double* csum) {
+  using V = Vectorized<T>;
+  std::vector<T> tile(tm * kTileN), tcol(kTileN), tsum(kTileN), rmax(tm);
+  std::vector<double> rsum(tm);
+  const int64_t N = op.N;
+  for (int64_t i0 = r0; i0 < r1; i0 += tm) {
+    const int64_t mt = std::min(tm, r1 - i0);
+    std::fill(rmax.begin(), rmax.end(), neg_inf<T>());
+    std::fill(rsum.begin(), rsum.end(), 0.0);
+    for (int64_t j0 = 0; j0 < N; j0 += kTileN) {
+      const int64_t nt = std::min(kTileN, N - j0);
+      T* L = tile.data();
+      logit_tile(op, i0, mt, j0, nt, L, kTileN);
+      if (mask_diag) {
+        for (int64_t r = 0; r < mt; ++r) {
+          const int64_t c = i0 + r - j0;
+          if (c >= 0 && c < nt) L[r * kTileN + c] = neg_inf<T>();
+        }
+      }
+      // Online row log-sum-exp.
+      for (int64_t r = 0; r < mt; ++r) {
+        const T* Lr = L + r * kTileN;
+        const T nm = std::max(rmax[r], max_of(Lr, nt));
+        if (nm == neg_inf<T>()) continue;
+        rsum[r] = rsum[r] * std::exp(double(rmax[r]) - double(nm)) + double(sum_exp(Lr, nt, nm));
+        rmax[r] = nm;
+      }
+      if (!compute_col) continue;
+      // Online column log-sum-exp, vectorised across columns.
+      std::copy(L, L + nt, tcol.begin());
+      for (int64_t r = 1; r < mt; ++r) {
+        const T* Lr = L + r * kTileN;
+        int64_t c = 0;
+        for (; c + V::size() <= nt; c += V::size())
+          at::vec::maximum(V::loadu(tcol.data() + c), V::loadu(Lr + c)).store(tcol.data() + c);
+        for (; c < nt; ++c) tcol[c] = std::max(tcol[c], Lr[c]);
+      }
+      for (int64_t c = 0; c < nt; ++c) {
+        const T nm = std::max(cmax[j0 + c], tcol[c]);
+        const T off = exp_offset(nm);
+        csum[j0 + c] *= std::exp(double(cmax[j0 + c]) - double(off));
+        cmax[j0 + c] = nm;
+        tcol[c] = off;
+      }
+      std::fill(tsum.begin(), tsum.begin() + nt, T(0));
+      for (int64_t r = 0; r < mt; ++r) {
+        const T* Lr = L + r * kTileN;
+        int64_t c = 0;
+        for (; c + V::size() <= nt; c += V::size())
+          (V::loadu(tsum.data() + c) + (V::loadu(Lr + c) - V::loadu(tcol.data() + c)).exp_u20())
+              .store(tsum.data() + c);
+        for (; c < nt; ++c) tsum[c] += std::exp(Lr[c] - tcol[c]);
+      }
+      for (int64_t c = 0; c < nt; ++c) csum[j0 + c] += double(tsum[c]);
+    }
+    for (int64_t r = 0; r < mt; ++r)
+      row_lse[i0 + r] = rsum[r] > 0 ? T(double(rmax[r]) + std::log(rsum[r])) : neg_inf<T>();
+  }
+}
+
+template <typename T>
+struct Prepared {
+  at::Tensor x, y, yt, xn, yn;
+  Operands<T> op;
+};
+
+template <typename T>
+Prepared<T> prepare(const at::Tensor& x_in, const at::Tensor& y_in, Similarity sim, double s) {
+  Prepared<T> p;
+  p.x = x_in.contiguous();
+  p.y = y_in.contiguous();
+  if (sim == Similarity::L1) p.yt = p.y.t().contiguous();
+  if (sim == Similarity::Euclidean) {
+    p.xn = p.x.square().sum(1);
+    p.yn = p.y.square().sum(1);
+  }
+  p.op = Operands<T>{p.x.template data_ptr<T>(),
+                     p.y.template data_ptr<T>(),
+                     p.yt.defined() ? p.yt.template data_ptr<T>() : nullptr,
+                     p.xn.defined() ? p.xn.template data_ptr<T>() : nullptr,
+                     p.yn.defined() ? p.yn.template data_ptr<T>() : nullptr,
+                     p.x.size(0),
+                     p.y.size(0),
+                     p.x.size(1),
+                     sim,
+                     static_cast<T>(s)};
+  return p;
+}
+
+template <typename T>
+void backward_rows(const Operands<T>& op, bool mask_diag, const T* gr, const T* gc, const T* rlse,
+                   const T* clse, int64_t r0, int64_t r1, int64_t tm, T* dx, T* dy_acc,
+                   double* colsum_g, double* dscale_acc) {
+  using V = Vectorized<T>;
+  const int64_t N = op.N, D = op.D;
+  const T s = op.s;
+  const bool euclid = op.sim == Similarity::Euclidean;
+  std::vector<T> Lbuf(tm * kTileN), Gbuf(tm * kTileN), gc_off(kTileN);
+  std::vector<double> rowsum_g(tm);
+  double dscale = 0;
+  for (int64_t i0 = r0; i0 < r1; i0 += tm) {
+    const int64_t mt = std::min(tm, r1 - i0);
+    std::fill(rowsum_g.begin(), rowsum_g.end(), 0.0);
+    for (int64_t j0 = 0; j0 < N; j0 += kTileN) {
+      const int64_t nt = std::min(kTileN, N - j0);
+      T* L = Lbuf.data();
+      T* G = Gbuf.data();
+      logit_tile(op, i0, mt, j0, nt, L, kTileN);
+      if (gc)
+        for (int64_t c = 0; c < nt; ++c) gc_off[c] = exp_offset(clse[j0 + c]);
+      for (int64_t r = 0; r < mt; ++r) {
+        const T* Lr = L + r * kTileN;
+        T* Gr = G + r * kTileN;
+        const T a = gr ? gr[i0 + r] : T(0);
+        const V va(a), voff(exp_offset(rlse[i0 + r]));
+        int64_t c = 0;
+        for (; c + V::size() <= nt; c += V::size()) {
+          const V l = V::loadu(Lr + c);
+          V g = gr ? va * (l - voff).exp_u20() : V(T(0));
+          if (gc)
+            g = g + V::loadu(gc + j0 + c) * (l - V::loadu(gc_off.data() + c)).exp_u20();
+          g.store(Gr + c);
+        }
+        for (; c < nt; ++c) {
+          T g = gr ? a * std::exp(Lr[c] - exp_offset(rlse[i0 + r])) : T(0);
+          if (gc) g += gc[j0 + c] * std::exp(Lr[c] - gc_off[c]);
+          Gr[c] = g;
+        }
+        if (mask_diag) {
+          const int64_t cd = i0 + r - j0;
+          if (cd >= 0 && cd < nt) Gr[cd] = T(0);
+        }
+        // dscale accumulates sum G_ij L_ij; divided by s at the end.
+        T gl = 0;
+        {
+          int64_t c2 = 0;
+          V acc(T(0));
+          for (; c2 + V::size() <= nt; c2 += V::size())
+            acc = acc + V::loadu(Gr + c2) * V::loadu(Lr + c2);
+          T lanes[V::size()];
+          acc.store(lanes);
+          for (int64_t l = 0; l < V::size(); ++l) gl += lanes[l];
+          for (; c2 < nt; ++c2) gl += Gr[c2] * Lr[c2];
+        }
+        dscale += double(gl);
+        if (euclid) rowsum_g[r] += double(sum_of(Gr, nt));
+      }
+      if (euclid) {
+        for (int64_t r = 0; r < mt; ++r) {
+          const T* Gr = G + r * kTileN;
+          for (int64_t c = 0; c < nt; ++c) colsum_g[j0 + c] += double(Gr[c]);
+        }
+      }
+      if (op.sim == Similarity::L1) {
+        // d sim/d x_ik = -sign(x_ik - y_jk); d sim/d y_jk = +sign(x_ik - y_jk). dy_acc is D x N.
+        const V zero(T(0)), vs(s);
+        for (int64_t r = 0; r < mt; ++r) {
+          const T* Gr = G + r * kTileN;
+          const T* xr = op.x + (i0 + r) * D;
+          T* dxr = dx + (i0 + r) * D;
+          for (int64_t k = 0; k < D; ++k) {
+            const T xk = xr[k];
+            const V vx(xk);
+            const T* ytk = op.yt + k * N + j0;
+            T* dytk = dy_acc + k * N + j0;
+            V acc(T(0));
+            int64_t c = 0;
+            for (; c + V::size() <= nt; c += V::size()) {
+              const V v = vx - V::loadu(ytk + c);
+              const V gs = V::loadu(Gr + c) * (v.gt(zero) - v.lt(zero));
+              acc = acc + gs;
+              (V::loadu(dytk + c) + vs * gs).store(dytk + c);
+            }
+            T lanes[V::size()];
+            acc.store(lanes);
+            T tot = 0;
+            for (int64_t l = 0; l < V::size(); ++l) tot += lanes[l];
+            for (; c < nt; ++c) {
+              const T v = xk - ytk[c];
+              const T gs = Gr[c] * T((v > 0) - (v < 0));
+              tot += gs;
+              dytk[c] += s * gs;
+            }
+            dxr[k] -= s * tot;
+          }
+        }
+      } else {
+        // dX_I += alpha G Y_J ; dY_J += alpha G^T X_I   (alpha = s for dot, 2s for euclidean)
+        const T alpha = euclid ? T(2) * s : s;
+        gemm(false, false, D, mt, nt,
+                                  alpha, op.y + j0 * D, D, G, kTileN, T(1), dx + i0 * D, D);
+        gemm(false, true, D, nt, mt,
+                                  alpha, op.x + i0 * D, D, G, kTileN, T(1), dy_acc + j0 * D, D);
+      }
+    }
+    if (euclid) {
+      // the -2 s (sum_j G_ij) x_i part of d/dx_i of -||x_i - y_j||^2
+      for (int64_t r = 0; r < mt; ++r) {
+        const T f = T(-2.0 * double(s) * rowsum_g[r]);
+        const T* xr = op.x + (i0 + r) * D;
+        T* dxr = dx + (i0 + r) * D;
+        for (int64_t k = 0; k < D; ++k) dxr[k] += f * xr[k];
+      }
+    }
+  }
+  *dscale_acc = dscale;
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> lse_fwd_cpu(const at::Tensor& x, const at::Tensor& y,
+                                               const at::Tensor& scale,
+                                               const std::string& similarity, bool mask_diag,
+                                               bool compute_col) {
+  Similarity sim;
+  TORCH_CHECK(parse_similarity(similarity.c_str(), &sim), "unknown similarity '", similarity, "'");
+  const double s = scale.item<double>();
+  TORCH_CHECK(std::isfinite(s) && s > 0, "scale (1/temperature or logit_scale) must be positive and finite, got ", s);
+  const int64_t M = x.size(0), N = y.size(0);
+  auto row_lse = at::empty({M}, x.options());
+  auto col_lse = at::empty({compute_col ? N : 0}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lse_fwd_cpu", [&] {
+    using T = scalar_t;
+    auto prep = prepare<T>(x, y, sim, s);
+    const RowPartition part = partition_rows(M, at::get_num_threads());
+    const int64_t W = part.workers;
+    const int64_t ncol = compute_col ? N : 0;
+    std::vector<T> cmax(W * ncol, neg_inf<T>());
+    std::vector<double> csum(W * ncol, 0.0);
+    T* rl = row_lse.data_ptr<T>();
+    at::parallel_for(0, W, 1, [&](int64_t b, int64_t e) {
+      for (int64_t p = b; p < e; ++p)
+        forward_rows(prep.op, mask_diag, compute_col, part.begin(p, M), part.begin(p + 1, M),
+                     part.tile_m, rl, cmax.data() + p * ncol, csum.data() + p * ncol);
+    });
+    if (compute_col) {
+      T* cl = col_lse.data_ptr<T>();
+      at::parallel_for(0, N, 2048, [&](int64_t b, int64_t e) {
+        for (int64_t j = b; j < e; ++j) {
+          T m = neg_inf<T>();
+          for (int64_t p = 0; p < W; ++p) m = std::max(m, cmax[p * N + j]);
+          const double off = exp_offset(m);
+          double tot = 0;
+          for (int64_t p = 0; p < W; ++p) tot += csum[p * N + j] * std::exp(double(cmax[p * N + j]) - off);
+          cl[j] = tot > 0 ? T(off + std::log(tot)) : neg_inf<T>();
+        }
+      });
+    }
+  });
+  return {row_lse, col_lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cpu(
+    const at::Tensor& grad_row, const at::Tensor& grad_col, const at::Tensor& x,
+    const at::Tensor& y, const at::Tensor& scale, const at::Tensor& row_lse,
+    const at::Tensor& col_lse, const std::string& similarity, bool mask_diag) {
+  Similarity sim;
+  TORCH_CHECK(parse_similarity(similarity.c_str(), &sim), "unknown similarity '", similarity, "'");
+  const double s = scale.item<double>();
+  TORCH_CHECK(std::isfinite(s) && s > 0, "scale must be positive and finite, got ", s);
+  const int64_t M = x.size(0), N = y.size(0), D = x.size(1);
+  const bool use_col = grad_col.numel() > 0;
+  auto dx = at::zeros({M, D}, x.options());
+  auto dy = at::zeros({N, D}, x.options());
+  double dscale_total = 0;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lse_bwd_cpu", [&] {
+    using T = scalar_t;
+    auto prep = prepare<T>(x, y, sim, s);
+    auto gr = grad_row.contiguous();
+    auto gc = use_col ? grad_col.contiguous() : at::Tensor();
+    auto rl = row_lse.contiguous();
+    auto cl = use_col ? col_lse.contiguous() : at::Tensor();
+    const bool l1 = sim == Similarity::L1;
+    const bool euclid = sim == Similarity::Euclidean;
+    // Worker 0 accumulates straight into dy (dot/euclidean); every other worker, and every l1
+    // worker (whose accumulator is D x N), owns a zeroed partial.
+    const int64_t partial_bytes = N * D * int64_t(sizeof(T));
+    const int64_t budget_workers = 1 + kPartialBudgetBytes / std::max<int64_t>(1, partial_bytes);
+    const RowPartition part = partition_rows(M, budget_workers);
+    const int64_t W = part.workers;
+    const int64_t own = l1 ? 0 : 1;
+    std::vector<at::Tensor> partials;
+    for (int64_t p = own; p < W; ++p) partials.push_back(at::zeros({N * D}, x.options()));
+    auto dy_ptr = [&](int64_t p) -> T* {
+      return p < own ? dy.data_ptr<T>() : partials[p - own].data_ptr<T>();
+    };
+    std::vector<double> colsum(euclid ? W * N : 0, 0.0), dscale(W, 0.0);
+    T* dxp = dx.data_ptr<T>();
+    at::parallel_for(0, W, 1, [&](int64_t b, int64_t e) {
+      for (int64_t p = b; p < e; ++p)
+        backward_rows(prep.op, mask_diag, gr.data_ptr<T>(), use_col ? gc.data_ptr<T>() : nullptr,
+                      rl.data_ptr<T>(), use_col ? cl.data_ptr<T>() : nullptr, part.begin(p, M),
+                      part.begin(p + 1, M), part.tile_m, dxp, dy_ptr(p),
+                      euclid ? colsum.data() + p * N : nullptr, &dscale[p]);
+    });
+    for (int64_t p = 0; p < W; ++p) dscale_total += dscale[p];
+    T* dyp = dy.data_ptr<T>();
+    const T* yp = prep.op.y;
+    at::parallel_for(0, N, 256, [&](int64_t b, int64_t e) {
+      for (int64_t j = b; j < e; ++j) {
+        T* dyj = dyp + j * D;
+        for (int64_t p = own; p < W; ++p) {
+          const T* src = partials[p - own].data_ptr<T>();
+          if (l1) {
+            for (int64_t k = 0; k < D; ++k) dyj[k] += src[k * N + j];
+          } else {
+            for (int64_t k = 0; k < D; ++k) dyj[k] += src[j * D + k];
+          }
+        }
+        if (euclid) {
+          double cs = 0;
+          for (int64_t p = 0; p < W; ++p) cs += colsum[p * N + j];
+          const T f = T(-2.0 * s * cs);
+          for (int64_t k = 0; k < D; ++k) dyj[k] += f * yp[j * D + k];
+        }
+      }
+    });
+  });
+  auto dscale = at::full(scale.sizes(), dscale_total / s, scale.options());
+  return {dx, dy, dscale};
+}
+
+}  // namespace mmcl_fast

@@ -1,0 +1,21 @@
+// CPU implementation of the mmcl_fast pairwise log-sum-exp operator pair.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <string>
+#include <tuple>
+
+namespace mmcl_fast {
+
+// Returns (row_lse [M], col_lse [N] or [0] when !compute_col).
+std::tuple<at::Tensor, at::Tensor> lse_fwd_cpu(
+    const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+    const std::string& similarity, bool mask_diag, bool compute_col);
+
+// Returns (dx [M,D], dy [N,D], dscale like scale). grad_col may be empty (numel 0).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cpu(
+    const at::Tensor& grad_row, const at::Tensor& grad_col, const at::Tensor& x,
+    const at::Tensor& y, const at::Tensor& scale, const at::Tensor& row_lse,
+    const at::Tensor& col_lse, const std::string& similarity, bool mask_diag);
+
+}  // namespace mmcl_fast

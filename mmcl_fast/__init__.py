@@ -1,0 +1,16 @@
+"""mmcl-fast: fused contrastive losses that never materialise the B x B logits matrix.
+
+Public API::
+
+    import mmcl_fast as mf
+    mf.symmetric_infonce(img, txt, temperature=0.07)             # CLIP loss
+    mf.infonce(query, keys, labels=None, temperature=0.1)         # one direction, extra negatives
+    mf.nt_xent(v1, v2, temperature=0.1)                           # SimCLR / NT-Xent
+    mf.pairwise_lse(x, y, scale, "dot")                           # the underlying operator
+    mf.backend_info()                                             # which implementation is active
+"""
+from ._ops import backend_info, pairwise_lse
+from .losses import infonce, nt_xent, symmetric_infonce
+
+__all__ = ["symmetric_infonce", "infonce", "nt_xent", "pairwise_lse", "backend_info"]
+__version__ = "0.1.0"

@@ -1,0 +1,117 @@
+"""Pure-PyTorch chunked implementation of the pairwise log-sum-exp operator pair.
+
+Same semantics as the compiled ``mmcl_fast::lse_fwd`` / ``lse_bwd`` (see ``mmcl_fast/_ops.py``),
+processing ``chunk`` rows of X at a time, so memory is O(chunk * N) instead of O(M * N). It serves
+two purposes: the fallback operator when the extension cannot be compiled, and the
+"chunked PyTorch" baseline of the benchmarks.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+_CHUNK_ELEMS = 1 << 22  # elements of one (chunk x N) logit block
+
+
+def _rows_per_chunk(n: int, d: int, similarity: str) -> int:
+    per_row = n * (d if similarity == "l1" else 1)
+    return max(1, _CHUNK_ELEMS // max(1, per_row))
+
+
+def _sim_block(xc: Tensor, y: Tensor, similarity: str, yn: Tensor | None) -> Tensor:
+    if similarity == "dot":
+        return xc @ y.T
+    if similarity == "euclidean":
+        return 2 * (xc @ y.T) - xc.square().sum(1, keepdim=True) - yn[None, :]
+    if similarity == "l1":
+        return -(xc[:, None, :] - y[None, :, :]).abs().sum(-1)
+    raise ValueError(f"unknown similarity {similarity!r} (expected dot, euclidean or l1)")
+
+
+def _check_scale(scale: Tensor) -> float:
+    s = float(scale.reshape(()).item())
+    if not (math.isfinite(s) and s > 0):
+        raise RuntimeError(f"scale (1/temperature or logit_scale) must be positive and finite, got {s}")
+    return s
+
+
+def _mask_diagonal(block: Tensor, i0: int, value: float) -> None:
+    rows = torch.arange(block.shape[0], device=block.device)
+    cols = rows + i0
+    keep = cols < block.shape[1]
+    block[rows[keep], cols[keep]] = value
+
+
+def lse_fwd(x: Tensor, y: Tensor, scale: Tensor, similarity: str, mask_diag: bool,
+            compute_col: bool) -> tuple[Tensor, Tensor]:
+    """row_lse_i = log sum_j exp(s sim(x_i, y_j)), col_lse_j = log sum_i exp(s sim(x_i, y_j))."""
+    s = _check_scale(scale)
+    m, n = x.shape[0], y.shape[0]
+    yn = y.square().sum(1) if similarity == "euclidean" else None
+    row = x.new_empty(m)
+    col = x.new_full((n if compute_col else 0,), -math.inf)
+    step = _rows_per_chunk(n, x.shape[1], similarity)
+    for i0 in range(0, m, step):
+        logits = s * _sim_block(x[i0:i0 + step], y, similarity, yn)
+        if mask_diag:
+            _mask_diagonal(logits, i0, -math.inf)
+        row[i0:i0 + step] = torch.logsumexp(logits, 1)
+        if compute_col:
+            col = torch.logaddexp(col, torch.logsumexp(logits, 0))
+    return row, col
+
+
+def lse_bwd(grad_row: Tensor, grad_col: Tensor, x: Tensor, y: Tensor, scale: Tensor,
+            row_lse: Tensor, col_lse: Tensor, similarity: str,
+            mask_diag: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """dx, dy, dscale from G_ij = gr_i softmax_row_ij + gc_j softmax_col_ij (recomputed per chunk)."""
+    s = _check_scale(scale)
+    m, n = x.shape[0], y.shape[0]
+    use_col = grad_col.numel() > 0
+    yn = y.square().sum(1) if similarity == "euclidean" else None
+    dx = torch.zeros_like(x)
+    dy = torch.zeros_like(y)
+    dscale = x.new_zeros((), dtype=torch.float64)
+    step = _rows_per_chunk(n, x.shape[1], similarity)
+    for i0 in range(0, m, step):
+        xc = x[i0:i0 + step]
+        logits = s * _sim_block(xc, y, similarity, yn)
+        g = grad_row[i0:i0 + step, None] * torch.exp(logits - row_lse[i0:i0 + step, None])
+        if use_col:
+            g = g + grad_col[None, :] * torch.exp(logits - col_lse[None, :])
+        if mask_diag:
+            _mask_diagonal(g, i0, 0.0)
+            _mask_diagonal(logits, i0, 0.0)
+        dscale += (g * logits).sum().double() / s
+        if similarity == "dot":
+            dx[i0:i0 + step] = s * (g @ y)
+            dy += s * (g.T @ xc)
+        elif similarity == "euclidean":
+            dx[i0:i0 + step] = 2 * s * (g @ y - g.sum(1, keepdim=True) * xc)
+            dy += 2 * s * (g.T @ xc - g.sum(0)[:, None] * y)
+        else:
+            sign = torch.sign(xc[:, None, :] - y[None, :, :])
+            dx[i0:i0 + step] = -s * torch.einsum("ij,ijd->id", g, sign)
+            dy += s * torch.einsum("ij,ijd->jd", g, sign)
+    return dx, dy, dscale.to(scale.dtype).reshape(scale.shape)
+
+
+class ChunkedPairwiseLSE(torch.autograd.Function):
+    """Autograd wrapper of the chunked pair, the benchmarks' "chunked PyTorch" baseline."""
+
+    @staticmethod
+    def forward(ctx, x, y, scale, similarity, mask_diag, compute_col):
+        row, col = lse_fwd(x, y, scale, similarity, mask_diag, compute_col)
+        ctx.save_for_backward(x, y, scale, row, col)
+        ctx.similarity, ctx.mask_diag = similarity, mask_diag
+        return row, col
+
+    @staticmethod
+    def backward(ctx, grad_row, grad_col):
+        x, y, scale, row, col = ctx.saved_tensors
+        gc = grad_col if (grad_col is not None and col.numel()) else row.new_empty(0)
+        gr = grad_row if grad_row is not None else torch.zeros_like(row)
+        dx, dy, ds = lse_bwd(gr, gc, x, y, scale, row, col, ctx.similarity, ctx.mask_diag)
+        return dx, dy, ds, None, None, None

@@ -1,0 +1,203 @@
+"""Public contrastive losses, thin compositions of the fused pairwise log-sum-exp operator.
+
+Notation: a in R^{M x D}, b in R^{N x D}; the logits are L_ij = s * sim(a_i, b_j) where
+s = 1 / temperature or s = logit_scale (already exponentiated, as open_clip passes it), and
+
+* ``"cosine"``:    sim(a, b) = <a / ||a||, b / ||b||>
+* ``"dot"``:       sim(a, b) = <a, b>
+* ``"euclidean"``: sim(a, b) = -||a - b||_2^2   (squared, as in the identifiability literature)
+* ``"l1"``:        sim(a, b) = -||a - b||_1
+
+Only the log-sum-exp terms touch all M x N pairs, and they are computed by the fused operator
+without storing L; the positive-pair terms are O(M * D) PyTorch.
+"""
+from __future__ import annotations
+
+import math
+from numbers import Real
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import _ops
+
+SIMILARITIES = ("cosine", "dot", "euclidean", "l1")
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _check_features(name: str, t, dim_from: Tensor | None = None) -> None:
+    if not isinstance(t, Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != 2:
+        raise ValueError(f"`{name}` must be 2-D (batch, dim), got shape {tuple(t.shape)}")
+    if not t.is_floating_point():
+        raise TypeError(f"`{name}` must be a floating-point tensor, got {t.dtype}")
+    if t.shape[0] == 0:
+        raise ValueError(f"`{name}` is an empty batch (shape {tuple(t.shape)})")
+    if t.shape[1] == 0:
+        raise ValueError(f"`{name}` has zero features (shape {tuple(t.shape)})")
+
+
+def _check_pair(names: tuple[str, str], a, b) -> None:
+    _check_features(names[0], a)
+    _check_features(names[1], b)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"`{names[0]}` and `{names[1]}` must have the same feature dimension, got "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+    if a.dtype != b.dtype:
+        raise TypeError(f"`{names[0]}` and `{names[1]}` must have the same dtype, got {a.dtype} "
+                        f"and {b.dtype}")
+    if a.device != b.device:
+        raise ValueError(f"`{names[0]}` and `{names[1]}` must be on the same device, got "
+                         f"{a.device} and {b.device}")
+
+
+def _check_options(similarity: str, reduction: str) -> None:
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"`similarity` must be one of {SIMILARITIES}, got {similarity!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"`reduction` must be one of {REDUCTIONS}, got {reduction!r}")
+
+
+def _scale(temperature, logit_scale, like: Tensor) -> Tensor:
+    """The one-element scale tensor s fed to the operator (differentiable when logit_scale is)."""
+    if (temperature is None) == (logit_scale is None):
+        raise ValueError("give exactly one of `temperature` and `logit_scale`")
+    dtype = _ops.lse_dtype(like.dtype)
+    if temperature is not None:
+        if isinstance(temperature, Tensor):
+            if temperature.numel() != 1:
+                raise ValueError(f"`temperature` must be a scalar, got shape {tuple(temperature.shape)}")
+            return 1.0 / temperature.reshape(()).to(device=like.device, dtype=dtype)
+        if not isinstance(temperature, Real) or not math.isfinite(temperature) or temperature <= 0:
+            raise ValueError(f"`temperature` must be a positive finite number, got {temperature!r}")
+        return torch.full((), 1.0 / float(temperature), dtype=dtype, device=like.device)
+    if isinstance(logit_scale, Tensor):
+        if logit_scale.numel() != 1:
+            raise ValueError("`logit_scale` must be a 0-dim or 1-element tensor, got shape "
+                             f"{tuple(logit_scale.shape)}")
+        if not logit_scale.is_floating_point():
+            raise TypeError(f"`logit_scale` must be floating point, got {logit_scale.dtype}")
+        return logit_scale.reshape(()).to(device=like.device, dtype=dtype)
+    if not isinstance(logit_scale, Real) or not math.isfinite(logit_scale) or logit_scale <= 0:
+        raise ValueError(f"`logit_scale` must be a positive finite number, got {logit_scale!r}")
+    return torch.full((), float(logit_scale), dtype=dtype, device=like.device)
+
+
+def _kernel_inputs(similarity: str, *xs: Tensor) -> tuple[str, list[Tensor]]:
+    """Normalise for cosine; upcast half precision where no half-precision kernel exists."""
+    out = []
+    for x in xs:
+        if x.dtype in (torch.float16, torch.bfloat16) and (
+                x.device.type == "cpu" or _ops.backend_info()["backend"] == "python"
+                or not _ops.backend_info()["cuda_kernels_compiled"]):
+            x = x.float()
+        if similarity == "cosine":
+            x = F.normalize(x, dim=1)
+        out.append(x)
+    return ("dot" if similarity == "cosine" else similarity), out
+
+
+def _positive_similarity(a: Tensor, b: Tensor, kernel_similarity: str) -> Tensor:
+    """sim(a_i, b_i) row by row, O(M * D)."""
+    if kernel_similarity == "dot":
+        return (a * b).sum(1)
+    if kernel_similarity == "euclidean":
+        return -(a - b).square().sum(1)
+    return -(a - b).abs().sum(1)
+
+
+def _reduce(per_item: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return per_item.mean()
+    if reduction == "sum":
+        return per_item.sum()
+    return per_item
+
+
+def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None = None, *,
+                      logit_scale: Tensor | float | None = None, similarity: str = "cosine",
+                      reduction: str = "mean") -> Tensor:
+    r"""Symmetric InfoNCE (the CLIP loss) between paired batches ``a`` and ``b`` (both B x D).
+
+    With L_ij = s * sim(a_i, b_j) (see the module docstring for s and sim):
+
+        loss_i = 1/2 [ -L_ii + log sum_j exp(L_ij) ] + 1/2 [ -L_ii + log sum_j exp(L_ji) ]
+
+    i.e. ``1/2 CE(L, arange(B)) + 1/2 CE(L^T, arange(B))`` for ``reduction="mean"`` (the default);
+    ``"sum"`` sums loss_i and ``"none"`` returns the vector loss_i. Exactly one of ``temperature``
+    (s = 1 / temperature) and ``logit_scale`` (s = logit_scale, e.g. ``model.logit_scale.exp()``,
+    which receives a gradient when it requires one) must be given. Memory is O(B * D): the B x B
+    logits are never stored. Half-precision inputs on CPU are computed in float32 and the loss is
+    returned in float32.
+    """
+    _check_pair(("a", "b"), a, b)
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"`a` and `b` must hold the same number of pairs, got {a.shape[0]} and "
+                         f"{b.shape[0]} (use infonce for rectangular problems)")
+    _check_options(similarity, reduction)
+    s = _scale(temperature, logit_scale, a)
+    ksim, (ka, kb) = _kernel_inputs(similarity, a, b)
+    row_lse, col_lse = _ops.pairwise_lse(ka, kb, s, ksim, False, True)
+    pos = s * _positive_similarity(ka, kb, ksim)
+    return _reduce(0.5 * (row_lse + col_lse) - pos, reduction)
+
+
+def infonce(query: Tensor, keys: Tensor, labels: Tensor | None = None,
+            temperature: float | Tensor | None = None, *, logit_scale: Tensor | float | None = None,
+            similarity: str = "cosine", reduction: str = "mean") -> Tensor:
+    r"""One-directional InfoNCE: each query row against all keys (M x N logits, N may exceed M).
+
+        loss_i = -L_{i, y_i} + log sum_{j<N} exp(L_ij),   L_ij = s * sim(query_i, keys_j)
+
+    i.e. ``CE(L, labels)``. ``labels`` (int64, shape [M], values in [0, N)) defaults to
+    ``arange(M)``, which needs N >= M; keys beyond the labelled ones act as extra negatives
+    (e.g. a memory queue). Reductions and the scale as in :func:`symmetric_infonce`.
+    """
+    _check_pair(("query", "keys"), query, keys)
+    _check_options(similarity, reduction)
+    m, n = query.shape[0], keys.shape[0]
+    if labels is None:
+        if n < m:
+            raise ValueError(f"`keys` has {n} rows but `query` has {m}: without `labels` the "
+                             "positives are keys[:M], so N >= M is required")
+    else:
+        if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.shape[0] != m:
+            raise ValueError(f"`labels` must be a 1-D tensor with one entry per query ({m})")
+        if labels.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"`labels` must be an integer tensor, got {labels.dtype}")
+        if labels.device != query.device:
+            raise ValueError(f"`labels` is on {labels.device} but `query` on {query.device}")
+        if not torch.compiler.is_compiling() and bool(((labels < 0) | (labels >= n)).any()):
+            raise ValueError(f"`labels` must lie in [0, {n})")
+    s = _scale(temperature, logit_scale, query)
+    ksim, (kq, kk) = _kernel_inputs(similarity, query, keys)
+    row_lse, _ = _ops.pairwise_lse(kq, kk, s, ksim, False, False)
+    positives = kk[:m] if labels is None else kk[labels.long()]
+    pos = s * _positive_similarity(kq, positives, ksim)
+    return _reduce(row_lse - pos, reduction)
+
+
+def nt_xent(a: Tensor, b: Tensor, temperature: float | Tensor | None = None, *,
+            logit_scale: Tensor | float | None = None, similarity: str = "cosine",
+            reduction: str = "mean") -> Tensor:
+    r"""NT-Xent (SimCLR): the 2N x 2N objective over z = cat(a, b) with intra-view negatives.
+
+        loss_k = -L_{k, p(k)} + log sum_{j != k} exp(L_kj),   L_kj = s * sim(z_k, z_j),
+
+    where p(k) = k + N for k < N and k - N otherwise; self-similarity is excluded from every
+    denominator. ``reduction="mean"`` averages over the 2N anchors, ``"none"`` returns the 2N
+    vector loss_k. Scale as in :func:`symmetric_infonce`.
+    """
+    _check_pair(("a", "b"), a, b)
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"`a` and `b` must hold the same number of pairs, got {a.shape[0]} and "
+                         f"{b.shape[0]}")
+    _check_options(similarity, reduction)
+    s = _scale(temperature, logit_scale, a)
+    ksim, (ka, kb) = _kernel_inputs(similarity, a, b)
+    z = torch.cat([ka, kb])
+    row_lse, _ = _ops.pairwise_lse(z, z, s, ksim, True, False)
+    pos = s * _positive_similarity(ka, kb, ksim)
+    return _reduce(row_lse - torch.cat([pos, pos]), reduction)
