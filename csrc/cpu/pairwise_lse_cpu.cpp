@@ -77,20 +77,6 @@ T max_of(const T* p, int64_t n) {
   return m;
 }
 
-template <typename T>
-T sum_of(const T* p, int64_t n) {
-  using V = Vectorized<T>;
-  int64_t c = 0;
-  V acc(T(0));
-  for (; c + V::size() <= n; c += V::size()) acc = acc + V::loadu(p + c);
-  T lanes[V::size()];
-  acc.store(lanes);
-  T s = 0;
-  for (int64_t l = 0; l < V::size(); ++l) s += lanes[l];
-  for (; c < n; ++c) s += p[c];
-  return s;
-}
-
 // sum_c exp(p[c] - off)
 template <typename T>
 T sum_exp(const T* p, int64_t n, T off) {
@@ -270,7 +256,7 @@ void backward_rows(const Operands<T>& op, bool mask_diag, const T* gr, const T* 
   const int64_t N = op.N, D = op.D;
   const T s = op.s;
   const bool euclid = op.sim == Similarity::Euclidean;
-  std::vector<T> Lbuf(tm * kTileN), Gbuf(tm * kTileN), gc_off(kTileN);
+  std::vector<T> Lbuf(tm * kTileN), Gbuf(tm * kTileN), gc_off(kTileN), gcol(kTileN);
   std::vector<double> rowsum_g(tm);
   double dscale = 0;
   for (int64_t i0 = r0; i0 < r1; i0 += tm) {
@@ -283,49 +269,51 @@ void backward_rows(const Operands<T>& op, bool mask_diag, const T* gr, const T* 
       logit_tile(op, i0, mt, j0, nt, L, kTileN);
       if (gc)
         for (int64_t c = 0; c < nt; ++c) gc_off[c] = exp_offset(clse[j0 + c]);
+      if (euclid) std::fill(gcol.begin(), gcol.begin() + nt, T(0));
       for (int64_t r = 0; r < mt; ++r) {
         const T* Lr = L + r * kTileN;
         T* Gr = G + r * kTileN;
         const T a = gr ? gr[i0 + r] : T(0);
-        const V va(a), voff(exp_offset(rlse[i0 + r]));
+        const T roff = exp_offset(rlse[i0 + r]);
+        const int64_t cd = mask_diag ? i0 + r - j0 : -1;  // masked column of this row, if in tile
+        const V va(a), voff(roff);
+        // One pass: G_rc, and the running sums of G_rc * L_rc (dscale) and G_rc (euclidean).
+        V acc_gl(T(0)), acc_g(T(0));
         int64_t c = 0;
         for (; c + V::size() <= nt; c += V::size()) {
           const V l = V::loadu(Lr + c);
           V g = gr ? va * (l - voff).exp_u20() : V(T(0));
-          if (gc)
-            g = g + V::loadu(gc + j0 + c) * (l - V::loadu(gc_off.data() + c)).exp_u20();
+          if (gc) g = g + V::loadu(gc + j0 + c) * (l - V::loadu(gc_off.data() + c)).exp_u20();
+          if (cd >= c && cd < c + V::size()) {  // zero the masked diagonal entry
+            g.store(Gr + c);
+            Gr[cd] = T(0);
+            g = V::loadu(Gr + c);
+          }
           g.store(Gr + c);
+          acc_gl = at::vec::fmadd(g, l, acc_gl);
+          acc_g = acc_g + g;
+          if (euclid) (V::loadu(gcol.data() + c) + g).store(gcol.data() + c);
         }
+        T lanes[V::size()];
+        acc_gl.store(lanes);
+        T gl = 0, gsum = 0;
+        for (int64_t l = 0; l < V::size(); ++l) gl += lanes[l];
+        acc_g.store(lanes);
+        for (int64_t l = 0; l < V::size(); ++l) gsum += lanes[l];
         for (; c < nt; ++c) {
-          T g = gr ? a * std::exp(Lr[c] - exp_offset(rlse[i0 + r])) : T(0);
+          T g = gr ? a * std::exp(Lr[c] - roff) : T(0);
           if (gc) g += gc[j0 + c] * std::exp(Lr[c] - gc_off[c]);
+          if (c == cd) g = T(0);
           Gr[c] = g;
+          gl += g * Lr[c];
+          gsum += g;
+          if (euclid) gcol[c] += g;
         }
-        if (mask_diag) {
-          const int64_t cd = i0 + r - j0;
-          if (cd >= 0 && cd < nt) Gr[cd] = T(0);
-        }
-        // dscale accumulates sum G_ij L_ij; divided by s at the end.
-        T gl = 0;
-        {
-          int64_t c2 = 0;
-          V acc(T(0));
-          for (; c2 + V::size() <= nt; c2 += V::size())
-            acc = acc + V::loadu(Gr + c2) * V::loadu(Lr + c2);
-          T lanes[V::size()];
-          acc.store(lanes);
-          for (int64_t l = 0; l < V::size(); ++l) gl += lanes[l];
-          for (; c2 < nt; ++c2) gl += Gr[c2] * Lr[c2];
-        }
-        dscale += double(gl);
-        if (euclid) rowsum_g[r] += double(sum_of(Gr, nt));
+        dscale += double(gl);  // sum G_ij L_ij; divided by s at the end
+        if (euclid) rowsum_g[r] += double(gsum);
       }
-      if (euclid) {
-        for (int64_t r = 0; r < mt; ++r) {
-          const T* Gr = G + r * kTileN;
-          for (int64_t c = 0; c < nt; ++c) colsum_g[j0 + c] += double(Gr[c]);
-        }
-      }
+      if (euclid)
+        for (int64_t c = 0; c < nt; ++c) colsum_g[j0 + c] += double(gcol[c]);
       if (op.sim == Similarity::L1) {
         // d sim/d x_ik = -sign(x_ik - y_jk); d sim/d y_jk = +sign(x_ik - y_jk). dy_acc is D x N.
         const V zero(T(0)), vs(s);
