@@ -22,7 +22,7 @@ cpu_compile_flags = _build_flags.cpu_compile_flags
 def _extension():
     flags = cpu_compile_flags()
     sources = ["csrc/ops.cpp", "csrc/python_module.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
-    cxx = ["-O3"] + flags + ['-DMMCL_FAST_CPU_FLAGS="%s"' % (" ".join(flags) or "generic")]
+    cxx = ["-O3"] + flags
     want_cuda = os.environ.get("MMCL_FAST_NO_CUDA", "0") != "1"
     if want_cuda and torch.version.cuda and CUDA_HOME is not None:
         sources += sorted(glob.glob("csrc/cuda/*.cu")) + sorted(glob.glob("csrc/cuda_launch*.cpp"))

@@ -4,8 +4,10 @@
 
 #include "cpu/blas.h"
 
-#ifndef MMCL_FAST_CPU_FLAGS
-#define MMCL_FAST_CPU_FLAGS "generic"
+#ifdef CPU_CAPABILITY_AVX2
+#define MMCL_FAST_CPU_FLAGS "avx2+fma (at::vec AVX2)"
+#else
+#define MMCL_FAST_CPU_FLAGS "generic (at::vec default)"
 #endif
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -49,7 +49,7 @@ def _load_jit():
         raise FileNotFoundError(f"C++ sources not found under {_SRC}")
     flags = cpu_compile_flags()
     return load(name="mmcl_fast_jit", sources=[str(p) for p in sources],
-                extra_cflags=["-O3", *flags, f'-DMMCL_FAST_CPU_FLAGS="{" ".join(flags) or "generic"}"'],
+                extra_cflags=["-O3", *flags],
                 extra_include_paths=[str(_SRC)], verbose=False)
 
 

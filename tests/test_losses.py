@@ -17,11 +17,22 @@ TOL32 = 1e-5
 
 def _inputs(seed, m, n, d, sim, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
-    # Typical embeddings: unit-variance coordinates scaled so squared distances stay O(1..10).
-    spread = 1.0 if sim in ("cosine", "dot") else 1.0 / max(1.0, d ** 0.5)
+    # Typical embeddings: coordinates scaled so that distances stay O(1..10) whatever D (squared
+    # euclidean grows like D, l1 like D). Large magnitudes have tests of their own below.
+    spread = {"cosine": 1.0, "dot": 1.0, "euclidean": d ** -0.5, "l1": 1.0 / d}[sim]
     a = (torch.randn(m, d, generator=g, dtype=dtype) * spread)
     b = (torch.randn(n, d, generator=g, dtype=dtype) * spread)
     return a, b
+
+
+def _positive_sims(name, a, b, sim, labels):
+    """sim of each anchor's positive pair, one entry per element of the unreduced loss."""
+    if name == "nt_xent":
+        d = ref.similarity_matrix(a, b, sim).diagonal()
+        return torch.cat([d, d])
+    full = ref.similarity_matrix(a, b, sim)
+    cols = torch.arange(a.shape[0]) if labels is None else labels.cpu()
+    return full[torch.arange(a.shape[0]), cols]
 
 
 def _compare(name, a, b, *, sim, reduction, temperature=None, logit_scale=None, labels=None,
@@ -30,7 +41,10 @@ def _compare(name, a, b, *, sim, reduction, temperature=None, logit_scale=None, 
     fused, naive = LOSSES[name]
     kw = dict(similarity=sim, reduction=reduction)
     extra = {"labels": labels} if name == "infonce" else {}
-    a64, b64 = a.double().requires_grad_(), b.double().requires_grad_()
+    # The reference sees exactly the values the fused loss sees (inputs rounded to `dtype`):
+    # otherwise l1's discontinuous gradient can flip sign on a near-tie.
+    a, b = a.to(dtype).double(), b.to(dtype).double()
+    a64, b64 = a.clone().requires_grad_(), b.clone().requires_grad_()
     a32 = a.to(dtype=dtype, device=device).requires_grad_()
     b32 = b.to(dtype=dtype, device=device).requires_grad_()
     if logit_scale is not None:
@@ -49,20 +63,26 @@ def _compare(name, a, b, *, sim, reduction, temperature=None, logit_scale=None, 
     w = torch.rand(want.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) + 0.5
     grads = torch.autograd.grad((out.double().cpu() * w).sum(), params)
     grads64 = torch.autograd.grad((want * w).sum(), params64)
-    # Relative errors. A true value near zero (every gradient of a single pair cancels exactly, so
-    # does a 1-D cosine gradient) is judged against a floor instead: 1.0 for the loss and
-    # 1e-2 * max(1, s) for gradient norms, s being the logit scale that sets the size of the terms
-    # that cancel, i.e. absolute errors of 1e-5 and 1e-7 * max(1, s) there.
-    s = logit_scale if logit_scale is not None else 1.0 / temperature
-    errs = [rel_err(out, want, floor=1.0)] + [rel_err(g, g64, floor=1e-2 * max(1.0, s))
-                                              for g, g64 in zip(grads, grads64)]
+    # Relative errors. The loss and its gradients are differences of the log-sum-exp part and the
+    # positive-pair part, which can cancel almost exactly (a saturated
+    # softmax, a single pair, 1-D cosine); each is judged against max(||ref||, ||positive part||),
+    # the magnitude of the terms that cancel, computed in float64 from the same inputs.
+    s64 = params64[2] if logit_scale is not None else 1.0 / temperature
+    pos_part = (w * s64 * _positive_sims(name, params64[0], params64[1], sim, labels)).sum()
+    pos_grads = torch.autograd.grad(pos_part, params64, allow_unused=True)
+    pos_loss = s64 * _positive_sims(name, params64[0], params64[1], sim, labels)
+    pos_loss = {"mean": pos_loss.mean, "sum": pos_loss.sum, "none": lambda: pos_loss}[reduction]()
+    errs = [rel_err(out, want, floor=max(1.0, pos_loss.detach().norm().item()))]
+    for g, g64, gp in zip(grads, grads64, pos_grads):
+        floor = max(1e-12, gp.norm().item() if gp is not None else 0.0)
+        errs.append(rel_err(g, g64, floor=floor))
     return errs
 
 
 @given(data=st.data())
 def test_symmetric_matches_reference(data):
     sim = data.draw(st.sampled_from(SIMS))
-    m = data.draw(st.integers(1, 300))
+    m = data.draw(st.integers(2, 300))  # M = 1 (all gradients exactly 0): test_single_pair_...
     d = data.draw(st.integers(2 if sim == "cosine" else 1, 256))
     seed = data.draw(st.integers(0, 2**31 - 1))
     reduction = data.draw(st.sampled_from(["mean", "sum", "none"]))
@@ -94,7 +114,7 @@ def test_infonce_matches_reference(data):
 @given(data=st.data())
 def test_nt_xent_matches_reference(data):
     sim = data.draw(st.sampled_from(SIMS))
-    m = data.draw(st.integers(1, 150))
+    m = data.draw(st.integers(2, 150))  # M = 1: each denominator holds only the positive, loss 0
     d = data.draw(st.integers(2 if sim == "cosine" else 1, 256))
     seed = data.draw(st.integers(0, 2**31 - 1))
     a, b = _inputs(seed, m, m, d, sim)
@@ -172,8 +192,14 @@ def test_one_dimensional_cosine_has_zero_gradient():
 
 
 def test_single_pair_and_repeated_rows():
-    a, b = _inputs(7, 1, 1, 8, "cosine")
-    assert max(_compare("symmetric_infonce", a, b, sim="cosine", reduction="mean", temperature=0.1)) < TOL32
+    # One pair: the loss is exactly 0 and so is every gradient (LSE and positive term coincide).
+    for sim in SIMS:
+        a, b = _inputs(7, 1, 1, 8, sim)
+        a.requires_grad_()
+        s = torch.tensor(3.0, requires_grad=True)
+        loss = mf.symmetric_infonce(a, b, logit_scale=s, similarity=sim)
+        ga, gs = torch.autograd.grad(loss, [a, s])
+        assert abs(loss.item()) < 1e-5 and ga.abs().max() < 1e-5 and abs(gs.item()) < 1e-5
     a, b = _inputs(8, 50, 50, 8, "euclidean")
     a[10:20] = a[0]  # repeated rows: ties in every row and column
     b[10:20] = b[0]
