@@ -1,5 +1,9 @@
 import os
 
+# One in-process compile thread: inductor's worker pool would otherwise compete with the
+# subprocess tests for the CI machine's two cores.
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
+
 import pytest
 import torch
 from hypothesis import HealthCheck, settings

@@ -1,0 +1,214 @@
+"""Forward+backward time and peak extra memory of contrastive-loss implementations (CPU).
+
+Methods compared on the same inputs, in the same run:
+
+* ``fused``:   :func:`mmcl_fast.symmetric_infonce` (the compiled operator);
+* ``chunked``: the same algorithm in plain PyTorch ops (:class:`mmcl_fast.chunked.ChunkedPairwiseLSE`);
+* ``naive``:   :func:`mmcl_fast.reference.symmetric_infonce`, which materialises the B x B logits.
+
+Every (method, B, D, similarity) point runs in a fresh subprocess so that its peak resident memory
+(``ru_maxrss``) minus the level after allocating the inputs (and one B=64 warm-up pass that loads
+libraries and thread pools) is the method's own extra memory.
+Time is the median of repeated forward+backward passes after one warm-up pass.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+METHODS = ("fused", "chunked", "naive")
+
+_WORKER = textwrap.dedent("""
+    import json, resource, statistics, sys, time, torch
+    import mmcl_fast as mf
+    from mmcl_fast import reference, chunked, losses
+    method, B, D, sim, reps, budget = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), float(sys.argv[6])
+    torch.manual_seed(0)
+    a = torch.randn(B, D, requires_grad=True); b = torch.randn(B, D, requires_grad=True)
+    temp = 0.07 if sim == "cosine" else 1.0
+
+    def chunked_loss(x, y):
+        ksim, (kx, ky) = losses._kernel_inputs(sim, x, y)
+        s = torch.tensor(1.0 / temp)
+        row, col = chunked.ChunkedPairwiseLSE.apply(kx, ky, s, ksim, False, True)
+        return (0.5 * (row + col) - s * losses._positive_similarity(kx, ky, ksim)).mean()
+
+    fn = {"fused": lambda x, y: mf.symmetric_infonce(x, y, temperature=temp, similarity=sim),
+          "naive": lambda x, y: reference.symmetric_infonce(x, y, temperature=temp, similarity=sim),
+          "chunked": chunked_loss}[method]
+    # A small pass first loads libraries and thread pools, so that they do not count as extra memory.
+    fn(a[:64].detach().requires_grad_(), b[:64].detach().requires_grad_()).backward()
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    times = []
+    t_start = time.perf_counter()
+    for i in range(reps + 1):
+        a.grad = b.grad = None
+        t = time.perf_counter()
+        loss = fn(a, b)
+        loss.backward()
+        times.append(time.perf_counter() - t)
+        if time.perf_counter() - t_start > budget and len(times) >= 2:
+            break
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    measured = times[1:] if len(times) > 1 else times
+    print(json.dumps({"time_s": statistics.median(measured), "n_timed": len(measured),
+                      "extra_mem_bytes": max(0, peak - base), "loss": loss.item()}))
+""")
+
+
+def naive_bytes(B: int) -> int:
+    """Rough peak of the naive loss: logits, two log-softmaxes and their gradients (float32)."""
+    return 5 * B * B * 4
+
+
+def run_point(method: str, B: int, D: int, sim: str, reps: int = 3, budget_s: float = 60.0,
+              timeout_s: float = 1800.0) -> dict:
+    """One measurement in a fresh interpreter; returns its JSON record (or an error entry)."""
+    cmd = [sys.executable, "-c", _WORKER, method, str(B), str(D), sim, str(reps), str(budget_s)]
+    t0 = time.perf_counter()
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timeout after {timeout_s:.0f}s"}
+    if out.returncode != 0:
+        return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1][:200]}
+    rec = json.loads(out.stdout.strip().splitlines()[-1])
+    rec["wall_s"] = time.perf_counter() - t0
+    return rec
+
+
+def run_grid(batch_sizes, dims, sims, methods=METHODS, mem_limit_bytes: int = 12 << 30,
+             chunked_max_b: int = 16384, reps: int = 3, budget_s: float = 60.0, progress=print):
+    """Measure every point; skip naive where its logits alone would not fit in mem_limit_bytes."""
+    results = []
+    for sim in sims:
+        for D in dims:
+            for B in batch_sizes:
+                for method in methods:
+                    rec = {"method": method, "B": B, "D": D, "similarity": sim}
+                    if method == "naive" and naive_bytes(B) > mem_limit_bytes:
+                        rec["skipped"] = f"needs ~{naive_bytes(B) / 2**30:.0f} GiB for the logits"
+                    elif method == "chunked" and B > chunked_max_b:
+                        rec["skipped"] = f"B > {chunked_max_b} (minutes per pass)"
+                    else:
+                        rec.update(run_point(method, B, D, sim, reps=reps, budget_s=budget_s))
+                    results.append(rec)
+                    progress(_format_point(rec))
+    return results
+
+
+def _format_point(r: dict) -> str:
+    head = f"{r['similarity']:9s} B={r['B']:6d} D={r['D']:4d} {r['method']:8s}"
+    if "skipped" in r:
+        return f"{head} skipped: {r['skipped']}"
+    if "error" in r:
+        return f"{head} error: {r['error']}"
+    return f"{head} {r['time_s'] * 1e3:10.1f} ms  {r['extra_mem_bytes'] / 2**20:9.1f} MiB"
+
+
+def _index(results):
+    return {(r["similarity"], r["D"], r["B"], r["method"]): r for r in results if "time_s" in r}
+
+
+def markdown_table(results) -> str:
+    """One row per (similarity, D, B): times, memory, and the speed/memory ratios vs. fused."""
+    idx = _index(results)
+    keys = sorted({(r["similarity"], r["D"], r["B"]) for r in results})
+    lines = ["| similarity | D | B | fused ms | chunked ms | naive ms | naive/fused | chunked/fused "
+             "| fused MiB | chunked MiB | naive MiB | naive/fused mem |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(k, field, scale, fmt):
+        r = idx.get(k)
+        return fmt % (r[field] * scale) if r else "—"
+
+    for sim, D, B in keys:
+        f, c, n = ((sim, D, B, m) for m in ("fused", "chunked", "naive"))
+        ratio = lambda x, y, field: (f"{idx[x][field] / idx[y][field]:.1f}x"
+                                     if x in idx and y in idx and idx[y][field] > 0 else "—")
+        lines.append(
+            f"| {sim} | {D} | {B} | {cell(f, 'time_s', 1e3, '%.1f')} | {cell(c, 'time_s', 1e3, '%.1f')} "
+            f"| {cell(n, 'time_s', 1e3, '%.1f')} | {ratio(n, f, 'time_s')} | {ratio(c, f, 'time_s')} "
+            f"| {cell(f, 'extra_mem_bytes', 2**-20, '%.1f')} | {cell(c, 'extra_mem_bytes', 2**-20, '%.1f')} "
+            f"| {cell(n, 'extra_mem_bytes', 2**-20, '%.1f')} | {ratio(n, f, 'extra_mem_bytes')} |")
+    return "\n".join(lines)
+
+
+def targets(results) -> list[str]:
+    """The CPU targets of the operator issue, evaluated as ratios within this run."""
+    idx = _index(results)
+    out = []
+
+    def speed(sim, D, B, other):
+        a, b = idx.get((sim, D, B, other)), idx.get((sim, D, B, "fused"))
+        return a["time_s"] / b["time_s"] if a and b else None
+
+    def check(label, value, goal, fmt="%.1fx"):
+        if value is None:
+            out.append(f"- {label}: not measured")
+        else:
+            out.append(f"- {label}: {fmt % value} (target {goal}) {'MET' if value >= goal else 'MISSED'}")
+
+    check("B=6144 D=5 euclidean, naive/fused time", speed("euclidean", 5, 6144, "naive"), 10)
+    check("B=6144 D=128 cosine, naive/fused time", speed("cosine", 128, 6144, "naive"), 4)
+    check("B=6144 D=128 cosine, chunked/fused time", speed("cosine", 128, 6144, "chunked"), 1.5)
+    mem = [idx[k[:3] + ("naive",)]["extra_mem_bytes"] / max(1, idx[k]["extra_mem_bytes"])
+           for k in idx if k[3] == "fused" and k[:3] + ("naive",) in idx and k[2] >= 6144]
+    check("B>=6144, naive/fused extra memory (worst point)", min(mem) if mem else None, 20)
+    big = idx.get(("cosine", 128, 65536, "fused"))
+    if big:
+        gib = big["extra_mem_bytes"] / 2**30
+        out.append(f"- B=65536 D=128 cosine fused: {big['time_s']:.1f} s, {gib * 1024:.0f} MiB extra "
+                   f"(target < 1 GiB) {'MET' if gib < 1 else 'MISSED'}")
+    return out
+
+
+def plot(results, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sims = sorted({r["similarity"] for r in results})
+    dims = sorted({r["D"] for r in results})
+    fig, axes = plt.subplots(2, len(sims), figsize=(6 * len(sims), 8), squeeze=False)
+    for col, sim in enumerate(sims):
+        for method, style in zip(METHODS, ("-o", "--s", ":^")):
+            for D, color in zip(dims, ("C0", "C1", "C2", "C3")):
+                pts = sorted((r["B"], r) for r in results if r["similarity"] == sim and r["D"] == D
+                             and r["method"] == method and "time_s" in r)
+                if not pts:
+                    continue
+                bs = [b for b, _ in pts]
+                axes[0][col].plot(bs, [r["time_s"] for _, r in pts], style, color=color,
+                                  label=f"{method} D={D}")
+                axes[1][col].plot(bs, [max(r["extra_mem_bytes"], 1) / 2**20 for _, r in pts], style,
+                                  color=color, label=f"{method} D={D}")
+        for row, ylabel in enumerate(("forward+backward time [s]", "peak extra memory [MiB]")):
+            ax = axes[row][col]
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("batch size B")
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"{sim} (CPU, {os.cpu_count()} cores)")
+            ax.grid(True, which="both", alpha=0.3)
+        axes[0][col].legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_outputs(results, out_dir: Path, name: str) -> tuple[Path, Path, str]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from . import backend_info
+    meta = {"backend": backend_info(), "cpu_count": os.cpu_count()}
+    json_path = out_dir / f"{name}.json"
+    json_path.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    png_path = out_dir / f"{name}.png"
+    plot(results, png_path)
+    report = markdown_table(results) + "\n\n" + "\n".join(targets(results))
+    return json_path, png_path, report

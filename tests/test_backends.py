@@ -1,0 +1,127 @@
+"""torch.compile, memory footprint, and the JIT / pure-PyTorch fallback backends."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import mmcl_fast as mf
+from mmcl_fast import reference as ref
+from conftest import rel_err
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _run(code: str, env: dict | None = None, cwd=None, timeout=600) -> dict:
+    """Run `code` in a fresh interpreter; it prints one JSON line last."""
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                         text=True, timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_backend_info_reports_compiled():
+    info = mf.backend_info()
+    assert info["backend"] == "compiled", info
+    assert info["cpu_blas"] is not None
+
+
+def test_torch_compile_fullgraph_matches_eager():
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(96, 16, generator=g, requires_grad=True)
+    b = torch.randn(96, 16, generator=g, requires_grad=True)
+    log_scale = torch.tensor(2.0, requires_grad=True)
+
+    def step(x, y, t):
+        return mf.symmetric_infonce(x @ torch.eye(16), y, logit_scale=t.exp()) + 0.1 * mf.nt_xent(x, y, temperature=0.5)
+
+    compiled = torch.compile(step, fullgraph=True)
+    out_c = compiled(a, b, log_scale)
+    grads_c = torch.autograd.grad(out_c, [a, b, log_scale])
+    out_e = step(a, b, log_scale)
+    grads_e = torch.autograd.grad(out_e, [a, b, log_scale])
+    assert rel_err(out_c, out_e) < 1e-6
+    for gc, ge in zip(grads_c, grads_e):
+        assert rel_err(gc, ge) < 1e-5
+
+
+@pytest.mark.slow
+def test_peak_memory_far_below_logits_matrix():
+    """Forward + backward at B=16384, D=64: extra peak RSS vs. the B*B*4 = 1 GiB of logits."""
+    res = _run("""
+        import json, resource, torch, mmcl_fast as mf
+        torch.manual_seed(0)
+        B, D = 16384, 64
+        a = torch.randn(B, D, requires_grad=True); b = torch.randn(B, D, requires_grad=True)
+        mf.symmetric_infonce(a[:64], b[:64], temperature=0.1).backward()   # load everything once
+        a.grad = b.grad = None
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        mf.symmetric_infonce(a, b, temperature=0.1).backward()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        print(json.dumps({"extra": peak - base, "finite": bool(torch.isfinite(a.grad).all())}))
+    """)
+    logits_bytes = 16384 * 16384 * 4
+    assert res["finite"]
+    # inputs + grads are 4 x 4 MiB; allow them plus the per-thread tiles, nowhere near 1 GiB.
+    assert res["extra"] < logits_bytes / 20, res
+
+
+def test_python_fallback_matches_compiled():
+    res = _run("""
+        import json, warnings, torch
+        import mmcl_fast as mf
+        torch.manual_seed(1)
+        a = torch.randn(50, 6, dtype=torch.float64, requires_grad=True); b = torch.randn(50, 6, dtype=torch.float64)
+        out = {"backend": mf.backend_info()["backend"]}
+        for sim in ("cosine", "euclidean", "l1"):
+            loss = mf.symmetric_infonce(a, b, temperature=0.3, similarity=sim) + mf.nt_xent(a, b, temperature=0.3, similarity=sim)
+            (g,) = torch.autograd.grad(loss, a)
+            out[sim] = [loss.item(), g.flatten().tolist()]
+        print(json.dumps(out))
+    """, env={"MMCL_FAST_BACKEND": "python"})
+    assert res.pop("backend") == "python"
+    torch.manual_seed(1)
+    a = torch.randn(50, 6, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(50, 6, dtype=torch.float64)
+    for sim, (loss, grad) in res.items():
+        want = ref.symmetric_infonce(a, b, temperature=0.3, similarity=sim) + ref.nt_xent(a, b, temperature=0.3, similarity=sim)
+        (gw,) = torch.autograd.grad(want, a)
+        assert abs(loss - want.item()) < 1e-10 * abs(want.item())
+        assert rel_err(torch.tensor(grad, dtype=torch.float64), gw.flatten()) < 1e-10
+
+
+def test_fallback_warns_once_when_the_extension_is_missing(tmp_path):
+    # A copy of the Python package without _C and without sources: the only option left is the
+    # chunked fallback, which must say so.
+    pkg = tmp_path / "mmcl_fast"
+    pkg.mkdir()
+    for f in (REPO / "mmcl_fast").glob("*.py"):
+        (pkg / f.name).write_text(f.read_text())
+    res = _run("""
+        import json, warnings
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter("always")
+            import mmcl_fast as mf
+        print(json.dumps({"backend": mf.backend_info()["backend"], "warnings": [str(x.message) for x in w]}))
+    """, cwd=tmp_path, env={"PYTHONPATH": str(tmp_path)})
+    assert res["backend"] == "python"
+    assert len([m for m in res["warnings"] if "fallback" in m]) == 1
+
+
+@pytest.mark.slow
+def test_jit_build_from_sources(tmp_path):
+    """From a source checkout without a built _C, the extension is compiled on first use."""
+    res = _run("""
+        import json, torch, mmcl_fast as mf
+        a = torch.randn(20, 5, dtype=torch.float64); b = torch.randn(20, 5, dtype=torch.float64)
+        from mmcl_fast import reference as ref
+        err = abs(mf.symmetric_infonce(a, b, temperature=0.2).item() - ref.symmetric_infonce(a, b, temperature=0.2).item())
+        print(json.dumps({"backend": mf.backend_info()["backend"], "err": err}))
+    """, cwd=REPO, env={"PYTHONPATH": str(REPO), "MMCL_FAST_BACKEND": "jit",
+                        "TORCH_EXTENSIONS_DIR": str(tmp_path)}, timeout=900)
+    assert res["backend"] == "jit" and res["err"] < 1e-12
