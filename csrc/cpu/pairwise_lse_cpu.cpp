@@ -9,8 +9,8 @@
 //              dx_i   = s sum_j G_ij d sim_ij / d x_i,   dy_j = s sum_i G_ij d sim_ij / d y_j
 //
 // Work is split into W row chunks, one per worker. A worker streams over (tile_m x tile_n) logit
-// tiles: each tile is computed once (BLAS for dot/euclidean, vectorised loop for l1) and feeds
-// both the online row LSE (owned by the worker) and the worker's private column partials
+// tiles: each tile is computed once (BLAS for dot/euclidean; vectorised loops over Y^T for l1 and
+// for D <= 16) and feeds both the online row LSE (owned by the worker) and the worker's private column partials
 // (running max + sum of exp). Column partials are merged in worker order, so results are
 // deterministic for a fixed thread count. The backward recomputes tiles; dX rows are owned,
 // dY is accumulated per worker and summed in worker order. Extra memory is
@@ -38,6 +38,7 @@ using at::vec::Vectorized;
 
 constexpr int64_t kTileM = 128;
 constexpr int64_t kTileN = 256;
+constexpr int64_t kSmallD = 16;
 // Upper bound on the backward's per-worker dY partials; fewer workers are used above it.
 constexpr int64_t kPartialBudgetBytes = int64_t(256) << 20;
 
@@ -53,12 +54,16 @@ template <typename T>
 struct Operands {
   const T* x;   // M x D
   const T* y;   // N x D
-  const T* yt;  // D x N (l1 only)
+  const T* yt;  // D x N (streamed only)
   const T* xn;  // ||x_i||^2 (euclidean only)
   const T* yn;  // ||y_j||^2 (euclidean only)
   int64_t M, N, D;
   Similarity sim;
   T s;
+  // Streamed tiles (l1, or dot/euclidean with D <= kSmallD): logits and gradients are computed by
+  // vectorised loops over Y^T (yt, D x N) instead of BLAS, whose skinny-matrix calls cost more
+  // than the arithmetic for tiny D; the backward then accumulates dY^T (D x N).
+  bool streamed;
 };
 
 template <typename T>
@@ -99,8 +104,11 @@ void logit_tile(const Operands<T>& op, int64_t i0, int64_t tm, int64_t j0, int64
                 int64_t ldl) {
   using V = Vectorized<T>;
   const int64_t D = op.D;
-  if (op.sim == Similarity::L1) {
-    const V vneg_s(-op.s);
+  const bool l1 = op.sim == Similarity::L1;
+  // dot: s x.y ; euclidean: 2s x.y - s|x|^2 - s|y|^2 (norm terms added below) ; l1: -s sum|x - y|
+  const T alpha = l1 ? -op.s : (op.sim == Similarity::Euclidean ? T(2) * op.s : op.s);
+  if (op.streamed) {
+    const V valpha(alpha);
     for (int64_t r = 0; r < tm; ++r) {
       T* Lr = L + r * ldl;
       std::fill(Lr, Lr + tn, T(0));
@@ -110,20 +118,24 @@ void logit_tile(const Operands<T>& op, int64_t i0, int64_t tm, int64_t j0, int64
         const V vx(xk);
         const T* ytk = op.yt + k * op.N + j0;
         int64_t c = 0;
-        for (; c + V::size() <= tn; c += V::size())
-          (V::loadu(Lr + c) + (vx - V::loadu(ytk + c)).abs()).store(Lr + c);
-        for (; c < tn; ++c) Lr[c] += std::abs(xk - ytk[c]);
+        if (l1) {
+          for (; c + V::size() <= tn; c += V::size())
+            (V::loadu(Lr + c) + (vx - V::loadu(ytk + c)).abs()).store(Lr + c);
+          for (; c < tn; ++c) Lr[c] += std::abs(xk - ytk[c]);
+        } else {
+          for (; c + V::size() <= tn; c += V::size())
+            at::vec::fmadd(vx, V::loadu(ytk + c), V::loadu(Lr + c)).store(Lr + c);
+          for (; c < tn; ++c) Lr[c] += xk * ytk[c];
+        }
       }
       int64_t c = 0;
-      for (; c + V::size() <= tn; c += V::size()) (V::loadu(Lr + c) * vneg_s).store(Lr + c);
-      for (; c < tn; ++c) Lr[c] *= -op.s;
+      for (; c + V::size() <= tn; c += V::size()) (V::loadu(Lr + c) * valpha).store(Lr + c);
+      for (; c < tn; ++c) Lr[c] *= alpha;
     }
-    return;
+  } else {
+    // Column-major BLAS view: L^T (tn x tm) = alpha Y_J (tn x D) . X_I^T.
+    gemm(true, false, tn, tm, D, alpha, op.y + j0 * D, D, op.x + i0 * D, D, T(0), L, ldl);
   }
-  // Column-major BLAS view: L^T (tn x tm) = Y_J (tn x D) . X_I^T.
-  const T alpha = op.sim == Similarity::Euclidean ? T(2) * op.s : op.s;
-  gemm(true, false, tn, tm, D, alpha,
-                            op.y + j0 * D, D, op.x + i0 * D, D, T(0), L, ldl);
   if (op.sim == Similarity::Euclidean) {
     const V vs(op.s);
     for (int64_t r = 0; r < tm; ++r) {
@@ -230,7 +242,8 @@ Prepared<T> prepare(const at::Tensor& x_in, const at::Tensor& y_in, Similarity s
   Prepared<T> p;
   p.x = x_in.contiguous();
   p.y = y_in.contiguous();
-  if (sim == Similarity::L1) p.yt = p.y.t().contiguous();
+  const bool streamed = sim == Similarity::L1 || p.x.size(1) <= kSmallD;
+  if (streamed) p.yt = p.y.t().contiguous();
   if (sim == Similarity::Euclidean) {
     p.xn = p.x.square().sum(1);
     p.yn = p.y.square().sum(1);
@@ -244,7 +257,8 @@ Prepared<T> prepare(const at::Tensor& x_in, const at::Tensor& y_in, Similarity s
                      p.y.size(0),
                      p.x.size(1),
                      sim,
-                     static_cast<T>(s)};
+                     static_cast<T>(s),
+                     streamed};
   return p;
 }
 
@@ -314,37 +328,53 @@ void backward_rows(const Operands<T>& op, bool mask_diag, const T* gr, const T* 
       }
       if (euclid)
         for (int64_t c = 0; c < nt; ++c) colsum_g[j0 + c] += double(gcol[c]);
-      if (op.sim == Similarity::L1) {
-        // d sim/d x_ik = -sign(x_ik - y_jk); d sim/d y_jk = +sign(x_ik - y_jk). dy_acc is D x N.
-        const V zero(T(0)), vs(s);
+      if (op.streamed) {
+        // dy_acc is D x N.  l1: d sim/d x_ik = -sign(x_ik - y_jk) = -d sim/d y_jk.
+        // dot/euclidean: dx_ik += alpha sum_j G_ij y_jk ; dy_jk += alpha sum_i G_ij x_ik.
+        const bool l1 = op.sim == Similarity::L1;
+        const T alpha = l1 ? s : (euclid ? T(2) * s : s);
+        const V zero(T(0)), valpha(alpha);
         for (int64_t r = 0; r < mt; ++r) {
           const T* Gr = G + r * kTileN;
           const T* xr = op.x + (i0 + r) * D;
           T* dxr = dx + (i0 + r) * D;
           for (int64_t k = 0; k < D; ++k) {
             const T xk = xr[k];
-            const V vx(xk);
+            const V vx(xk), vax(alpha * xk);
             const T* ytk = op.yt + k * N + j0;
             T* dytk = dy_acc + k * N + j0;
             V acc(T(0));
             int64_t c = 0;
-            for (; c + V::size() <= nt; c += V::size()) {
-              const V v = vx - V::loadu(ytk + c);
-              const V gs = V::loadu(Gr + c) * (v.gt(zero) - v.lt(zero));
-              acc = acc + gs;
-              (V::loadu(dytk + c) + vs * gs).store(dytk + c);
+            if (l1) {
+              for (; c + V::size() <= nt; c += V::size()) {
+                const V v = vx - V::loadu(ytk + c);
+                const V gs = V::loadu(Gr + c) * (v.gt(zero) - v.lt(zero));
+                acc = acc + gs;
+                at::vec::fmadd(valpha, gs, V::loadu(dytk + c)).store(dytk + c);
+              }
+            } else {
+              for (; c + V::size() <= nt; c += V::size()) {
+                const V g = V::loadu(Gr + c);
+                acc = at::vec::fmadd(g, V::loadu(ytk + c), acc);
+                at::vec::fmadd(vax, g, V::loadu(dytk + c)).store(dytk + c);
+              }
             }
             T lanes[V::size()];
             acc.store(lanes);
             T tot = 0;
             for (int64_t l = 0; l < V::size(); ++l) tot += lanes[l];
             for (; c < nt; ++c) {
-              const T v = xk - ytk[c];
-              const T gs = Gr[c] * T((v > 0) - (v < 0));
-              tot += gs;
-              dytk[c] += s * gs;
+              if (l1) {
+                const T v = xk - ytk[c];
+                const T gs = Gr[c] * T((v > 0) - (v < 0));
+                tot += gs;
+                dytk[c] += alpha * gs;
+              } else {
+                tot += Gr[c] * ytk[c];
+                dytk[c] += alpha * xk * Gr[c];
+              }
             }
-            dxr[k] -= s * tot;
+            dxr[k] += l1 ? -alpha * tot : alpha * tot;
           }
         }
       } else {
@@ -433,15 +463,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cpu(
     auto gc = use_col ? grad_col.contiguous() : at::Tensor();
     auto rl = row_lse.contiguous();
     auto cl = use_col ? col_lse.contiguous() : at::Tensor();
-    const bool l1 = sim == Similarity::L1;
     const bool euclid = sim == Similarity::Euclidean;
-    // Worker 0 accumulates straight into dy (dot/euclidean); every other worker, and every l1
+    // Worker 0 accumulates straight into dy (BLAS path); every other worker, and every streamed
     // worker (whose accumulator is D x N), owns a zeroed partial.
     const int64_t partial_bytes = N * D * int64_t(sizeof(T));
     const int64_t budget_workers = 1 + kPartialBudgetBytes / std::max<int64_t>(1, partial_bytes);
     const RowPartition part = partition_rows(M, budget_workers);
     const int64_t W = part.workers;
-    const int64_t own = l1 ? 0 : 1;
+    const bool streamed = prep.op.streamed;
+    const int64_t own = streamed ? 0 : 1;
     std::vector<at::Tensor> partials;
     for (int64_t p = own; p < W; ++p) partials.push_back(at::zeros({N * D}, x.options()));
     auto dy_ptr = [&](int64_t p) -> T* {
@@ -464,7 +494,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cpu(
         T* dyj = dyp + j * D;
         for (int64_t p = own; p < W; ++p) {
           const T* src = partials[p - own].data_ptr<T>();
-          if (l1) {
+          if (streamed) {
             for (int64_t k = 0; k < D; ++k) dyj[k] += src[k * N + j];
           } else {
             for (int64_t k = 0; k < D; ++k) dyj[k] += src[j * D + k];
