@@ -36,6 +36,7 @@ def _extension():
 
 setup(
     packages=find_packages(include=["mmcl_fast", "mmcl_fast.*"]),
+    package_data={"mmcl_fast": ["data/*.json"]},
     ext_modules=[_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

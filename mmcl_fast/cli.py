@@ -1,5 +1,6 @@
 """The ``mmcl-fast`` command line.
 
+    mmcl-fast simulate [--preset NAME] ...   the identifiability simulation (see mmcl_fast.simulate)
     mmcl-fast bench [--full] [--out DIR]     forward+backward time / memory vs. naive and chunked
     mmcl-fast info                           which operator backend is active
 """
@@ -34,6 +35,10 @@ def main(argv=None) -> None:
     bench.add_argument("--reps", type=int, default=3)
     bench.add_argument("--out", default="runs/bench")
     bench.set_defaults(func=_bench)
+    from .simulate import build_parser as simulate_parser, main as simulate_main
+    sim = sub.add_parser("simulate", help="numerical simulation of Daunhawer et al. (ICLR 2023)")
+    simulate_parser(sim)
+    sim.set_defaults(func=lambda a: simulate_main(args=a))
     info = sub.add_parser("info", help="print the active backend")
     info.set_defaults(func=lambda a: print(json.dumps(__import__("mmcl_fast").backend_info(), indent=1)))
     args = parser.parse_args(argv)

@@ -1,0 +1,400 @@
+"""Numerical-simulation trainer: identifiability of content in multimodal contrastive learning.
+
+Reproduces Section 5.1 / Appendix B of Daunhawer et al. (ICLR 2023) with the fused loss: encoders
+g1, g2 are trained with ``symmetric_infonce(g1(x1), g2(x2), similarity="euclidean")`` on fresh
+samples of the generative process of :mod:`mmcl_fast.sim_data` every step; afterwards every latent
+block is predicted from each encoder's standardised output (:mod:`mmcl_fast.evaluation`).
+
+    mmcl-fast simulate                                  # the quick default, a few minutes on CPU
+    mmcl-fast simulate --preset table1b --out runs/t1b  # paper Table 1 (b), 300k steps per run
+    python -m mmcl_fast.simulate --preset quick --steps 500
+
+Library use::
+
+    from mmcl_fast.simulate import SimConfig, train
+    result = train(SimConfig(steps=2000, batch_size=1024), out_dir="runs/x")
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .evaluation import r2_scores
+from .losses import symmetric_infonce
+from .sim_data import LatentSpec, MultimodalProcess
+
+PAPER_HIDDEN = (150, 750, 750, 750, 750, 150)
+
+
+@dataclass
+class SimConfig:
+    # generative process
+    n_c: int = 5
+    n_s: int = 5
+    n_m: int = 5
+    p_change: float = 0.75
+    statistical: bool = False
+    causal: bool = False
+    multimodal: bool = True          # f1 != f2 and two encoders; False: the original setting
+    cond_threshold_ratio: float = 1e-3
+    n_cond_draws: int = 25_000
+    # model and optimisation (paper defaults, Table 2a)
+    encoding_size: int = 5
+    hidden: tuple[int, ...] = PAPER_HIDDEN
+    batch_size: int = 6144
+    steps: int = 300_000
+    lr: float = 1e-4
+    grad_clip: float = 2.0
+    temperature: float = 1.0
+    seed: int = 0
+    # evaluation
+    eval_samples: int = 4096
+    nonlinear_eval: bool = True
+    intervention: bool = False
+    checkpoint_every: int = 2000
+
+    def spec(self) -> LatentSpec:
+        return LatentSpec(self.n_c, self.n_s, self.n_m, self.p_change, self.statistical, self.causal)
+
+
+def encoder(d_in: int, hidden: tuple[int, ...], d_out: int, slope: float = 0.01) -> nn.Sequential:
+    """MLP d_in -> hidden... -> d_out with LeakyReLU(slope) between layers."""
+    dims = (d_in, *hidden)
+    layers: list[nn.Module] = []
+    for a, b in zip(dims[:-1], dims[1:]):
+        layers += [nn.Linear(a, b), nn.LeakyReLU(slope)]
+    layers.append(nn.Linear(dims[-1], d_out))
+    return nn.Sequential(*layers)
+
+
+class Simulation:
+    """Process + encoders + optimiser of one run; `step()` trains on one fresh batch."""
+
+    def __init__(self, cfg: SimConfig):
+        self.cfg = cfg
+        torch.manual_seed(cfg.seed)
+        self.process = MultimodalProcess(cfg.spec(), multimodal=cfg.multimodal, seed=cfg.seed,
+                                         cond_threshold_ratio=cfg.cond_threshold_ratio,
+                                         n_cond_draws=cfg.n_cond_draws)
+        d = cfg.spec().dim
+        self.g1 = encoder(d, tuple(cfg.hidden), cfg.encoding_size)
+        self.g2 = encoder(d, tuple(cfg.hidden), cfg.encoding_size) if cfg.multimodal else self.g1
+        params = list(self.g1.parameters()) + (list(self.g2.parameters()) if cfg.multimodal else [])
+        self.params = params
+        self.opt = torch.optim.Adam(params, lr=cfg.lr)
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.step_count = 0
+
+    def loss(self, x1, x2):
+        return symmetric_infonce(self.g1(x1), self.g2(x2), temperature=self.cfg.temperature,
+                                 similarity="euclidean")
+
+    def step(self) -> float:
+        x1, x2, _ = self.process.sample(self.cfg.batch_size, self.gen)
+        loss = self.loss(x1, x2)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        self.opt.step()
+        self.step_count += 1
+        return loss.item()
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"config": asdict(self.cfg), "step": self.step_count, "g1": self.g1.state_dict(),
+                "g2": self.g2.state_dict(), "opt": self.opt.state_dict(),
+                "gen": self.gen.get_state(), "torch_rng": torch.get_rng_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if _comparable(state["config"]) != _comparable(asdict(self.cfg)):
+            raise ValueError("checkpoint was written by a different configuration; use another --out")
+        self.g1.load_state_dict(state["g1"])
+        self.g2.load_state_dict(state["g2"])
+        self.opt.load_state_dict(state["opt"])
+        self.gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step_count = state["step"]
+
+    # -- evaluation ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        cfg = self.cfg
+        g = torch.Generator().manual_seed(cfg.seed + 10_007)
+        x1, x2, z = self.process.sample(cfg.eval_samples, g)
+        h1, h2 = self.g1(x1), self.g2(x2)
+        val_loss = symmetric_infonce(h1, h2, temperature=cfg.temperature, similarity="euclidean").item()
+        factors = {k: v.numpy() for k, v in z.items()}
+        out = {"val_loss": val_loss,
+               "encoder1": r2_scores(h1.numpy(), factors, nonlinear=cfg.nonlinear_eval),
+               "encoder2": r2_scores(h2.numpy(), factors, nonlinear=cfg.nonlinear_eval)}
+        if cfg.intervention:
+            xi1, xi2, c_prime = self.process.intervene(z, g)
+            fac = {"c": factors["c"], "c_prime": c_prime.numpy(), "s": factors["s"],
+                   "m1": factors["m1"], "m2": factors["m2"]}
+            out["intervention_encoder1"] = r2_scores(self.g1(xi1).numpy(), fac, nonlinear=cfg.nonlinear_eval)
+            out["intervention_encoder2"] = r2_scores(self.g2(xi2).numpy(), fac, nonlinear=cfg.nonlinear_eval)
+        return out
+
+
+def _comparable(cfg: dict) -> dict:
+    """Config fields that must match to resume (the step budget and evaluation may change)."""
+    skip = {"steps", "eval_samples", "nonlinear_eval", "intervention", "checkpoint_every"}
+    return {k: (list(v) if isinstance(v, (tuple, list)) else v) for k, v in cfg.items() if k not in skip}
+
+
+def summary(result: dict, kind: str = "nonlinear") -> dict:
+    """Table-1 columns: content (mean over both encoders), style (s from g1, s~ from g2),
+    modality (m1 from g1, m2 from g2), each the R^2 of the `kind` regression."""
+    e1, e2 = result["encoder1"], result["encoder2"]
+    pick = lambda e, f: e[f][kind] if f in e else float("nan")
+    row = {"content": (pick(e1, "c") + pick(e2, "c")) / 2,
+           "style": (pick(e1, "s") + pick(e2, "s_tilde")) / 2,
+           "modality": (pick(e1, "m1") + pick(e2, "m2")) / 2}
+    if "intervention_encoder1" in result:
+        i1, i2 = result["intervention_encoder1"], result["intervention_encoder2"]
+        row["content_c"] = (pick(i1, "c") + pick(i2, "c")) / 2
+        row["content_c_prime"] = (pick(i1, "c_prime") + pick(i2, "c_prime")) / 2
+    return row
+
+
+def format_r2_table(result: dict) -> str:
+    """R^2 of every factor from each encoder, linear and nonlinear."""
+    lines = ["| factor | g1 linear | g1 nonlinear | g2 linear | g2 nonlinear |", "|---|---|---|---|---|"]
+    for f in ("c", "s", "s_tilde", "m1", "m2"):
+        cells = []
+        for e in ("encoder1", "encoder2"):
+            r = result[e].get(f)
+            cells += ["—", "—"] if r is None else [f"{r['linear']:.3f}", f"{r.get('nonlinear', float('nan')):.3f}"]
+        lines.append(f"| {f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def train(cfg: SimConfig, out_dir: str | Path | None = None, resume: bool = True,
+          progress: bool = True) -> dict:
+    """Train (resuming from out_dir/checkpoint.pt when present), evaluate, write results.json."""
+    from tqdm.auto import tqdm
+
+    sim = Simulation(cfg)
+    out = Path(out_dir) if out_dir is not None else None
+    ckpt = out / "checkpoint.pt" if out is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        if resume and ckpt.exists():
+            sim.load_state_dict(torch.load(ckpt, weights_only=False))
+    losses = []
+    t0 = time.perf_counter()
+    bar = tqdm(total=cfg.steps, initial=sim.step_count, disable=not progress, desc="simulate",
+               dynamic_ncols=True)
+    while sim.step_count < cfg.steps:
+        losses.append(sim.step())
+        bar.update(1)
+        if sim.step_count % 20 == 0:
+            rate = len(losses) / (time.perf_counter() - t0)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", steps_per_s=f"{rate:.1f}")
+        if ckpt is not None and (sim.step_count % cfg.checkpoint_every == 0 or sim.step_count == cfg.steps):
+            torch.save(sim.state_dict(), ckpt)
+    bar.close()
+    train_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    result = sim.evaluate()
+    result.update(config=asdict(cfg), steps=sim.step_count, train_seconds=train_s,
+                  eval_seconds=time.perf_counter() - t1,
+                  final_train_loss=float(np.mean(losses[-50:])) if losses else None)
+    result["summary"] = summary(result)
+    if out is not None:
+        (out / "results.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+# ---- presets ----------------------------------------------------------------------------------
+
+TABLE1_ROWS = [  # (p_change, statistical, causal), the rows of paper Tables 1 and 4
+    (1.0, False, False), (0.75, False, False), (0.75, True, False), (0.75, False, True),
+    (0.75, True, True)]
+
+QUICK = dict(hidden=(64, 256, 256, 64), batch_size=1024, steps=3000, lr=1e-3,
+             eval_samples=2000, n_cond_draws=5000)
+
+
+def preset_runs(name: str, seeds: int = 3) -> list[tuple[str, SimConfig]]:
+    """The runs of a preset as (label, config) pairs."""
+    base = SimConfig()
+    if name == "quick":
+        return [("quick", replace(base, **QUICK))]
+    if name == "paper":
+        return [("paper", base)]
+    table = {"table1a": dict(multimodal=False, n_m=0), "table1b": dict(multimodal=True),
+             "table4a": dict(multimodal=False, n_m=0), "table4b": dict(multimodal=True, n_m=0),
+             "fig8": dict(multimodal=True, intervention=True)}
+    if name in table:
+        return [(f"p={p} stat={int(st)} caus={int(ca)} seed={s}",
+                 replace(base, p_change=p, statistical=st, causal=ca, seed=s, **table[name]))
+                for p, st, ca in TABLE1_ROWS for s in range(seeds)]
+    if name == "fig6":  # vary n_s (a, b) and n_m (c, d), multimodal, independent factors
+        return ([(f"n_s={n} seed={s}", replace(base, n_s=n, seed=s)) for n in (5, 10, 20, 40) for s in range(seeds)]
+                + [(f"n_m={n} seed={s}", replace(base, n_m=n, seed=s)) for n in (5, 10, 20, 40) for s in range(seeds)])
+    if name == "fig7":  # validation loss vs encoding size; the elbow should sit at n_c
+        return [(f"enc={k} seed={s}", replace(base, encoding_size=k, seed=s)) for k in range(1, 11) for s in range(seeds)]
+    raise ValueError(f"unknown preset {name!r}; choose from {PRESETS}")
+
+
+PRESETS = ("quick", "paper", "table1a", "table1b", "table4a", "table4b", "fig6", "fig7", "fig8")
+_PAPER_KEYS = {"table1a": "table1_original_setting_f1_eq_f2", "table1b": "table1_multimodal_setting_f1_ne_f2",
+               "table4a": "table4_no_modality_latents_original", "table4b": "table4_no_modality_latents_multimodal",
+               "fig8": "figure8_test_time_interventions"}
+
+
+def paper_table(name: str) -> dict | None:
+    key = _PAPER_KEYS.get(name)
+    if key is None:
+        return None
+    data = json.loads(resources.files("mmcl_fast").joinpath("data/paper_results.json").read_text())
+    return data[key]
+
+
+def report(name: str, rows: list[dict]) -> str:
+    """Markdown table of a preset's results (mean ± sd over seeds), next to the paper's numbers."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        c = r["config"]
+        key = (c["p_change"], c["statistical"], c["causal"], c["n_s"], c["n_m"], c["encoding_size"])
+        groups.setdefault(key, []).append(r)
+    paper = paper_table(name)
+    cols = ["content", "style", "modality"] + (["content_c", "content_c_prime"] if name == "fig8" else [])
+    head = "| p(chg.) | stat. | caus. | n_s | n_m | enc | seeds | " + " | ".join(cols) + " | val loss |"
+    if paper:
+        head += " paper: " + ", ".join(paper["columns"][3:]) + " |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for key, rs in sorted(groups.items()):
+        stats = []
+        for col in cols:
+            v = [r["summary"].get(col, float("nan")) for r in rs]
+            stats.append(f"{np.mean(v):.2f} ± {np.std(v):.2f}")
+        vl = np.mean([r["val_loss"] for r in rs])
+        line = (f"| {key[0]} | {int(key[1])} | {int(key[2])} | {key[3]} | {key[4]} | {key[5]} | {len(rs)} | "
+                + " | ".join(stats) + f" | {vl:.3f} |")
+        if paper:
+            match = [p for p in paper["rows"] if (p[0], p[1], p[2]) == key[:3]]
+            line += " " + (", ".join(f"{x:.2f}" for x in match[0][3:]) if match else "—") + " |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def plot_preset(name: str, rows: list[dict], path: Path) -> bool:
+    """Figures where the paper has one: fig6 (R^2 vs n_s / n_m), fig7 (val loss vs encoding size)."""
+    if name not in ("fig6", "fig7"):
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if name == "fig7":
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ks = sorted({r["config"]["encoding_size"] for r in rows})
+        v = [np.mean([r["val_loss"] for r in rows if r["config"]["encoding_size"] == k]) for k in ks]
+        ax.plot(ks, v, "-o")
+        ax.axvline(rows[0]["config"]["n_c"], ls=":", c="gray", label="n_c")
+        ax.set_xlabel("encoding size")
+        ax.set_ylabel("validation loss")
+        ax.legend()
+    else:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        for ax, field_name in zip(axes, ("n_s", "n_m")):
+            sub = [r for r in rows if r["config"][field_name] != 5 or
+                   r["config"]["n_s" if field_name == "n_m" else "n_m"] == 5]
+            ns = sorted({r["config"][field_name] for r in sub})
+            for col in ("content", "style", "modality"):
+                ax.plot(ns, [np.mean([r["summary"][col] for r in sub if r["config"][field_name] == n]) for n in ns],
+                        "-o", label=col)
+            ax.set_xlabel(field_name)
+            ax.set_ylabel("R² (nonlinear)")
+            ax.set_ylim(-0.05, 1.05)
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def run_preset(name: str, out_dir: Path, overrides: dict, seeds: int = 3, progress: bool = True) -> list[dict]:
+    """Run (or resume) every run of a preset; write results.csv/json, report.md and a figure."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    runs = preset_runs(name, seeds=seeds)
+    for i, (label, cfg) in enumerate(runs):
+        cfg = replace(cfg, **overrides)
+        if progress:
+            print(f"[{i + 1}/{len(runs)}] {label}")
+        rows.append(train(cfg, out_dir / f"run{i:03d}", progress=progress))
+    (out_dir / "results.json").write_text(json.dumps(rows, indent=1))
+    with open(out_dir / "results.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["p_change", "statistical", "causal", "n_s", "n_m", "encoding_size", "seed", "steps",
+                    "content", "style", "modality", "val_loss", "train_seconds"])
+        for r in rows:
+            c = r["config"]
+            w.writerow([c["p_change"], c["statistical"], c["causal"], c["n_s"], c["n_m"],
+                        c["encoding_size"], c["seed"], r["steps"], r["summary"]["content"],
+                        r["summary"]["style"], r["summary"]["modality"], r["val_loss"], r["train_seconds"]])
+    text = report(name, rows)
+    (out_dir / "report.md").write_text(text + "\n")
+    plot_preset(name, rows, out_dir / f"{name}.png")
+    return rows
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = parser or argparse.ArgumentParser(prog="mmcl-fast simulate", description=__doc__,
+                                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="quick", choices=PRESETS)
+    p.add_argument("--out", default=None, help="output folder (default runs/simulate-PRESET)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per setting for table/figure presets")
+    p.add_argument("--no-progress", action="store_true")
+    for f in dataclasses.fields(SimConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool", bool):
+            p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=None, metavar="BOOL")
+        elif f.name == "hidden":
+            p.add_argument(flag, type=int, nargs="+", default=None)
+        else:
+            typ = {"int": int, "float": float}.get(str(f.type), float if isinstance(f.default, float) else int)
+            p.add_argument(flag, type=typ, default=None)
+    return p
+
+
+def main(argv=None, args=None) -> list[dict]:
+    args = args or build_parser().parse_args(argv)
+    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(SimConfig)
+                 if getattr(args, f.name, None) is not None}
+    if "hidden" in overrides:
+        overrides["hidden"] = tuple(overrides["hidden"])
+    if "seed" in overrides and args.preset not in ("quick", "paper"):
+        raise SystemExit("--seed applies to single runs; table presets use --seeds")
+    out = Path(args.out or f"runs/simulate-{args.preset}")
+    rows = run_preset(args.preset, out, overrides, seeds=args.seeds, progress=not args.no_progress)
+    if len(rows) == 1:
+        r = rows[0]
+        print(f"\n{args.preset}: {r['steps']} steps in {r['train_seconds']:.0f}s, evaluation "
+              f"{r['eval_seconds']:.0f}s, validation loss {r['val_loss']:.4f}\n")
+        print(format_r2_table(r))
+        s = r["summary"]
+        print(f"\ncontent R² {s['content']:.3f}   style R² {s['style']:.3f}   modality R² {s['modality']:.3f}"
+              "   (nonlinear, mean of both encoders)")
+    else:
+        print((out / "report.md").read_text())
+    print(f"\nwrote {out}/")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

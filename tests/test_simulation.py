@@ -1,0 +1,145 @@
+"""Generative process, evaluation and trainer of the numerical simulation."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from mmcl_fast import simulate
+from mmcl_fast.evaluation import r2_scores
+from mmcl_fast.sim_data import InvertibleMLP, LatentSampler, LatentSpec, MultimodalProcess, condition_threshold
+
+
+def _gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_mixing_function_is_invertible_and_well_conditioned(seed):
+    f = InvertibleMLP(15, seed=seed, n_cond_draws=2000)
+    for w in f.weights:
+        assert np.linalg.cond(w.double().numpy()) < f.threshold
+        assert torch.allclose(w.norm(dim=0), torch.ones(15), atol=1e-5)  # L2-normalised columns
+    z = torch.randn(500, 15, generator=_gen(seed))
+    x = f(z)
+    assert not torch.allclose(x, z)
+    assert torch.allclose(f.inverse(x), z, atol=1e-4)
+
+
+def test_condition_threshold_is_the_requested_quantile():
+    thr = condition_threshold(15, ratio=1e-2, n_draws=3000, seed=5)
+    rng = np.random.default_rng(5)
+    w = rng.uniform(-1, 1, size=(3000, 15, 15))
+    w /= np.linalg.norm(w, axis=1, keepdims=True)
+    conds = np.linalg.cond(w)
+    assert (conds < thr).sum() == 29 and (conds <= thr).sum() == 30  # the 30th smallest of 3000
+
+
+def test_independent_latents_and_style_change_probability():
+    spec = LatentSpec(p_change=0.75)
+    z = LatentSampler(spec, seed=0).sample(20000, _gen(0))
+    cov = np.cov(torch.cat([z["c"], z["s"], z["m1"], z["m2"]], 1).numpy().T)
+    assert np.abs(cov - np.eye(20)).max() < 0.05
+    changed = (z["s_tilde"] != z["s"]).float().mean().item()
+    sd = (0.75 * 0.25 / z["s"].numel()) ** 0.5
+    assert abs(changed - 0.75) < 5 * sd
+    for p in (0.0, 1.0):
+        zp = LatentSampler(LatentSpec(p_change=p), seed=0).sample(1000, _gen(1))
+        assert (zp["s_tilde"] != zp["s"]).float().mean().item() == p
+
+
+def test_statistical_dependence_follows_the_wishart_covariance():
+    sampler = LatentSampler(LatentSpec(statistical=True), seed=3)
+    z = sampler.sample(50000, _gen(2))
+    sigma = (sampler.chol["c"] @ sampler.chol["c"].T).numpy()
+    assert np.abs(sigma - np.diag(np.diag(sigma))).max() > 0.5  # genuinely correlated
+    emp = np.cov(z["c"].numpy().T)
+    assert np.abs(emp - sigma).max() < 0.05 * np.abs(sigma).max()
+
+
+def test_causal_dependence_of_style_on_content():
+    sampler = LatentSampler(LatentSpec(causal=True), seed=4)
+    z = sampler.sample(20000, _gen(3))
+    c, s = z["c"].numpy(), z["s"].numpy()
+    X = np.c_[c, np.ones(len(c))]
+    coef, *_ = np.linalg.lstsq(X, s, rcond=None)
+    assert np.allclose(coef[:-1].T, sampler.B.numpy(), atol=0.05)
+    assert np.allclose(coef[-1], sampler.a.numpy(), atol=0.05)
+    indep = LatentSampler(LatentSpec(causal=False), seed=4).sample(20000, _gen(3))
+    assert abs(np.corrcoef(indep["c"][:, 0], indep["s"][:, 0])[0, 1]) < 0.05
+
+
+def test_original_setting_shares_the_mixing_function_and_content_is_shared():
+    proc = MultimodalProcess(LatentSpec(n_m=0), multimodal=False, seed=0, n_cond_draws=1000)
+    assert proc.f1 is proc.f2
+    proc2 = MultimodalProcess(LatentSpec(), multimodal=True, seed=0, n_cond_draws=1000)
+    assert not torch.equal(proc2.f1.weights, proc2.f2.weights)
+    x1, x2, z = proc2.sample(64, _gen(0))
+    z1 = proc2.f1.inverse(x1)
+    assert torch.allclose(z1[:, :5], z["c"], atol=1e-4) and torch.allclose(z1[:, 5:10], z["s"], atol=1e-4)
+    z2 = proc2.f2.inverse(x2)
+    assert torch.allclose(z2[:, :5], z["c"], atol=1e-4) and torch.allclose(z2[:, 5:10], z["s_tilde"], atol=1e-4)
+
+
+def test_intervention_permutes_content_only():
+    proc = MultimodalProcess(LatentSpec(), seed=0, n_cond_draws=1000)
+    x1, x2, z = proc.sample(128, _gen(0))
+    xi1, xi2, c_prime = proc.intervene(z, _gen(1))
+    assert sorted(c_prime[:, 0].tolist()) == sorted(z["c"][:, 0].tolist())
+    assert not torch.equal(c_prime, z["c"])
+    zi = proc.f1.inverse(xi1)
+    assert torch.allclose(zi[:, :5], c_prime, atol=1e-4) and torch.allclose(zi[:, 5:10], z["s"], atol=1e-4)
+
+
+def test_r2_of_a_bijection_is_one_and_of_noise_is_zero():
+    rng = np.random.default_rng(0)
+    c = rng.standard_normal((1200, 3))
+    noise = rng.standard_normal((1200, 3))
+    f = InvertibleMLP(3, seed=1, n_cond_draws=500)                # a nonlinear bijection of c
+    h = f(torch.from_numpy(c).float()).numpy()
+    r = r2_scores(h, {"c": c, "noise": noise})
+    assert r["c"]["nonlinear"] > 0.95
+    assert r["c"]["linear"] < r["c"]["nonlinear"]
+    assert abs(r["noise"]["nonlinear"]) < 0.05 and abs(r["noise"]["linear"]) < 0.05
+
+
+def _tiny(**kw):
+    base = dict(hidden=(16, 16), batch_size=64, steps=10, lr=1e-3, eval_samples=200,
+                n_cond_draws=500, nonlinear_eval=False, checkpoint_every=5)
+    return simulate.SimConfig(**{**base, **kw})
+
+
+def test_training_resumes_exactly_from_a_checkpoint(tmp_path):
+    straight = simulate.train(_tiny(steps=10), tmp_path / "a", progress=False)
+    simulate.train(_tiny(steps=5), tmp_path / "b", progress=False)
+    resumed = simulate.train(_tiny(steps=10), tmp_path / "b", progress=False)
+    assert resumed["steps"] == straight["steps"] == 10
+    sa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
+    sb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    for k in sa["g1"]:
+        assert torch.equal(sa["g1"][k], sb["g1"][k])
+    assert resumed["val_loss"] == straight["val_loss"]
+    with pytest.raises(ValueError, match="different configuration"):
+        simulate.train(_tiny(steps=12, lr=5e-4), tmp_path / "b", progress=False)
+
+
+def test_short_training_reduces_the_loss_and_cli_writes_results(tmp_path):
+    rows = simulate.main(["--preset", "quick", "--steps", "60", "--batch-size", "256", "--hidden", "32", "32",
+                          "--eval-samples", "200", "--nonlinear-eval", "false", "--no-progress",
+                          "--out", str(tmp_path)])
+    r = rows[0]
+    first = simulate.Simulation(simulate.SimConfig(**{**r["config"], "hidden": tuple(r["config"]["hidden"])}))
+    x1, x2, _ = first.process.sample(256, _gen(0))
+    assert r["final_train_loss"] < first.loss(x1, x2).item()  # trained below the initial loss
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved[0]["summary"].keys() >= {"content", "style", "modality"}
+    assert (tmp_path / "results.csv").exists() and (tmp_path / "report.md").exists()
+
+
+def test_report_places_paper_numbers_next_to_results():
+    cfg = simulate.SimConfig(p_change=0.75, statistical=True, causal=False)
+    row = {"config": simulate.asdict(cfg), "val_loss": 1.0,
+           "summary": {"content": 0.9, "style": 0.5, "modality": 0.0}}
+    text = simulate.report("table1b", [row])
+    assert "0.95, 0.01, 0.56, 0.23, 0.00, 0.00" in text  # paper row (0.75, stat, no causal)
+    assert len(simulate.preset_runs("table1b", seeds=3)) == 15
