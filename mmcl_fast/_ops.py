@@ -83,6 +83,11 @@ def _load_backend() -> None:
                       stacklevel=3)
 
 
+def has_cuda_kernels() -> bool:
+    """True when the active backend has the compiled CUDA kernels."""
+    return bool(getattr(_state["module"], "with_cuda", False))
+
+
 def lse_dtype(dtype: torch.dtype) -> torch.dtype:
     """dtype of the LSE outputs: float32 for half/bfloat16 inputs, else the input dtype."""
     return torch.float32 if dtype in _LOW_PRECISION else dtype
@@ -143,7 +148,7 @@ def backend_info() -> dict:
         "num_threads": torch.get_num_threads(),
         "cpu_flags": getattr(mod, "cpu_flags", None),
         "cpu_blas": mod.cpu_blas() if hasattr(mod, "cpu_blas") else None,
-        "cuda_kernels_compiled": bool(getattr(mod, "with_cuda", False)),
+        "cuda_kernels_compiled": has_cuda_kernels(),
         "cuda_available": torch.cuda.is_available(),
     }
     if torch.cuda.is_available():

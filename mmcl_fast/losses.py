@@ -90,8 +90,7 @@ def _kernel_inputs(similarity: str, *xs: Tensor) -> tuple[str, list[Tensor]]:
     out = []
     for x in xs:
         if x.dtype in (torch.float16, torch.bfloat16) and (
-                x.device.type == "cpu" or _ops.backend_info()["backend"] == "python"
-                or not _ops.backend_info()["cuda_kernels_compiled"]):
+                x.device.type != "cuda" or not _ops.has_cuda_kernels()):
             x = x.float()
         if similarity == "cosine":
             x = F.normalize(x, dim=1)

@@ -1,0 +1,379 @@
+// CUDA kernels of the pairwise log-sum-exp operator (v1: exact, deterministic-capable, SIMT).
+//
+// Formulas: see pairwise_lse.cuh. Everything is built from two generic "row" kernels over
+// (A, B) = (X, Y) or (Y, X), which is possible because the problem is symmetric:
+// col_lse(X, Y) = row_lse(Y, X), and the backward's G for the swapped problem (with the row and
+// column gradients and LSEs swapped) is G^T, so dY = "dA" of the swapped launch.
+//
+//   lse_rows_kernel:  one block per 64 rows of A, streaming 64-column tiles of B; each logit tile
+//                     is computed once into shared memory and feeds the online row LSE and, in the
+//                     default mode, per-tile column (max, sum) pairs merged exactly into a global
+//                     64-bit (max, sum) word with a compare-and-swap loop:
+//                       (m, s) + (m', s') = (M, s e^{m-M} + s' e^{m'-M}),  M = max(m, m')
+//                     (no fixed-max shortcut, so logit_scale 100 cannot underflow).
+//                     deterministic mode: the column LSE is a second launch on (Y, X).
+//   grad_rows_kernel: recomputes the tiles, G_ij = ga_i e^{L_ij - lse_a_i} + gb_j e^{L_ij - lse_b_j},
+//                     and accumulates dA_ik += sum_j G_ij phi(a_ik, b_jk) into float rows the block
+//                     owns (no atomics), with phi = b (dot), 2 (b - a) (euclidean), -sign(a - b) (l1);
+//                     per-block partial sums of G_ij L_ij give dscale (reduced in block order).
+// TODO(GPU session): tensor-core (mma.sync / wgmma) tiles for dot/euclidean; this version uses
+// CUDA cores and is the correctness baseline for them.
+#include "pairwise_lse.cuh"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cmath>
+
+#include "../similarity.h"
+
+namespace mmcl_fast {
+namespace cuda {
+namespace {
+
+constexpr int BM = 64, BN = 64, BK = 16, BKD = 32, THREADS = 256;
+constexpr int kSimDot = static_cast<int>(Similarity::Dot);
+constexpr int kSimEuclid = static_cast<int>(Similarity::Euclidean);
+constexpr int kSimL1 = static_cast<int>(Similarity::L1);
+
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16(v); }
+
+// exp(v - m) with a running max m = -inf (nothing seen yet) treated as 0, so exp(-inf) = 0.
+__device__ __forceinline__ float exp_offset(float m) { return m == -INFINITY ? 0.f : m; }
+
+__device__ __forceinline__ unsigned long long pack_pair(float m, float s) {
+  return (static_cast<unsigned long long>(__float_as_uint(s)) << 32) | __float_as_uint(m);
+}
+
+__device__ void merge_pair(unsigned long long* addr, float m, float s) {
+  unsigned long long old = *addr, assumed;
+  do {
+    assumed = old;
+    const float m0 = __uint_as_float(static_cast<unsigned>(assumed & 0xffffffffu));
+    const float s0 = __uint_as_float(static_cast<unsigned>(assumed >> 32));
+    const float mx = fmaxf(m0, m);
+    const float off = exp_offset(mx);
+    const float ns = s0 * expf(m0 - off) + s * expf(m - off);
+    old = atomicCAS(addr, assumed, pack_pair(mx, ns));
+  } while (old != assumed);
+}
+
+// Ls[r][c] = s * sim(a_{r0+r}, b_{c0+c}); -inf outside the matrix and on the masked diagonal.
+template <typename T, int SIM>
+__device__ void logit_tile(const T* __restrict__ a, const T* __restrict__ b, int64_t na, int64_t nb,
+                           int64_t D, int64_t r0, int64_t c0, float s, const float* an,
+                           const float* bn, bool mask, float (*As)[BK + 1], float (*Bs)[BK + 1],
+                           float (*Ls)[BN + 1]) {
+  const int tid = threadIdx.x, tr = tid / 16, tc = tid % 16;
+  float acc[4][4] = {};
+  for (int64_t k0 = 0; k0 < D; k0 += BK) {
+    for (int e = tid; e < BM * BK; e += THREADS) {
+      const int r = e / BK, k = e % BK;
+      As[r][k] = (r0 + r < na && k0 + k < D) ? to_f(a[(r0 + r) * D + k0 + k]) : 0.f;
+      Bs[r][k] = (c0 + r < nb && k0 + k < D) ? to_f(b[(c0 + r) * D + k0 + k]) : 0.f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int kk = 0; kk < BK; ++kk) {
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float av = As[tr + 16 * i][kk];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const float bv = Bs[tc + 16 * j][kk];
+          acc[i][j] += SIM == kSimL1 ? fabsf(av - bv) : av * bv;
+        }
+      }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int r = tr + 16 * i, c = tc + 16 * j;
+      const int64_t gr = r0 + r, gc = c0 + c;
+      float v;
+      if (gr >= na || gc >= nb || (mask && gr == gc)) {
+        v = -INFINITY;
+      } else if (SIM == kSimDot) {
+        v = s * acc[i][j];
+      } else if (SIM == kSimEuclid) {
+        v = s * (2.f * acc[i][j] - an[gr] - bn[gc]);
+      } else {
+        v = -s * acc[i][j];
+      }
+      Ls[r][c] = v;
+    }
+  }
+}
+
+template <typename T, int SIM>
+__global__ void __launch_bounds__(THREADS)
+lse_rows_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t na, int64_t nb, int64_t D,
+                const float* __restrict__ scale, const float* an, const float* bn, bool mask,
+                float* __restrict__ row_lse, unsigned long long* col_pairs) {
+  __shared__ float As[BM][BK + 1], Bs[BN][BK + 1], Ls[BM][BN + 1];
+  __shared__ float rmax[BM], rsum[BM];
+  const int tid = threadIdx.x;
+  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * BM;
+  const float s = *scale;
+  if (tid < BM) { rmax[tid] = -INFINITY; rsum[tid] = 0.f; }
+  __syncthreads();
+  const int grp = tid >> 2, q = tid & 3;  // 4 threads per row (or column), 16 entries each
+  for (int64_t c0 = 0; c0 < nb; c0 += BN) {
+    logit_tile<T, SIM>(a, b, na, nb, D, r0, c0, s, an, bn, mask, As, Bs, Ls);
+    __syncthreads();
+    {  // online row LSE of row `grp`
+      float m = -INFINITY;
+      for (int c = q * 16; c < q * 16 + 16; ++c) m = fmaxf(m, Ls[grp][c]);
+      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+      const float old_m = rmax[grp], old_s = rsum[grp];
+      const float nm = fmaxf(old_m, m), off = exp_offset(nm);
+      float acc = 0.f;
+      for (int c = q * 16; c < q * 16 + 16; ++c) acc += expf(Ls[grp][c] - off);
+      acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+      acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+      __syncwarp();
+      if (q == 0) { rsum[grp] = old_s * expf(old_m - off) + acc; rmax[grp] = nm; }
+    }
+    if (col_pairs != nullptr) {  // this tile's (max, sum) of column `grp`, merged exactly
+      float m = -INFINITY;
+      for (int r = q * 16; r < q * 16 + 16; ++r) m = fmaxf(m, Ls[r][grp]);
+      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+      const float off = exp_offset(m);
+      float acc = 0.f;
+      for (int r = q * 16; r < q * 16 + 16; ++r) acc += expf(Ls[r][grp] - off);
+      acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+      acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+      if (q == 0 && c0 + grp < nb && m != -INFINITY) merge_pair(&col_pairs[c0 + grp], m, acc);
+    }
+    __syncthreads();
+  }
+  if (tid < BM && r0 + tid < na)
+    row_lse[r0 + tid] = rsum[tid] > 0.f ? rmax[tid] + logf(rsum[tid]) : -INFINITY;
+}
+
+template <int SIM>
+__device__ __forceinline__ float phi(float av, float bv) {
+  if (SIM == kSimDot) return bv;
+  if (SIM == kSimEuclid) return 2.f * (bv - av);
+  return av > bv ? -1.f : (av < bv ? 1.f : 0.f);
+}
+
+template <typename T, int SIM>
+__global__ void __launch_bounds__(THREADS)
+grad_rows_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t na, int64_t nb, int64_t D,
+                 const float* __restrict__ scale, const float* an, const float* bn, bool mask,
+                 const float* ga, const float* gb, const float* lse_a, const float* lse_b,
+                 float* __restrict__ da_acc, float* dscale_part) {
+  __shared__ float As[BM][BK + 1], Bs[BN][BK + 1], Ls[BM][BN + 1];
+  __shared__ float Ad[BM][BKD + 1], Bd[BN][BKD + 1];
+  __shared__ float red[THREADS / 32];
+  const int tid = threadIdx.x;
+  const int64_t r0 = static_cast<int64_t>(blockIdx.x) * BM;
+  const float s = *scale;
+  float gl = 0.f;  // sum of G_ij L_ij over this thread's entries
+  for (int64_t c0 = 0; c0 < nb; c0 += BN) {
+    logit_tile<T, SIM>(a, b, na, nb, D, r0, c0, s, an, bn, mask, As, Bs, Ls);
+    __syncthreads();
+    for (int e = tid; e < BM * BN; e += THREADS) {  // G in place of L
+      const int r = e / BN, c = e % BN;
+      const float l = Ls[r][c];
+      float g = 0.f;
+      if (l != -INFINITY) {
+        if (ga != nullptr) g += ga[r0 + r] * expf(l - exp_offset(lse_a[r0 + r]));
+        if (gb != nullptr) g += gb[c0 + c] * expf(l - exp_offset(lse_b[c0 + c]));
+        gl += g * l;
+      }
+      Ls[r][c] = g;
+    }
+    __syncthreads();
+    for (int64_t k0 = 0; k0 < D; k0 += BKD) {
+      for (int e = tid; e < BM * BKD; e += THREADS) {
+        const int r = e / BKD, k = e % BKD;
+        Ad[r][k] = (r0 + r < na && k0 + k < D) ? to_f(a[(r0 + r) * D + k0 + k]) : 0.f;
+        Bd[r][k] = (c0 + r < nb && k0 + k < D) ? to_f(b[(c0 + r) * D + k0 + k]) : 0.f;
+      }
+      __syncthreads();
+      for (int e = tid; e < BM * BKD; e += THREADS) {
+        const int r = e / BKD, k = e % BKD;
+        if (r0 + r >= na || k0 + k >= D) continue;
+        const float av = Ad[r][k];
+        float acc = 0.f;
+#pragma unroll 8
+        for (int c = 0; c < BN; ++c) acc += Ls[r][c] * phi<SIM>(av, Bd[c][k]);
+        da_acc[(r0 + r) * D + k0 + k] += acc;
+      }
+      __syncthreads();
+    }
+  }
+  if (dscale_part != nullptr) {  // deterministic block reduction
+    for (int o = 16; o > 0; o >>= 1) gl += __shfl_xor_sync(0xffffffffu, gl, o);
+    if ((tid & 31) == 0) red[tid >> 5] = gl;
+    __syncthreads();
+    if (tid == 0) {
+      float t = 0.f;
+      for (int w = 0; w < THREADS / 32; ++w) t += red[w];
+      dscale_part[blockIdx.x] = t;
+    }
+  }
+}
+
+template <typename T>
+__global__ void sq_norms_kernel(const T* __restrict__ a, int64_t n, int64_t D, float* out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  float acc = 0.f;
+  for (int64_t k = 0; k < D; ++k) { const float v = to_f(a[i * D + k]); acc += v * v; }
+  out[i] = acc;
+}
+
+__global__ void fill_pairs_kernel(unsigned long long* p, int64_t n) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) p[i] = pack_pair(-INFINITY, 0.f);
+}
+
+__global__ void finish_pairs_kernel(const unsigned long long* p, int64_t n, float* lse) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const float m = __uint_as_float(static_cast<unsigned>(p[i] & 0xffffffffu));
+  const float s = __uint_as_float(static_cast<unsigned>(p[i] >> 32));
+  lse[i] = s > 0.f ? m + logf(s) : -INFINITY;
+}
+
+template <typename T>
+__global__ void scale_out_kernel(const float* __restrict__ acc, int64_t n, const float* scale, T* out) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = from_f<T>(*scale * acc[i]);
+}
+
+__global__ void dscale_kernel(const float* part, int64_t n, const float* scale, float* out) {
+  if (threadIdx.x != 0 || blockIdx.x != 0) return;
+  double t = 0.0;  // fixed order: deterministic
+  for (int64_t i = 0; i < n; ++i) t += part[i];
+  *out = static_cast<float>(t / *scale);
+}
+
+inline unsigned blocks(int64_t n, int per) { return static_cast<unsigned>((n + per - 1) / per); }
+inline size_t align256(size_t b) { return (b + 255) & ~size_t(255); }
+
+// Calls f(T{}, std::integral_constant<int, SIM>{}) for the runtime dtype and similarity.
+template <typename F>
+cudaError_t dispatch(DType dt, int sim, F&& f) {
+  auto by_sim = [&](auto tag) -> cudaError_t {
+    using T = decltype(tag);
+    switch (sim) {
+      case kSimDot: f(T{}, std::integral_constant<int, kSimDot>{}); return cudaSuccess;
+      case kSimEuclid: f(T{}, std::integral_constant<int, kSimEuclid>{}); return cudaSuccess;
+      case kSimL1: f(T{}, std::integral_constant<int, kSimL1>{}); return cudaSuccess;
+      default: return cudaErrorInvalidValue;
+    }
+  };
+  switch (dt) {
+    case DType::F32: return by_sim(float{});
+    case DType::F16: return by_sim(__half{});
+    case DType::BF16: return by_sim(__nv_bfloat16{});
+  }
+  return cudaErrorInvalidValue;
+}
+
+struct Norms { float* x; float* y; };
+
+template <typename T>
+Norms launch_norms(const Problem& p, float* ws, cudaStream_t st) {
+  Norms n{ws, ws + p.M};
+  sq_norms_kernel<T><<<blocks(p.M, 256), 256, 0, st>>>(static_cast<const T*>(p.x), p.M, p.D, n.x);
+  sq_norms_kernel<T><<<blocks(p.N, 256), 256, 0, st>>>(static_cast<const T*>(p.y), p.N, p.D, n.y);
+  return n;
+}
+
+}  // namespace
+
+size_t lse_forward_workspace(const Problem& p, bool compute_col, bool deterministic) {
+  size_t b = align256(sizeof(float) * size_t(p.M + p.N));
+  if (compute_col && !deterministic) b += align256(sizeof(unsigned long long) * size_t(p.N));
+  return b;
+}
+
+cudaError_t lse_forward(const Problem& p, float* row_lse, float* col_lse, bool compute_col,
+                        bool deterministic, void* workspace, cudaStream_t st) {
+  char* ws = static_cast<char*>(workspace);
+  float* norms_ws = reinterpret_cast<float*>(ws);
+  auto* pairs = reinterpret_cast<unsigned long long*>(ws + align256(sizeof(float) * size_t(p.M + p.N)));
+  const bool atomic_cols = compute_col && !deterministic;
+  cudaError_t err = dispatch(p.dtype, p.similarity, [&](auto tag, auto sim_c) {
+    using T = decltype(tag);
+    constexpr int SIM = decltype(sim_c)::value;
+    Norms n{nullptr, nullptr};
+    if (SIM == kSimEuclid) n = launch_norms<T>(p, norms_ws, st);
+    if (atomic_cols) fill_pairs_kernel<<<blocks(p.N, 256), 256, 0, st>>>(pairs, p.N);
+    const T* x = static_cast<const T*>(p.x);
+    const T* y = static_cast<const T*>(p.y);
+    lse_rows_kernel<T, SIM><<<blocks(p.M, BM), THREADS, 0, st>>>(
+        x, y, p.M, p.N, p.D, p.scale, n.x, n.y, p.mask_diag, row_lse, atomic_cols ? pairs : nullptr);
+    if (atomic_cols) {
+      finish_pairs_kernel<<<blocks(p.N, 256), 256, 0, st>>>(pairs, p.N, col_lse);
+    } else if (compute_col) {
+      lse_rows_kernel<T, SIM><<<blocks(p.N, BM), THREADS, 0, st>>>(
+          y, x, p.N, p.M, p.D, p.scale, n.y, n.x, p.mask_diag, col_lse, nullptr);
+    }
+  });
+  if (err != cudaSuccess) return err;
+  return cudaGetLastError();
+}
+
+size_t lse_backward_workspace(const Problem& p) {
+  return align256(sizeof(float) * size_t(p.M + p.N)) +            // norms
+         align256(sizeof(float) * size_t(p.M) * size_t(p.D)) +    // dx accumulator
+         align256(sizeof(float) * size_t(p.N) * size_t(p.D)) +    // dy accumulator
+         align256(sizeof(float) * size_t(blocks(p.M, BM)));       // dscale partials
+}
+
+cudaError_t lse_backward(const Problem& p, const float* grad_row, const float* grad_col,
+                         const float* row_lse, const float* col_lse, void* dx, void* dy,
+                         float* dscale, void* workspace, cudaStream_t st) {
+  char* ws = static_cast<char*>(workspace);
+  float* norms_ws = reinterpret_cast<float*>(ws);
+  ws += align256(sizeof(float) * size_t(p.M + p.N));
+  float* dx_acc = reinterpret_cast<float*>(ws);
+  ws += align256(sizeof(float) * size_t(p.M) * size_t(p.D));
+  float* dy_acc = reinterpret_cast<float*>(ws);
+  ws += align256(sizeof(float) * size_t(p.N) * size_t(p.D));
+  float* parts = reinterpret_cast<float*>(ws);
+  cudaError_t err = cudaMemsetAsync(dx_acc, 0, sizeof(float) * size_t(p.M) * size_t(p.D), st);
+  if (err == cudaSuccess) err = cudaMemsetAsync(dy_acc, 0, sizeof(float) * size_t(p.N) * size_t(p.D), st);
+  if (err != cudaSuccess) return err;
+  err = dispatch(p.dtype, p.similarity, [&](auto tag, auto sim_c) {
+    using T = decltype(tag);
+    constexpr int SIM = decltype(sim_c)::value;
+    Norms n{nullptr, nullptr};
+    if (SIM == kSimEuclid) n = launch_norms<T>(p, norms_ws, st);
+    const T* x = static_cast<const T*>(p.x);
+    const T* y = static_cast<const T*>(p.y);
+    // dX and dscale: rows of X against Y.
+    grad_rows_kernel<T, SIM><<<blocks(p.M, BM), THREADS, 0, st>>>(
+        x, y, p.M, p.N, p.D, p.scale, n.x, n.y, p.mask_diag, grad_row, grad_col, row_lse,
+        col_lse, dx_acc, parts);
+    // dY: the swapped problem, whose G is G^T.
+    grad_rows_kernel<T, SIM><<<blocks(p.N, BM), THREADS, 0, st>>>(
+        y, x, p.N, p.M, p.D, p.scale, n.y, n.x, p.mask_diag, grad_col, grad_row, col_lse,
+        row_lse, dy_acc, nullptr);
+    scale_out_kernel<T><<<blocks(p.M * p.D, 256), 256, 0, st>>>(dx_acc, p.M * p.D, p.scale, static_cast<T*>(dx));
+    scale_out_kernel<T><<<blocks(p.N * p.D, 256), 256, 0, st>>>(dy_acc, p.N * p.D, p.scale, static_cast<T*>(dy));
+    dscale_kernel<<<1, 32, 0, st>>>(parts, blocks(p.M, BM), p.scale, dscale);
+  });
+  if (err != cudaSuccess) return err;
+  return cudaGetLastError();
+}
+
+}  // namespace cuda
+}  // namespace mmcl_fast

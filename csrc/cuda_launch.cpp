@@ -1,0 +1,104 @@
+// Thin launchers: validate, make inputs contiguous, allocate outputs and workspace, and pass raw
+// pointers plus the current stream to csrc/cuda/pairwise_lse.cu.
+// Deterministic mode (column LSE by a second pass instead of an atomic merge) is selected by
+// torch.use_deterministic_algorithms(True) or MMCL_FAST_DETERMINISTIC=1.
+#include "cuda_launch.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "cuda/pairwise_lse.cuh"
+#include "similarity.h"
+
+namespace mmcl_fast {
+namespace {
+
+cuda::DType dtype_of(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return cuda::DType::F32;
+    case at::kHalf: return cuda::DType::F16;
+    case at::kBFloat16: return cuda::DType::BF16;
+    default:
+      TORCH_CHECK(false, "lse: the CUDA kernels support float32, float16 and bfloat16, got ", t);
+  }
+}
+
+bool deterministic() {
+  const char* env = std::getenv("MMCL_FAST_DETERMINISTIC");
+  return at::globalContext().deterministicAlgorithms() || (env != nullptr && std::strcmp(env, "1") == 0);
+}
+
+at::Tensor device_scale(const at::Tensor& scale, const at::Tensor& x) {
+  auto s = scale.to(x.device(), at::kFloat).reshape({1}).contiguous();
+  TORCH_CHECK(((s > 0) & at::isfinite(s)).all().item<bool>(),
+              "scale (1/temperature or logit_scale) must be positive and finite, got ", s.item<float>());
+  return s;
+}
+
+cuda::Problem problem(const at::Tensor& x, const at::Tensor& y, const at::Tensor& s,
+                      const std::string& similarity, bool mask_diag) {
+  Similarity sim;
+  TORCH_CHECK(parse_similarity(similarity.c_str(), &sim), "unknown similarity '", similarity, "'");
+  return cuda::Problem{x.data_ptr(), y.data_ptr(), x.size(0), y.size(0), x.size(1),
+                       dtype_of(x.scalar_type()), static_cast<int>(sim), s.data_ptr<float>(),
+                       mask_diag};
+}
+
+void check(cudaError_t err, const char* what) {
+  TORCH_CHECK(err == cudaSuccess, what, " failed: ", cudaGetErrorString(err));
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> lse_fwd_cuda(const at::Tensor& x_in, const at::Tensor& y_in,
+                                                const at::Tensor& scale,
+                                                const std::string& similarity, bool mask_diag,
+                                                bool compute_col) {
+  c10::cuda::CUDAGuard guard(x_in.device());
+  TORCH_CHECK(at::isfinite(x_in).all().item<bool>(), "lse_fwd: x contains NaN or Inf; the loss would be NaN");
+  TORCH_CHECK(at::isfinite(y_in).all().item<bool>(), "lse_fwd: y contains NaN or Inf; the loss would be NaN");
+  auto x = x_in.contiguous(), y = y_in.contiguous();
+  auto s = device_scale(scale, x);
+  const auto p = problem(x, y, s, similarity, mask_diag);
+  const bool det = deterministic();
+  auto opts = x.options().dtype(at::kFloat);
+  auto row = at::empty({x.size(0)}, opts);
+  auto col = at::empty({compute_col ? y.size(0) : 0}, opts);
+  auto ws = at::empty({static_cast<int64_t>(cuda::lse_forward_workspace(p, compute_col, det)) + 1},
+                      x.options().dtype(at::kByte));
+  check(cuda::lse_forward(p, row.data_ptr<float>(), compute_col ? col.data_ptr<float>() : nullptr,
+                          compute_col, det, ws.data_ptr(), c10::cuda::getCurrentCUDAStream().stream()),
+        "lse_forward");
+  return {row, col};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cuda(
+    const at::Tensor& grad_row, const at::Tensor& grad_col, const at::Tensor& x_in,
+    const at::Tensor& y_in, const at::Tensor& scale, const at::Tensor& row_lse,
+    const at::Tensor& col_lse, const std::string& similarity, bool mask_diag) {
+  c10::cuda::CUDAGuard guard(x_in.device());
+  auto x = x_in.contiguous(), y = y_in.contiguous();
+  auto s = device_scale(scale, x);
+  const auto p = problem(x, y, s, similarity, mask_diag);
+  auto f32 = [](const at::Tensor& t) { return t.to(at::kFloat).contiguous(); };
+  auto gr = f32(grad_row), rl = f32(row_lse);
+  const bool use_col = grad_col.numel() > 0;
+  auto gc = use_col ? f32(grad_col) : at::Tensor(), cl = use_col ? f32(col_lse) : at::Tensor();
+  auto dx = at::empty_like(x), dy = at::empty_like(y);
+  auto dscale = at::empty({1}, x.options().dtype(at::kFloat));
+  auto ws = at::empty({static_cast<int64_t>(cuda::lse_backward_workspace(p)) + 1},
+                      x.options().dtype(at::kByte));
+  check(cuda::lse_backward(p, gr.data_ptr<float>(), use_col ? gc.data_ptr<float>() : nullptr,
+                           rl.data_ptr<float>(), use_col ? cl.data_ptr<float>() : nullptr,
+                           dx.data_ptr(), dy.data_ptr(), dscale.data_ptr<float>(), ws.data_ptr(),
+                           c10::cuda::getCurrentCUDAStream().stream()),
+        "lse_backward");
+  return {dx, dy, dscale.to(scale.scalar_type()).reshape(scale.sizes())};
+}
+
+}  // namespace mmcl_fast
