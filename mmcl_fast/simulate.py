@@ -55,6 +55,7 @@ class SimConfig:
     batch_size: int = 6144
     steps: int = 300_000
     lr: float = 1e-4
+    lr_schedule: str = "constant"    # "constant" (paper) or "cosine" (decays to 0 at `steps`)
     grad_clip: float = 2.0
     temperature: float = 1.0
     seed: int = 0
@@ -100,7 +101,16 @@ class Simulation:
         return symmetric_infonce(self.g1(x1), self.g2(x2), temperature=self.cfg.temperature,
                                  similarity="euclidean")
 
+    def lr_at(self, step: int) -> float:
+        if self.cfg.lr_schedule == "cosine":
+            return 0.5 * self.cfg.lr * (1.0 + math.cos(math.pi * min(step, self.cfg.steps) / self.cfg.steps))
+        if self.cfg.lr_schedule != "constant":
+            raise ValueError(f"unknown lr_schedule {self.cfg.lr_schedule!r} (constant or cosine)")
+        return self.cfg.lr
+
     def step(self) -> float:
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_at(self.step_count)
         x1, x2, _ = self.process.sample(self.cfg.batch_size, self.gen)
         loss = self.loss(x1, x2)
         self.opt.zero_grad(set_to_none=True)
@@ -150,15 +160,21 @@ class Simulation:
 def _comparable(cfg: dict) -> dict:
     """Config fields that must match to resume (the step budget and evaluation may change)."""
     skip = {"steps", "eval_samples", "nonlinear_eval", "intervention", "checkpoint_every"}
+    if cfg.get("lr_schedule") == "cosine":  # the schedule depends on the step budget
+        skip = skip - {"steps"}
     return {k: (list(v) if isinstance(v, (tuple, list)) else v) for k, v in cfg.items() if k not in skip}
 
 
-def summary(result: dict, kind: str = "nonlinear") -> dict:
+def summary(result: dict, kind: str | None = None) -> dict:
     """Table-1 columns: content (mean over both encoders), style (s from g1, s~ from g2),
-    modality (m1 from g1, m2 from g2), each the R^2 of the `kind` regression."""
+    modality (m1 from g1, m2 from g2), each the R^2 of the `kind` regression (default: nonlinear
+    when it was evaluated, else linear; recorded under "regression")."""
     e1, e2 = result["encoder1"], result["encoder2"]
+    if kind is None:
+        kind = "nonlinear" if "nonlinear" in e1["c"] else "linear"
     pick = lambda e, f: e[f][kind] if f in e else float("nan")
-    row = {"content": (pick(e1, "c") + pick(e2, "c")) / 2,
+    row = {"regression": kind,
+           "content": (pick(e1, "c") + pick(e2, "c")) / 2,
            "style": (pick(e1, "s") + pick(e2, "s_tilde")) / 2,
            "modality": (pick(e1, "m1") + pick(e2, "m2")) / 2}
     if "intervention_encoder1" in result:
@@ -223,7 +239,10 @@ TABLE1_ROWS = [  # (p_change, statistical, causal), the rows of paper Tables 1 a
     (1.0, False, False), (0.75, False, False), (0.75, True, False), (0.75, False, True),
     (0.75, True, True)]
 
-QUICK = dict(hidden=(64, 256, 256, 64), batch_size=1024, steps=3000, lr=1e-3,
+# The quick CPU default (~4 min of training on 2 cores). Smaller batches with more steps and a
+# higher, decaying learning rate learned fastest per second in a short search (content R^2 after
+# 3000 steps: lr 1e-3 0.43, 3e-3 0.53, 1e-2 0.34; batch 2048 no better per step at 3x the cost).
+QUICK = dict(hidden=(64, 256, 256, 64), batch_size=512, steps=20000, lr=3e-3, lr_schedule="cosine",
              eval_samples=2000, n_cond_draws=5000)
 
 
@@ -364,6 +383,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         flag = "--" + f.name.replace("_", "-")
         if f.type in ("bool", bool):
             p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=None, metavar="BOOL")
+        elif f.name == "lr_schedule":
+            p.add_argument(flag, choices=("constant", "cosine"), default=None)
         elif f.name == "hidden":
             p.add_argument(flag, type=int, nargs="+", default=None)
         else:
@@ -389,7 +410,7 @@ def main(argv=None, args=None) -> list[dict]:
         print(format_r2_table(r))
         s = r["summary"]
         print(f"\ncontent R² {s['content']:.3f}   style R² {s['style']:.3f}   modality R² {s['modality']:.3f}"
-              "   (nonlinear, mean of both encoders)")
+              f"   ({s['regression']} regression, mean of both encoders)")
     else:
         print((out / "report.md").read_text())
     print(f"\nwrote {out}/")
