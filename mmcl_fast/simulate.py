@@ -211,7 +211,7 @@ def train(cfg: SimConfig, out_dir: str | Path | None = None, resume: bool = True
     losses = []
     t0 = time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=sim.step_count, disable=not progress, desc="simulate",
-               dynamic_ncols=True)
+               dynamic_ncols=True, mininterval=0.5)
     while sim.step_count < cfg.steps:
         losses.append(sim.step())
         bar.update(1)
