@@ -99,7 +99,9 @@ def _kernel_inputs(similarity: str, *xs: Tensor) -> tuple[str, list[Tensor]]:
 
 
 def _positive_similarity(a: Tensor, b: Tensor, kernel_similarity: str) -> Tensor:
-    """sim(a_i, b_i) row by row, O(M * D)."""
+    """sim(a_i, b_i) row by row, O(M * D), in the (float32 or float64) precision of the LSEs."""
+    dtype = _ops.lse_dtype(a.dtype)
+    a, b = a.to(dtype), b.to(dtype)
     if kernel_similarity == "dot":
         return (a * b).sum(1)
     if kernel_similarity == "euclidean":
