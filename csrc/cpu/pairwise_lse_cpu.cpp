@@ -298,12 +298,11 @@ void backward_rows(const Operands<T>& op, bool mask_diag, const T* gr, const T* 
           const V l = V::loadu(Lr + c);
           V g = gr ? va * (l - voff).exp_u20() : V(T(0));
           if (gc) g = g + V::loadu(gc + j0 + c) * (l - V::loadu(gc_off.data() + c)).exp_u20();
+          g.store(Gr + c);
           if (cd >= c && cd < c + V::size()) {  // zero the masked diagonal entry
-            g.store(Gr + c);
             Gr[cd] = T(0);
             g = V::loadu(Gr + c);
           }
-          g.store(Gr + c);
           acc_gl = at::vec::fmadd(g, l, acc_gl);
           acc_g = acc_g + g;
           if (euclid) (V::loadu(gcol.data() + c) + g).store(gcol.data() + c);
