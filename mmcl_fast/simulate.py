@@ -198,12 +198,19 @@ def format_r2_table(result: dict) -> str:
 
 def train(cfg: SimConfig, out_dir: str | Path | None = None, resume: bool = True,
           progress: bool = True) -> dict:
-    """Train (resuming from out_dir/checkpoint.pt when present), evaluate, write results.json."""
+    """Train (resuming from out_dir/checkpoint.pt when present), evaluate, write results.json.
+
+    A finished run whose results.json was written by the identical configuration is returned as
+    it is (resuming a preset does not re-train or re-evaluate its completed runs)."""
     from tqdm.auto import tqdm
 
-    sim = Simulation(cfg)
     out = Path(out_dir) if out_dir is not None else None
     ckpt = out / "checkpoint.pt" if out is not None else None
+    if out is not None and resume and (out / "results.json").exists():
+        previous = json.loads((out / "results.json").read_text())
+        if previous.get("config") == json.loads(json.dumps(asdict(cfg))):
+            return previous
+    sim = Simulation(cfg)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         if resume and ckpt.exists():

@@ -119,6 +119,8 @@ def test_training_resumes_exactly_from_a_checkpoint(tmp_path):
     for k in sa["g1"]:
         assert torch.equal(sa["g1"][k], sb["g1"][k])
     assert resumed["val_loss"] == straight["val_loss"]
+    again = simulate.train(_tiny(steps=10), tmp_path / "b", progress=False)  # finished: reused
+    assert again["train_seconds"] == resumed["train_seconds"] and again["eval_seconds"] == resumed["eval_seconds"]
     with pytest.raises(ValueError, match="different configuration"):
         simulate.train(_tiny(steps=12, lr=5e-4), tmp_path / "b", progress=False)
 
