@@ -8,9 +8,17 @@ Public API::
     mf.nt_xent(v1, v2, temperature=0.1)                           # SimCLR / NT-Xent
     mf.pairwise_lse(x, y, scale, "dot")                           # the underlying operator
     mf.backend_info()                                             # which implementation is active
+    mf.ClipLoss(...)                          # drop-in for open_clip's ClipLoss (multi-process too)
+    mf.SymmetricInfoNCE(temperature=0.07, learnable=True)         # modules owning the scale
+    mf.NTXent(temperature=0.1)
+    mf.distributed.symmetric_infonce(a_local, b_local, ...)       # global loss over all ranks
 """
 from ._ops import backend_info, pairwise_lse
 from .losses import infonce, nt_xent, symmetric_infonce
+from . import distributed
+from .clip_loss import ClipLoss
+from .modules import NTXent, SymmetricInfoNCE
 
-__all__ = ["symmetric_infonce", "infonce", "nt_xent", "pairwise_lse", "backend_info"]
+__all__ = ["symmetric_infonce", "infonce", "nt_xent", "pairwise_lse", "backend_info", "ClipLoss",
+           "SymmetricInfoNCE", "NTXent", "distributed"]
 __version__ = "0.1.0"

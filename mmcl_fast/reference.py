@@ -56,3 +56,72 @@ def nt_xent(a, b, temperature=None, *, logit_scale=None, similarity="cosine", re
     logits = logits.masked_fill(eye, float("-inf"))
     labels = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(a.device)
     return _reduce(F.cross_entropy(logits, labels, reduction="none"), reduction)
+
+
+# --------------------------------------------------------------------------------------------
+# open_clip's ClipLoss, re-implemented from its published formulas (open_clip/loss.py):
+# the ground truth that mmcl_fast.ClipLoss must reproduce, single- and multi-process.
+# --------------------------------------------------------------------------------------------
+
+def open_clip_gather_features(image_features: Tensor, text_features: Tensor, local_loss: bool,
+                              gather_with_grad: bool, rank: int, world_size: int):
+    """All ranks' features, concatenated in rank order, with open_clip's gradient semantics.
+
+    ``gather_with_grad``: an autograd all-gather (its backward sums every rank's gradient of the
+    gathered copy). Otherwise a plain all-gather whose copies carry no gradient, except that the
+    rank's own slice is the live local tensor when ``local_loss`` is False.
+    """
+    import torch.distributed as dist
+    if gather_with_grad:
+        from torch.distributed.nn.functional import all_gather
+        return torch.cat(all_gather(image_features)), torch.cat(all_gather(text_features))
+    images = [torch.zeros_like(image_features) for _ in range(world_size)]
+    texts = [torch.zeros_like(text_features) for _ in range(world_size)]
+    dist.all_gather(images, image_features)
+    dist.all_gather(texts, text_features)
+    if not local_loss:
+        images[rank], texts[rank] = image_features, text_features
+    return torch.cat(images), torch.cat(texts)
+
+
+class OpenClipLoss(torch.nn.Module):
+    """open_clip's ClipLoss: materialises the logits, ``(CE(L, y) + CE(L^T-side, y)) / 2``.
+
+    ``L = logit_scale * img @ txt^T (+ logit_bias)``; with ``world_size > 1`` the features of all
+    ranks are gathered first; ``local_loss`` keeps only this rank's rows (labels offset by
+    ``rank * B_local``), otherwise every rank evaluates the full global matrix.
+    """
+
+    def __init__(self, local_loss=False, gather_with_grad=False, cache_labels=False, rank=0,
+                 world_size=1):
+        super().__init__()
+        self.local_loss, self.gather_with_grad = local_loss, gather_with_grad
+        self.rank, self.world_size = rank, world_size
+
+    def get_logits(self, image_features, text_features, logit_scale, logit_bias=None):
+        if self.world_size > 1:
+            all_img, all_txt = open_clip_gather_features(
+                image_features, text_features, self.local_loss, self.gather_with_grad,
+                self.rank, self.world_size)
+            if self.local_loss:
+                per_image = logit_scale * image_features @ all_txt.T
+                per_text = logit_scale * text_features @ all_img.T
+            else:
+                per_image = logit_scale * all_img @ all_txt.T
+                per_text = per_image.T
+        else:
+            per_image = logit_scale * image_features @ text_features.T
+            per_text = logit_scale * text_features @ image_features.T
+        if logit_bias is not None:
+            per_image, per_text = per_image + logit_bias, per_text + logit_bias
+        return per_image, per_text
+
+    def forward(self, image_features, text_features, logit_scale, logit_bias=None,
+                output_dict=False):
+        per_image, per_text = self.get_logits(image_features, text_features, logit_scale,
+                                              logit_bias)
+        labels = torch.arange(per_image.shape[0], device=per_image.device)
+        if self.world_size > 1 and self.local_loss:
+            labels = labels + per_image.shape[0] * self.rank
+        loss = (F.cross_entropy(per_image, labels) + F.cross_entropy(per_text, labels)) / 2
+        return {"contrastive_loss": loss} if output_dict else loss

@@ -1,0 +1,88 @@
+"""``ClipLoss``: a drop-in replacement for open_clip's ClipLoss that never stores the logits."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from . import distributed as mdist
+from .losses import _check_pair, infonce, symmetric_infonce
+
+
+class ClipLoss(nn.Module):
+    r"""open_clip's ``ClipLoss`` with the same constructor, forward signature and numbers.
+
+    With ``L = logit_scale * image_features @ text_features^T`` (features are used as given:
+    normalise them first, as CLIP models do)::
+
+        loss = ( CE(L, arange(B)) + CE(L^T, arange(B)) ) / 2
+
+    ``logit_scale`` is the exponentiated scale (a float, a 0-dim or a one-element tensor; it gets
+    its gradient), ``logit_bias`` shifts every logit and cancels in the cross-entropy (it receives a
+    zero gradient, as in open_clip). ``output_dict=True`` returns ``{"contrastive_loss": loss}``.
+
+    Multi-process (``world_size > 1``, torch.distributed initialised with that many ranks), with
+    open_clip's semantics for each rank's value and gradients:
+
+    * ``local_loss=False`` (default): every rank returns the global loss over all W * B pairs.
+      Computed as one B x B_g block per rank whose column statistics are merged across ranks
+      (:mod:`mmcl_fast.distributed`), instead of open_clip's full B_g x B_g matrix on every rank.
+      Feature gradients are ``dL/d(local features)``, times W with ``gather_with_grad=True``
+      (open_clip's all-gather backward sums the W identical losses); ``logit_scale`` gets ``dL/ds``.
+    * ``local_loss=True``: each rank returns the loss of its own rows against all gathered
+      columns, in both directions (two B x B_g row passes, as open_clip). Without
+      ``gather_with_grad`` the gathered copies carry no gradient.
+
+    ``cache_labels`` is accepted for compatibility (no label tensor is needed here); horovod is
+    not supported.
+    """
+
+    def __init__(self, local_loss: bool = False, gather_with_grad: bool = False,
+                 cache_labels: bool = False, rank: int = 0, world_size: int = 1,
+                 use_horovod: bool = False):
+        super().__init__()
+        if use_horovod:
+            raise NotImplementedError("mmcl_fast.ClipLoss supports torch.distributed only, "
+                                      "not horovod")
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, "
+                             f"world_size={world_size}")
+        self.local_loss, self.gather_with_grad = bool(local_loss), bool(gather_with_grad)
+        self.cache_labels, self.rank, self.world_size = cache_labels, rank, world_size
+
+    def _check_world(self) -> None:
+        w, r = mdist.world()
+        if (w, r) != (self.world_size, self.rank):
+            raise RuntimeError(f"ClipLoss was built for rank {self.rank} of {self.world_size} but "
+                               f"torch.distributed reports rank {r} of {w} (initialise the "
+                               "default process group first)")
+
+    def forward(self, image_features: Tensor, text_features: Tensor, logit_scale,
+                logit_bias: Tensor | float | None = None, output_dict: bool = False):
+        _check_pair(("image_features", "text_features"), image_features, text_features)
+        if image_features.shape[0] != text_features.shape[0]:
+            raise ValueError("image_features and text_features must hold the same number of "
+                             f"pairs, got {image_features.shape[0]} and {text_features.shape[0]}")
+        if self.world_size == 1:
+            loss = symmetric_infonce(image_features, text_features, logit_scale=logit_scale,
+                                     similarity="dot")
+        else:
+            loss = self._distributed(image_features, text_features, logit_scale)
+        if isinstance(logit_bias, Tensor) and logit_bias.requires_grad:
+            loss = loss + (logit_bias * 0).sum()       # cancels; keeps a (zero) gradient path
+        return {"contrastive_loss": loss} if output_dict else loss
+
+    def _distributed(self, img: Tensor, txt: Tensor, logit_scale) -> Tensor:
+        self._check_world()
+        if not self.local_loss:
+            return mdist.symmetric_infonce(img, txt, logit_scale=logit_scale, similarity="dot",
+                                           ddp_scaling=self.gather_with_grad)
+        mdist.check_equal_batches(img.shape[0], img.device)
+        if self.gather_with_grad:
+            all_img, all_txt = mdist.gather_rows_with_grad(img), mdist.gather_rows_with_grad(txt)
+        else:
+            all_img, all_txt = mdist.all_gather_rows(img), mdist.all_gather_rows(txt)
+        n = img.shape[0]
+        labels = torch.arange(n * self.rank, n * (self.rank + 1), device=img.device)
+        per_image = infonce(img, all_txt, labels, logit_scale=logit_scale, similarity="dot")
+        per_text = infonce(txt, all_img, labels, logit_scale=logit_scale, similarity="dot")
+        return (per_image + per_text) / 2

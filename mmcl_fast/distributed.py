@@ -1,0 +1,169 @@
+"""Multi-process contrastive losses over ``torch.distributed`` (gloo on CPU, nccl on GPU).
+
+Each of W ranks holds B paired local rows a_r, b_r (B_g = W * B rows in all). The sharded
+symmetric loss evaluates, on rank r, only the B x B_g block L_r = s * sim(a_r, b_all):
+
+* the row log-sum-exp of a_r's rows is complete within the block;
+* the block's column log-sum-exps are partials over a_r's rows; one all-gather of the W x B_g
+  partials and a log-sum-exp over ranks gives every column's exact statistic
+  ``col_j = log sum_r exp(part_rj)`` (no fixed maximum, so nothing underflows at scale 100);
+* the loss's gradient reaches b_all through the block; a reduce-scatter returns to each rank the
+  sum over blocks of the rows it owns, so every feature receives its exact global gradient.
+
+Communication per step: forward all-gather of b (B_g x D) and of the partials (W x B_g floats),
+one scalar all-reduce of the loss; backward reduce-scatter of dB (B_g x D), reduce-scatter of the
+partials' gradient (W x B_g) and one scalar all-reduce for d/ds. One B x B_g tile pass per rank
+(forward and backward): open_clip's ``local_loss`` evaluates two such blocks, its default one
+B_g x B_g matrix per rank.
+
+Local batches must have equal sizes on every rank (checked; a clear error otherwise).
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from . import _ops
+from .losses import (_check_options, _check_pair, _kernel_inputs, _positive_similarity,
+                     _scale)
+
+# torch >= 2.10 names the single-tensor collectives *_single; older releases *_tensor.
+_all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
+_reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+
+
+def world(group=None) -> tuple[int, int]:
+    """(world_size, rank) of ``group``; (1, 0) when torch.distributed is not initialised."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1, 0
+    return dist.get_world_size(group), dist.get_rank(group)
+
+
+def all_gather_rows(x: Tensor, group=None) -> Tensor:
+    """Concatenation over ranks (in rank order) of equal-shaped tensors, without gradient."""
+    w, _ = world(group)
+    out = x.new_empty((w * x.shape[0],) + tuple(x.shape[1:]))
+    with torch.no_grad():
+        _all_gather_single(out, x.detach().contiguous(), group=group)
+    return out
+
+
+class _GatherRows(torch.autograd.Function):
+    """y_all = cat_r(y_r). Backward: d y_r = sum over ranks of their gradient of slice r."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, group) -> Tensor:
+        ctx.group = group
+        return all_gather_rows(x, group)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        w, _ = world(ctx.group)
+        out = grad.new_empty((grad.shape[0] // w,) + tuple(grad.shape[1:]))
+        with torch.no_grad():
+            _reduce_scatter_single(out, grad.detach().contiguous(), group=ctx.group)
+        return out, None
+
+
+class _SumGradOverRanks(torch.autograd.Function):
+    """Identity whose backward all-reduces (sums) the gradient over ranks."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, group) -> Tensor:
+        ctx.group = group
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad, None
+
+
+class _ScaleGrad(torch.autograd.Function):
+    """Identity whose backward multiplies the gradient by a constant."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, factor: float) -> Tensor:
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        return grad * ctx.factor, None
+
+
+def gather_rows_with_grad(x: Tensor, group=None) -> Tensor:
+    """All-gather whose backward reduce-scatters (sums) the gradients to the owning ranks."""
+    return _GatherRows.apply(x, group)
+
+
+def check_equal_batches(n: int, device: torch.device, group=None) -> None:
+    """Raise the same ValueError on every rank unless all local batches have ``n`` rows."""
+    sizes = all_gather_rows(torch.tensor([n], device=device), group).tolist()
+    if len(set(sizes)) != 1:
+        raise ValueError(f"local batch sizes differ across ranks ({sizes}); the distributed "
+                         "losses need equal local batches (drop the last incomplete batch, "
+                         "e.g. DataLoader(drop_last=True))")
+
+
+def sharded_symmetric_lse_loss(a: Tensor, b: Tensor, s: Tensor, kernel_similarity: str,
+                               group=None) -> Tensor:
+    """This rank's share of the global symmetric InfoNCE (mean reduction).
+
+    Inputs are kernel inputs (normalised for cosine). Returns
+    ``p_r = (sum_{i in r} row_i + sum_{j in r} col_j - 2 sum_{i in r} s * sim(a_i, b_i)) / (2 B_g)``
+    so that ``sum_r p_r`` is the global loss; its autograd graph (with the collectives above)
+    gives every rank the exact gradient of that sum for its own a_r, b_r and for s.
+    """
+    w, r = world(group)
+    n = a.shape[0]
+    s = _SumGradOverRanks.apply(s, group)
+    b_all = _GatherRows.apply(b, group)
+    row, col_part = _ops.pairwise_lse(a, b_all, s, kernel_similarity, False, True)
+    parts = _GatherRows.apply(col_part.unsqueeze(0), group)     # (W, B_g) column partials
+    col = torch.logsumexp(parts, dim=0)[r * n:(r + 1) * n]
+    pos = s * _positive_similarity(a, b, kernel_similarity)
+    return (row.sum() + col.sum() - 2 * pos.sum()) / (2 * w * n)
+
+
+def _global_value(partial: Tensor, group) -> Tensor:
+    """``partial`` in the graph, but valued at the sum of every rank's ``partial``."""
+    total = partial.detach().clone()
+    dist.all_reduce(total, group=group)
+    return partial + (total - partial.detach())
+
+
+def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None = None, *,
+                      logit_scale: Tensor | float | None = None, similarity: str = "cosine",
+                      group=None, ddp_scaling: bool = True) -> Tensor:
+    r"""Global symmetric InfoNCE over the paired rows of all ranks (mean over B_g = W * B pairs).
+
+    Same loss as :func:`mmcl_fast.symmetric_infonce` on the concatenated batch
+    ``cat_r(a_r), cat_r(b_r)``, identical on every rank, computed with one B x B_g tile pass per
+    rank (see the module docstring for the communication). Gradients:
+
+    * features: ``W * dL/da_r`` when ``ddp_scaling`` (the default), so that DistributedDataParallel's
+      gradient averaging yields exactly the full-batch gradient of the parameters; ``dL/da_r``
+      otherwise;
+    * ``logit_scale`` / a tensor ``temperature``: ``dL/ds`` on every rank (DDP's average of equal
+      values leaves it unchanged).
+
+    Without an initialised process group (or with W = 1) this is the single-process loss.
+    """
+    _check_pair(("a", "b"), a, b)
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"`a` and `b` must hold the same number of pairs, got {a.shape[0]} and "
+                         f"{b.shape[0]}")
+    _check_options(similarity, "mean")
+    w, _ = world(group)
+    if w == 1:
+        from .losses import symmetric_infonce as local
+        return local(a, b, temperature, logit_scale=logit_scale, similarity=similarity)
+    check_equal_batches(a.shape[0], a.device, group)
+    s = _scale(temperature, logit_scale, a)
+    ksim, (ka, kb) = _kernel_inputs(similarity, a, b)
+    if ddp_scaling:
+        ka, kb = _ScaleGrad.apply(ka, float(w)), _ScaleGrad.apply(kb, float(w))
+    return _global_value(sharded_symmetric_lse_loss(ka, kb, s, ksim, group), group)

@@ -1,0 +1,146 @@
+"""Worker processes of tests/test_distributed.py (spawned; gloo over a file rendezvous).
+
+Each worker writes ``rank{r}.pt`` with its results, or ``rank{r}.err`` with the traceback.
+"""
+import os
+import traceback
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+MODES = [(False, False), (False, True), (True, False), (True, True)]   # (local_loss, gather_with_grad)
+
+
+def full_batch(seed: int, n_global: int, dim: int, dtype=torch.float32):
+    """The global batch every rank can regenerate: normalised features and a logit scale."""
+    g = torch.Generator().manual_seed(seed)
+    img = F.normalize(torch.randn(n_global, dim, generator=g, dtype=torch.float64), dim=1)
+    txt = F.normalize(img + 0.8 * torch.randn(n_global, dim, generator=g, dtype=torch.float64),
+                      dim=1)
+    scale = 5.0 + 45.0 * torch.rand((), generator=g, dtype=torch.float64)
+    return img.to(dtype), txt.to(dtype), scale.to(dtype)
+
+
+def _run(target, rank, world, init_file, out_dir, *args):
+    try:
+        torch.set_num_threads(1)
+        dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                                world_size=world)
+        result = target(rank, world, *args)
+        torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
+        dist.destroy_process_group()
+    except BaseException:                                  # reported by the parent test
+        with open(os.path.join(out_dir, f"rank{rank}.err"), "w") as f:
+            f.write(traceback.format_exc())
+        raise
+
+
+def _grads(loss, *tensors):
+    return [g.detach().clone() for g in torch.autograd.grad(loss, tensors)]
+
+
+def losses_worker(rank, world, seed, n_local, dim):
+    import mmcl_fast as mf
+    from mmcl_fast.reference import OpenClipLoss
+    img, txt, scale = full_batch(seed, world * n_local, dim)
+    sl = slice(rank * n_local, (rank + 1) * n_local)
+    out = {}
+    for mode in MODES:
+        for name, cls in (("mmcl", mf.ClipLoss), ("open_clip", OpenClipLoss)):
+            a = img[sl].clone().requires_grad_()
+            b = txt[sl].clone().requires_grad_()
+            s = scale.clone().reshape(1).requires_grad_()          # open_clip's [1]-shaped scale
+            loss = cls(local_loss=mode[0], gather_with_grad=mode[1], rank=rank,
+                       world_size=world)(a, b, s)
+            out[(name,) + mode] = [loss.detach()] + _grads(loss, a, b, s)
+    for sim in ("cosine", "euclidean"):
+        for ddp in (True, False):
+            a = (3 * img[sl]).requires_grad_()
+            b = (3 * txt[sl]).requires_grad_()
+            s = scale.clone().requires_grad_()
+            loss = mf.distributed.symmetric_infonce(a, b, logit_scale=s, similarity=sim,
+                                                    ddp_scaling=ddp)
+            out[("distributed", sim, ddp)] = [loss.detach()] + _grads(loss, a, b, s)
+    module = mf.SymmetricInfoNCE(temperature=0.1, learnable=True, gather_distributed=True)
+    a = img[sl].clone().requires_grad_()
+    loss = module(a, txt[sl])
+    out[("module",)] = [loss.detach()] + _grads(loss, a, module.log_scale)
+    # uneven local batches: every rank must raise the same clear error
+    try:
+        mf.ClipLoss(rank=rank, world_size=world)(img[:n_local + rank], txt[:n_local + rank],
+                                                  scale)
+        out["uneven"] = "no error"
+    except ValueError as e:
+        out["uneven"] = str(e)
+    return out
+
+
+def ddp_step_worker(rank, world, seed, n_local, dim):
+    """One SGD step of two MLP encoders under DDP with the distributed losses."""
+    import mmcl_fast as mf
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    x1, x2, _ = full_batch(seed, world * n_local, dim)
+    sl = slice(rank * n_local, (rank + 1) * n_local)
+    out = {}
+    for name in ("clip_local_gwg", "clip_global_gwg", "module"):
+        model = make_pair_model(seed, dim, own_scale=name == "module")
+        ddp = DDP(model)
+        opt = torch.optim.SGD(ddp.parameters(), lr=0.5)
+        za, zb = ddp(x1[sl], x2[sl])
+        if name == "module":
+            loss = model.loss(za, zb)
+        else:
+            loss = mf.ClipLoss(local_loss=name == "clip_local_gwg", gather_with_grad=True,
+                               rank=rank, world_size=world)(za, zb, model.logit_scale.exp())
+        loss.backward()
+        opt.step()
+        out[name] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return out
+
+
+class PairModel(torch.nn.Module):
+    """Two small MLP encoders and either a logit_scale parameter or a SymmetricInfoNCE module."""
+
+    def __init__(self, dim, own_scale):
+        super().__init__()
+        import mmcl_fast as mf
+        self.f = torch.nn.Sequential(torch.nn.Linear(dim, 32), torch.nn.Tanh(),
+                                     torch.nn.Linear(32, 8))
+        self.g = torch.nn.Sequential(torch.nn.Linear(dim, 32), torch.nn.Tanh(),
+                                     torch.nn.Linear(32, 8))
+        if own_scale:
+            self.loss = mf.SymmetricInfoNCE(temperature=0.2, learnable=True,
+                                            gather_distributed=True)
+        else:
+            self.logit_scale = torch.nn.Parameter(torch.tensor(2.0))
+
+    def forward(self, a, b):
+        return F.normalize(self.f(a), dim=1), F.normalize(self.g(b), dim=1)
+
+
+def make_pair_model(seed, dim, own_scale):
+    torch.manual_seed(seed + 1)
+    return PairModel(dim, own_scale)
+
+
+def launch(target, world, tmp_path, *args, timeout=180):
+    """Run ``target`` on ``world`` spawned gloo ranks; returns the per-rank results."""
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    init_file = os.path.join(tmp_path, "rendezvous")
+    procs = [ctx.Process(target=_run, args=(target, r, world, init_file, str(tmp_path)) + args)
+             for r in range(world)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout)
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+    errors = [open(os.path.join(tmp_path, f"rank{r}.err")).read() for r in range(world)
+              if os.path.exists(os.path.join(tmp_path, f"rank{r}.err"))]
+    assert not errors, "\n".join(errors)
+    assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+    return [torch.load(os.path.join(tmp_path, f"rank{r}.pt"), weights_only=False)
+            for r in range(world)]

@@ -1,0 +1,109 @@
+"""Multi-process ClipLoss / distributed losses (2 and 3 gloo ranks on loopback) against
+single-process full-batch computations in float64, and a DDP training step."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mmcl_fast as mf
+from mmcl_fast import reference
+from conftest import rel_err
+from dist_workers import MODES, ddp_step_worker, full_batch, launch, losses_worker, make_pair_model
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
+                                reason="torch.distributed unavailable")
+SEED, N_LOCAL, DIM = 7, 24, 16
+TOL = 1e-5
+
+
+def _ce_rows(q, k, s, labels):
+    return F.cross_entropy(s * q @ k.T, labels)
+
+
+def _local_loss(img, txt, s, rank, n):
+    """open_clip's local_loss value on ``rank``: its rows against all columns, both ways."""
+    sl = slice(rank * n, (rank + 1) * n)
+    labels = torch.arange(rank * n, (rank + 1) * n)
+    return 0.5 * (_ce_rows(img[sl], txt, s, labels) + _ce_rows(txt[sl], img, s, labels))
+
+
+def expected_clip(img, txt, scale, rank, world, n, mode):
+    """(value, d img_r, d txt_r, d logit_scale) that open_clip's ClipLoss gives on ``rank``."""
+    local_loss, gather_with_grad = mode
+    sl = slice(rank * n, (rank + 1) * n)
+    X, Y, s = (t.double().clone().requires_grad_() for t in (img, txt, scale))
+    if not local_loss:
+        value = reference.symmetric_infonce(X, Y, logit_scale=s, similarity="dot")
+        gx, gy, gs = torch.autograd.grad(value, (X, Y, s))
+        f = world if gather_with_grad else 1
+        return value, f * gx[sl], f * gy[sl], gs
+    value = _local_loss(X, Y, s, rank, n)
+    (gs,) = torch.autograd.grad(value, (s,), retain_graph=True)
+    if gather_with_grad:        # the all-gather backward sums every rank's local loss gradient
+        total = sum(_local_loss(X, Y, s.detach(), r, n) for r in range(world))
+        gx, gy = torch.autograd.grad(total, (X, Y))
+        return value, gx[sl], gy[sl], gs
+    # no gather gradient: only this rank's rows carry gradient
+    xr, yr = X[sl].detach().requires_grad_(), Y[sl].detach().requires_grad_()
+    labels = torch.arange(rank * n, (rank + 1) * n)
+    v = 0.5 * (_ce_rows(xr, Y.detach(), s.detach(), labels)
+               + _ce_rows(yr, X.detach(), s.detach(), labels))
+    gx, gy = torch.autograd.grad(v, (xr, yr))
+    return value, gx, gy, gs
+
+
+def _assert_close(got, want, what):
+    for i, (g, w) in enumerate(zip(got, want)):
+        err = rel_err(g.reshape(-1), w.reshape(-1))
+        assert err < TOL, f"{what}: output {i} rel err {err:.2e}"
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_clip_loss_and_distributed_losses_match_full_batch(world, tmp_path):
+    results = launch(losses_worker, world, tmp_path, SEED, N_LOCAL, DIM)
+    img, txt, scale = full_batch(SEED, world * N_LOCAL, DIM, dtype=torch.float64)
+    sl = lambda r: slice(r * N_LOCAL, (r + 1) * N_LOCAL)              # noqa: E731
+    for rank, out in enumerate(results):
+        for mode in MODES:
+            want = expected_clip(img, txt, scale, rank, world, N_LOCAL, mode)
+            for name in ("mmcl", "open_clip"):
+                _assert_close(out[(name,) + mode], want, f"{name} {mode} rank {rank}")
+        for sim in ("cosine", "euclidean"):
+            X, Y, s = (3 * img).requires_grad_(), (3 * txt).requires_grad_(), \
+                scale.clone().requires_grad_()
+            value = reference.symmetric_infonce(X, Y, logit_scale=s, similarity=sim)
+            gx, gy, gs = torch.autograd.grad(value, (X, Y, s))
+            for ddp in (True, False):
+                f = world if ddp else 1
+                _assert_close(out[("distributed", sim, ddp)],
+                              (value, f * gx[sl(rank)], f * gy[sl(rank)], gs),
+                              f"distributed {sim} ddp={ddp} rank {rank}")
+        log_s = torch.tensor(10.0, dtype=torch.float64).log().requires_grad_()
+        X = img.clone().requires_grad_()
+        value = reference.symmetric_infonce(X, txt, logit_scale=log_s.exp())
+        gx, gl = torch.autograd.grad(value, (X, log_s))
+        _assert_close(out[("module",)], (value, world * gx[sl(rank)], gl), f"module rank {rank}")
+        assert "local batch sizes differ" in out["uneven"], out["uneven"]
+
+
+def test_ddp_step_matches_single_process(tmp_path):
+    world = 2
+    results = launch(ddp_step_worker, world, tmp_path, SEED, N_LOCAL, DIM)
+    x1, x2, _ = full_batch(SEED, world * N_LOCAL, DIM)
+    for name in ("clip_local_gwg", "clip_global_gwg", "module"):
+        model = make_pair_model(SEED, DIM, own_scale=name == "module")
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        za, zb = model(x1, x2)
+        if name == "module":
+            loss = model.loss(za, zb)
+        else:
+            loss = mf.symmetric_infonce(za, zb, logit_scale=model.logit_scale.exp(),
+                                        similarity="dot")
+        loss.backward()
+        opt.step()
+        for key, want in model.state_dict().items():
+            step = want - before[key]
+            assert step.abs().max() > 0, f"{name}: {key} did not move"
+            for rank in range(world):
+                got = results[rank][name][key] - before[key]
+                assert rel_err(got, step) < 1e-4, f"{name} rank {rank}: {key} update differs"
