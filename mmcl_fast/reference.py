@@ -73,8 +73,11 @@ def open_clip_gather_features(image_features: Tensor, text_features: Tensor, loc
     """
     import torch.distributed as dist
     if gather_with_grad:
+        import warnings
         from torch.distributed.nn.functional import all_gather
-        return torch.cat(all_gather(image_features)), torch.cat(all_gather(text_features))
+        with warnings.catch_warnings():        # deprecated in torch 2.13 but what open_clip calls
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.cat(all_gather(image_features)), torch.cat(all_gather(text_features))
     images = [torch.zeros_like(image_features) for _ in range(world_size)]
     texts = [torch.zeros_like(text_features) for _ in range(world_size)]
     dist.all_gather(images, image_features)

@@ -34,6 +34,10 @@ def _run(target, rank, world, init_file, out_dir, *args):
         with open(os.path.join(out_dir, f"rank{rank}.err"), "w") as f:
             f.write(traceback.format_exc())
         raise
+    # torch 2.13 + gloo: after torch.distributed.nn's autograd all_gather (used by the open_clip
+    # reference) a rank sometimes aborts in a static destructor at interpreter exit ("terminate
+    # called without an active exception"). The results are written; skip the teardown.
+    os._exit(0)
 
 
 def _grads(loss, *tensors):
