@@ -1,6 +1,7 @@
 """The ``mmcl-fast`` command line.
 
     mmcl-fast simulate [--preset NAME] ...   the identifiability simulation (see mmcl_fast.simulate)
+    mmcl-fast train-imagetext [...]          image/text pairs (see mmcl_fast.imagetext)
     mmcl-fast bench [--full] [--out DIR]     forward+backward time / memory vs. naive and chunked
     mmcl-fast info                           which operator backend is active
 """
@@ -39,6 +40,10 @@ def main(argv=None) -> None:
     sim = sub.add_parser("simulate", help="numerical simulation of Daunhawer et al. (ICLR 2023)")
     simulate_parser(sim)
     sim.set_defaults(func=lambda a: simulate_main(args=a))
+    from .imagetext import build_parser as imagetext_parser, main as imagetext_main
+    it = sub.add_parser("train-imagetext", help="image/text pairs of the procedural Multimodal3DIdent")
+    imagetext_parser(it)
+    it.set_defaults(func=lambda a: imagetext_main(args=a))
     info = sub.add_parser("info", help="print the active backend")
     info.set_defaults(func=lambda a: print(json.dumps(__import__("mmcl_fast").backend_info(), indent=1)))
     args = parser.parse_args(argv)

@@ -1,0 +1,348 @@
+"""Image/text contrastive training on the procedural Multimodal3DIdent (paper Sec. 5.2, Fig. 3).
+
+    mmcl-fast train-imagetext                               # quick CPU default, encoding size 4
+    mmcl-fast train-imagetext --encoding-sizes 2 3 4 5 6    # the Fig. 3 / Fig. 11 sweep + plot
+    mmcl-fast train-imagetext --causal --out runs/causal    # hue tied to x-position (paper main)
+    python -m mmcl_fast.imagetext --steps 20000 --batch-size 256 --lr 1e-5   # paper hyperparameters
+
+Image encoder: ResNet-18 (mmcl_fast.resnet) -> LeakyReLU -> Linear(encoding size); text
+encoder: token embedding (a linear map of one-hot tokens) -> 4 Conv1d layers -> max over
+positions -> Linear. Loss: ``symmetric_infonce(..., similarity="cosine", temperature=1)`` (or
+``nt_xent``). Evaluation on the test split, from each modality's encoding: MLP-classifier
+accuracy (one hidden layer) for discrete factors, kernel-ridge R^2 (the simulation's grid) for
+continuous ones; circular factors (hues, angles) are regressed as (cos, sin) pairs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import procedural_m3di as m3di
+from .evaluation import r2_scores
+from .losses import nt_xent, symmetric_infonce
+from .resnet import ResNet18
+
+# factor -> (modality it is read from, kind, role); roles as in the paper's Table 3
+IMAGE_FACTORS = {"shape": "content", "x": "content", "y": "content", "object_hue": "style",
+                 "rotation": "image-specific", "spot_pos": "image-specific",
+                 "spot_hue": "image-specific", "background_hue": "image-specific"}
+TEXT_FACTORS = {"shape": "content", "x": "content", "y": "content", "object_hue": "style",
+                "phrasing": "text-specific"}
+CHANCE = {"shape": 1 / 7, "x": 1 / 3, "y": 1 / 3, "phrasing": 1 / 5}
+
+
+@dataclass
+class ImageTextConfig:
+    # data
+    image_size: int = 64
+    n_train: int = 10_000
+    n_val: int = 1_000
+    n_test: int = 1_000
+    causal: bool = False
+    data_dir: str | None = None          # cache of the .npz splits (default: <out>/data)
+    # model and optimisation (quick CPU defaults; the paper: batch 256, lr 1e-5, 100k steps)
+    encoding_size: int = 4
+    batch_size: int = 64
+    steps: int = 500
+    lr: float = 1e-3
+    grad_clip: float = 2.0
+    temperature: float = 1.0
+    loss: str = "symmetric_infonce"      # or "nt_xent"
+    seed: int = 0
+    checkpoint_every: int = 100
+    eval_every: int = 0                  # validation loss every N steps (0: only at the end)
+    threads: int = 0                     # torch threads (0: torch's default)
+    encoding_sizes: list[int] = field(default_factory=list)   # sweep (empty: one run)
+
+
+class ImageEncoder(nn.Module):
+    """ResNet-18 with 100 outputs -> LeakyReLU -> Linear(encoding_size), as in the paper's code."""
+
+    def __init__(self, encoding_size: int):
+        super().__init__()
+        self.net = nn.Sequential(ResNet18(100), nn.LeakyReLU(), nn.Linear(100, encoding_size))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+
+class TextEncoder(nn.Module):
+    """Token embedding (= a linear map of one-hot tokens) -> 4 x [Conv1d(k=3), LeakyReLU] ->
+    max over positions -> Linear(encoding_size)."""
+
+    def __init__(self, vocab_size: int, encoding_size: int, width: int = 128):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, width, padding_idx=0)
+        layers: list[nn.Module] = []
+        for _ in range(4):
+            layers += [nn.Conv1d(width, width, 3, padding=1), nn.LeakyReLU()]
+        self.convs = nn.Sequential(*layers)
+        self.head = nn.Linear(width, encoding_size)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        h = self.convs(self.embed(tokens).transpose(1, 2))          # (N, width, L)
+        pad = (tokens == 0)[:, None, :]
+        return self.head(h.masked_fill(pad, float("-inf")).amax(dim=2))
+
+
+def images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, 3) -> float (N, 3, H, W) scaled to [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0)
+
+
+class ImageTextRun:
+    """Data, encoders and optimiser of one run; ``step()`` trains on one random batch."""
+
+    def __init__(self, cfg: ImageTextConfig, out_dir: Path):
+        if cfg.loss not in ("symmetric_infonce", "nt_xent"):
+            raise ValueError(f"loss must be 'symmetric_infonce' or 'nt_xent', got {cfg.loss!r}")
+        if cfg.encoding_size < 1 or cfg.batch_size < 2 or cfg.steps < 0:
+            raise ValueError("need encoding_size >= 1, batch_size >= 2, steps >= 0")
+        self.cfg = cfg
+        data = Path(cfg.data_dir) if cfg.data_dir else out_dir / "data"
+        tag = f"s{cfg.seed}_px{cfg.image_size}_{'causal' if cfg.causal else 'indep'}"
+        self.splits = {name: m3di.load_or_generate(data / f"{name}_{n}_{tag}.npz", n,
+                                                   1000 * cfg.seed + k, cfg.image_size, cfg.causal)
+                       for k, (name, n) in enumerate((("train", cfg.n_train), ("val", cfg.n_val),
+                                                      ("test", cfg.n_test)))}
+        self.vocab = m3di.Vocabulary(self.splits["train"].captions)
+        self.tokens = {k: torch.from_numpy(self.vocab.encode(s.captions, m3di.MAX_TOKENS))
+                       for k, s in self.splits.items()}
+        torch.manual_seed(cfg.seed)
+        self.image_encoder = ImageEncoder(cfg.encoding_size)
+        self.text_encoder = TextEncoder(len(self.vocab), cfg.encoding_size)
+        self.params = [*self.image_encoder.parameters(), *self.text_encoder.parameters()]
+        self.opt = torch.optim.Adam(self.params, lr=cfg.lr)
+        self.gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.step_count = 0
+
+    def loss(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        zi, zt = self.image_encoder(images), self.text_encoder(tokens)
+        fn = symmetric_infonce if self.cfg.loss == "symmetric_infonce" else nt_xent
+        return fn(zi, zt, temperature=self.cfg.temperature, similarity="cosine")
+
+    def step(self) -> float:
+        n = len(self.splits["train"])
+        idx = torch.randint(0, n, (self.cfg.batch_size,), generator=self.gen)
+        images = images_to_tensor(self.splits["train"].images[idx.numpy()])
+        loss = self.loss(images, self.tokens["train"][idx])
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        self.opt.step()
+        self.step_count += 1
+        return float(loss)
+
+    @torch.no_grad()
+    def encode(self, split: str, batch: int = 250) -> tuple[np.ndarray, np.ndarray]:
+        """(image encodings, text encodings) of a split, encoders in eval mode."""
+        self.image_encoder.eval(), self.text_encoder.eval()
+        s, toks = self.splits[split], self.tokens[split]
+        zi = [self.image_encoder(images_to_tensor(s.images[i:i + batch]))
+              for i in range(0, len(s), batch)]
+        zt = [self.text_encoder(toks[i:i + batch]) for i in range(0, len(s), batch)]
+        self.image_encoder.train(), self.text_encoder.train()
+        return torch.cat(zi).numpy(), torch.cat(zt).numpy()
+
+    @torch.no_grad()
+    def validation_loss(self, batch: int = 250) -> float:
+        zi, zt = self.encode("val", batch)
+        fn = symmetric_infonce if self.cfg.loss == "symmetric_infonce" else nt_xent
+        return float(fn(torch.from_numpy(zi), torch.from_numpy(zt),
+                        temperature=self.cfg.temperature, similarity="cosine"))
+
+    def state(self) -> dict:
+        return {"image_encoder": self.image_encoder.state_dict(),
+                "text_encoder": self.text_encoder.state_dict(), "opt": self.opt.state_dict(),
+                "step": self.step_count, "gen": self.gen.get_state(),
+                "config": asdict(self.cfg)}
+
+    def load(self, state: dict) -> None:
+        self.image_encoder.load_state_dict(state["image_encoder"])
+        self.text_encoder.load_state_dict(state["text_encoder"])
+        self.opt.load_state_dict(state["opt"])
+        self.step_count = state["step"]
+        self.gen.set_state(state["gen"])
+
+
+def _circular(v: np.ndarray) -> np.ndarray:
+    """A value in [0, 1) on a circle (hue, angle) as (cos, sin) of 2 pi v."""
+    return np.stack([np.cos(2 * np.pi * v), np.sin(2 * np.pi * v)], axis=1)
+
+
+def classification_accuracy(encoding: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
+    """Test accuracy of an MLP classifier (one hidden layer) fit on the first half."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.preprocessing import StandardScaler
+    half = len(labels) // 2
+    h = StandardScaler().fit(encoding[:half]).transform(encoding)
+    clf = MLPClassifier(hidden_layer_sizes=(64,), max_iter=1000, random_state=seed)
+    with warnings.catch_warnings():        # 1000 Adam epochs; the score is what counts
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(h[:half], labels[:half])
+    return float(clf.score(h[half:], labels[half:]))
+
+
+def evaluate_factors(z_image: np.ndarray, z_text: np.ndarray,
+                     factors: dict[str, np.ndarray]) -> dict[str, dict[str, dict]]:
+    """{modality: {factor: {"role", "metric", "score"}}}: accuracy for discrete factors, kernel
+    ridge R^2 for continuous ones."""
+    out: dict[str, dict[str, dict]] = {}
+    for modality, z, table in (("image", z_image, IMAGE_FACTORS), ("text", z_text, TEXT_FACTORS)):
+        res = {}
+        for name, role in table.items():
+            if name in m3di.DISCRETE:
+                score = classification_accuracy(z, factors[name])
+                res[name] = {"role": role, "metric": "accuracy", "score": score,
+                             "chance": CHANCE[name]}
+            else:
+                r2 = r2_scores(z, {name: _circular(factors[name])})[name]
+                res[name] = {"role": role, "metric": "R2", "score": r2["nonlinear"],
+                             "linear": r2["linear"]}
+        out[modality] = res
+    return out
+
+
+def train(cfg: ImageTextConfig, out_dir: Path | str, progress: bool = True) -> dict:
+    """Train (resuming from ``out_dir/checkpoint.pt``), evaluate, write results.json."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    t0 = time.time()
+    run = ImageTextRun(cfg, out_dir)
+    m3di.contact_sheet(run.splits["train"], out_dir / "samples.png")
+    ckpt = out_dir / "checkpoint.pt"
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)
+        if state["config"] == asdict(cfg):
+            run.load(state)
+    t_data = time.time() - t0
+    history = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=cfg.steps, initial=run.step_count, desc=f"train-imagetext enc={cfg.encoding_size}",
+                   mininterval=1.0)
+    t1, first = time.time(), run.step_count
+    while run.step_count < cfg.steps:
+        loss = run.step()
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}",
+                            steps_per_s=f"{(run.step_count - first) / (time.time() - t1):.2f}",
+                            refresh=False)
+        if cfg.eval_every and run.step_count % cfg.eval_every == 0:
+            history.append({"step": run.step_count, "train_loss": loss,
+                            "val_loss": run.validation_loss()})
+        if run.step_count % cfg.checkpoint_every == 0 or run.step_count == cfg.steps:
+            torch.save(run.state(), ckpt)
+    if bar is not None:
+        bar.close()
+    t_train = time.time() - t1
+    t2 = time.time()
+    z_image, z_text = run.encode("test")
+    scores = evaluate_factors(z_image, z_text, run.splits["test"].factors)
+    results = {"config": asdict(cfg), "scores": scores, "val_loss": run.validation_loss(),
+               "history": history, "vocab_size": len(run.vocab),
+               "seconds": {"data": t_data, "train": t_train, "eval": time.time() - t2,
+                           "total": time.time() - t0}}
+    (out_dir / "results.json").write_text(json.dumps(results, indent=1))
+    return results
+
+
+def format_scores(results: dict) -> str:
+    """Markdown table of one run's scores."""
+    lines = ["| modality | factor | role | metric | score |", "|---|---|---|---|---|"]
+    for modality, table in results["scores"].items():
+        for name, r in table.items():
+            chance = f" (chance {r['chance']:.2f})" if "chance" in r else ""
+            lines.append(f"| {modality} | {name} | {r['role']} | {r['metric']} | "
+                         f"{r['score']:.3f}{chance} |")
+    return "\n".join(lines)
+
+
+def plot_sweep(runs: dict[int, dict], path: Path) -> Path:
+    """Score vs encoding size per modality (paper Fig. 3): content bold, style italic."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    sizes = sorted(runs)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    for ax, modality in zip(axes, ("image", "text")):
+        for name, role in (IMAGE_FACTORS if modality == "image" else TEXT_FACTORS).items():
+            ys = [runs[k]["scores"][modality][name]["score"] for k in sizes]
+            metric = runs[sizes[0]]["scores"][modality][name]["metric"]
+            label = f"{name} ({metric})"
+            label = {"content": rf"$\bf{{{label.replace(' ', '~').replace('_', '~')}}}$",
+                     "style": rf"$\it{{{label.replace(' ', '~').replace('_', '~')}}}$"}.get(role, label)
+            ax.plot(sizes, ys, marker="o", lw=2.2 if role == "content" else 1.2,
+                    ls="-" if role in ("content", "style") else "--", label=label)
+        ax.set_title(f"{modality} factors")
+        ax.set_xlabel("encoding size")
+        ax.set_xticks(sizes)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("accuracy / R$^2$ (test split)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    p = p or argparse.ArgumentParser(prog="mmcl-fast train-imagetext", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    for f in fields(ImageTextConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if f.name == "encoding_sizes":
+            p.add_argument(flag, type=int, nargs="+", default=None,
+                           help="sweep: one run per encoding size, plus the Fig. 3 plot")
+        elif f.type in ("bool", bool):
+            p.add_argument(flag, action="store_true", default=None)
+        else:
+            typ = {"int": int, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
+            p.add_argument(flag, type=typ, default=None)
+    p.add_argument("--out", default="runs/imagetext", help="output directory")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv=None, args=None) -> dict:
+    args = args if args is not None else build_parser().parse_args(argv)
+    overrides = {f.name: getattr(args, f.name) for f in fields(ImageTextConfig)
+                 if getattr(args, f.name, None) is not None}
+    cfg = replace(ImageTextConfig(), **overrides)
+    out = Path(args.out)
+    if not cfg.encoding_sizes:
+        res = train(cfg, out, progress=not args.quiet)
+        print(format_scores(res))
+        print(f"validation loss {res['val_loss']:.4f}; {res['seconds']['total']:.0f} s in all "
+              f"({res['seconds']['train']:.0f} s training); wrote {out / 'results.json'}")
+        return res
+    runs = {}
+    for k in cfg.encoding_sizes:
+        runs[k] = train(replace(cfg, encoding_size=k, encoding_sizes=[],
+                                data_dir=cfg.data_dir or str(out / "data")),
+                        out / f"enc{k}", progress=not args.quiet)
+        print(f"encoding size {k}:\n{format_scores(runs[k])}")
+    (out / "sweep.json").write_text(json.dumps({str(k): v for k, v in runs.items()}, indent=1))
+    png = plot_sweep(runs, out / "sweep.png")
+    print(f"wrote {out / 'sweep.json'} and {png}")
+    return {"runs": runs}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Procedural Multimodal3DIdent generator, ResNet-18 and the image/text trainer."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from matplotlib import colors as mcolors
+
+from mmcl_fast import procedural_m3di as m3di
+from mmcl_fast.imagetext import (ImageTextConfig, ImageTextRun, TextEncoder, evaluate_factors,
+                                 main, train)
+from mmcl_fast.resnet import ResNet18
+
+
+def test_generator_is_deterministic_and_seeded():
+    a, b = m3di.generate_split(40, seed=3, image_size=32), m3di.generate_split(40, seed=3, image_size=32)
+    assert np.array_equal(a.images, b.images) and a.captions == b.captions
+    c = m3di.generate_split(40, seed=4, image_size=32)
+    assert not np.array_equal(a.images, c.images)
+    assert a.images.dtype == np.uint8 and a.images.shape == (40, 32, 32, 3)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_factor_ranges(causal):
+    f = m3di.sample_latents(5000, np.random.default_rng(0), causal)
+    assert set(np.unique(f["shape"])) == set(range(7))
+    assert set(np.unique(f["x"])) == set(np.unique(f["y"])) == {0, 1, 2}
+    assert set(np.unique(f["phrasing"])) == set(range(5))
+    for k in m3di.CONTINUOUS:
+        assert f[k].min() >= 0 and f[k].max() < 1 and 0.4 < f[k].mean() < 0.6
+    third = np.floor(f["object_hue"] * 3)
+    if causal:                                  # hue drawn from the third tied to x
+        assert np.array_equal(third, f["x"])
+    else:                                       # independent: every third at every x
+        assert {(int(t), int(x)) for t, x in zip(third, f["x"])} == {(t, x) for t in range(3) for x in range(3)}
+
+
+def test_captions_state_their_factors():
+    s = m3di.generate_split(300, seed=1, image_size=32)
+    palettes = {0: mcolors.TABLEAU_COLORS, 1: mcolors.CSS4_COLORS, 2: mcolors.XKCD_COLORS}
+    for i, text in enumerate(s.captions):
+        p = m3di.parse_caption(text)
+        for k in ("shape", "x", "y", "phrasing"):
+            assert p[k] == s.factors[k][i], (text, k)
+        # the colour word is the nearest RGB neighbour in the sample's palette
+        table = palettes[int(s.factors["palette"][i])]
+        rgb = m3di.hue_to_rgb(np.array(s.factors["object_hue"][i]))
+        best = min(table, key=lambda n: float(((np.array(mcolors.to_rgb(table[n])) - rgb) ** 2).sum()))
+        assert p["color"].split(":")[-1] == best.split(":")[-1].replace(" ", "_"), text
+    with pytest.raises(ValueError, match="not a caption"):
+        m3di.parse_caption("a purple cow jumps")
+
+
+def test_rendered_object_sits_at_its_grid_position():
+    """Pixels unchanged by a new background hue are the object's; their centroid is in the
+    stated third of the image."""
+    rng = np.random.default_rng(5)
+    f = m3di.sample_latents(30, rng)
+    for i in range(30):
+        one = {k: v[i] for k, v in f.items()}
+        a = m3di.render_image(one, 64).astype(int)
+        b = m3di.render_image({**one, "background_hue": (one["background_hue"] + 0.5) % 1}, 64).astype(int)
+        ys, xs = np.nonzero((np.abs(a - b).sum(-1) == 0))
+        assert 15 < len(xs) < 600, one
+        assert int(xs.mean() // (64 / 3)) == one["x"] and int(ys.mean() // (64 / 3)) == one["y"]
+
+
+def test_vocabulary_unknown_and_padding():
+    v = m3di.Vocabulary(["a red square", "the blue ring"])
+    ids = v.encode(["a green square", "ring"], 5)
+    assert ids.shape == (2, 5) and ids[0, 1] == 1 and ids[0, 0] == v.index["a"]
+    assert (ids[1, 1:] == 0).all()
+
+
+def test_cache_round_trip(tmp_path):
+    path = tmp_path / "d.npz"
+    a = m3di.load_or_generate(path, 20, 2, 32, True, progress=False)
+    b = m3di.load_or_generate(path, 20, 2, 32, True, progress=False)
+    assert path.exists() and np.array_equal(a.images, b.images) and a.captions == b.captions
+    assert all(np.array_equal(a.factors[k], b.factors[k]) for k in a.factors)
+    with pytest.raises(ValueError, match="image_size"):
+        m3di.generate_split(4, 0, image_size=16)
+
+
+def test_resnet18_shapes_and_parameter_count():
+    m = ResNet18(1000)
+    assert sum(p.numel() for p in m.parameters()) == 11_689_512       # torchvision's resnet18
+    m.eval()
+    for size in (32, 64, 224):
+        assert m(torch.randn(2, 3, size, size)).shape == (2, 1000)
+        assert m.features(torch.randn(1, 3, size, size)).shape == (1, 512)
+    with pytest.raises(ValueError, match="images"):
+        m(torch.randn(2, 1, 32, 32))
+
+
+def test_text_encoder_ignores_padding():
+    enc = TextEncoder(20, 4)
+    t = torch.tensor([[3, 4, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0]])
+    out = enc(t)
+    assert out.shape == (1, 4) and torch.isfinite(out).all()
+
+
+SMALL = dict(image_size=32, n_train=64, n_val=32, n_test=64, batch_size=8, encoding_size=3,
+             checkpoint_every=10)
+
+
+def test_training_smoke_and_exact_resume(tmp_path):
+    cfg = ImageTextConfig(steps=20, **SMALL)
+    res = train(cfg, tmp_path / "a", progress=False)
+    assert json.loads((tmp_path / "a" / "results.json").read_text())["config"]["steps"] == 20
+    assert (tmp_path / "a" / "samples.png").stat().st_size > 0
+    assert np.isfinite(res["val_loss"])
+    assert set(res["scores"]["image"]) == {"shape", "x", "y", "object_hue", "rotation",
+                                           "spot_pos", "spot_hue", "background_hue"}
+    assert set(res["scores"]["text"]) == {"shape", "x", "y", "object_hue", "phrasing"}
+    # interrupted after 10 steps, resumed: the same parameters as the straight run
+    run = ImageTextRun(cfg, tmp_path / "b")
+    for _ in range(10):
+        run.step()
+    torch.save(run.state(), tmp_path / "b" / "checkpoint.pt")
+    train(cfg, tmp_path / "b", progress=False)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    assert b["step"] == 20
+    for k, v in a["image_encoder"].items():
+        assert torch.equal(v, b["image_encoder"][k]), k
+
+
+def test_cli_sweep_and_nt_xent(tmp_path):
+    out = main(["--steps", "3", "--encoding-sizes", "2", "3", "--loss", "nt_xent",
+                "--image-size", "32", "--n-train", "64", "--n-val", "32", "--n-test", "40",
+                "--batch-size", "8", "--out", str(tmp_path), "--quiet"])
+    assert set(out["runs"]) == {2, 3}
+    assert (tmp_path / "sweep.png").stat().st_size > 0 and (tmp_path / "sweep.json").exists()
+    with pytest.raises(ValueError, match="loss"):
+        ImageTextRun(ImageTextConfig(loss="mse", **SMALL), tmp_path / "c")
+
+
+def test_evaluation_detects_encoded_factors():
+    """A code that holds shape and x (and noise) scores high on those, near chance elsewhere."""
+    rng = np.random.default_rng(0)
+    f = m3di.sample_latents(600, rng)
+    z = np.stack([f["shape"] + 0.05 * rng.standard_normal(600),
+                  f["x"] + 0.05 * rng.standard_normal(600), rng.standard_normal(600)], 1)
+    res = evaluate_factors(z, z, f)
+    assert res["image"]["shape"]["score"] > 0.9 and res["image"]["x"]["score"] > 0.9
+    assert res["image"]["y"]["score"] < 0.5 and abs(res["image"]["rotation"]["score"]) < 0.1
