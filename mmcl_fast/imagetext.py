@@ -140,7 +140,7 @@ class ImageTextRun:
         torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
         self.opt.step()
         self.step_count += 1
-        return float(loss)
+        return float(loss.detach())
 
     @torch.no_grad()
     def encode(self, split: str, batch: int = 250) -> tuple[np.ndarray, np.ndarray]:
