@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from . import _ops
+from . import _ops, losses
 from .losses import (_check_options, _check_pair, _kernel_inputs, _positive_similarity,
                      _scale)
 
@@ -159,8 +159,8 @@ def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None =
     _check_options(similarity, "mean")
     w, _ = world(group)
     if w == 1:
-        from .losses import symmetric_infonce as local
-        return local(a, b, temperature, logit_scale=logit_scale, similarity=similarity)
+        return losses.symmetric_infonce(a, b, temperature, logit_scale=logit_scale,
+                                        similarity=similarity)
     check_equal_batches(a.shape[0], a.device, group)
     s = _scale(temperature, logit_scale, a)
     ksim, (ka, kb) = _kernel_inputs(similarity, a, b)

@@ -2,7 +2,7 @@
 
     mmcl-fast train-imagetext                               # quick CPU default, encoding size 4
     mmcl-fast train-imagetext --encoding-sizes 2 3 4 5 6    # the Fig. 3 / Fig. 11 sweep + plot
-    mmcl-fast train-imagetext --causal --out runs/causal    # hue tied to x-position (paper main)
+    mmcl-fast train-imagetext --causal true --out runs/causal   # hue tied to x (paper main)
     python -m mmcl_fast.imagetext --steps 20000 --batch-size 256 --lr 1e-5   # paper hyperparameters
 
 Image encoder: ResNet-18 (mmcl_fast.resnet) -> LeakyReLU -> Linear(encoding size); text
@@ -18,7 +18,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import procedural_m3di as m3di
+from .config_flags import add_config_flags, config_overrides
 from .evaluation import r2_scores
 from .losses import nt_xent, symmetric_infonce
 from .resnet import ResNet18
@@ -125,10 +126,13 @@ class ImageTextRun:
         self.gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.step_count = 0
 
-    def loss(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        zi, zt = self.image_encoder(images), self.text_encoder(tokens)
+    def contrastive(self, zi: torch.Tensor, zt: torch.Tensor) -> torch.Tensor:
+        """The configured loss (symmetric InfoNCE or NT-Xent, cosine) between two encodings."""
         fn = symmetric_infonce if self.cfg.loss == "symmetric_infonce" else nt_xent
         return fn(zi, zt, temperature=self.cfg.temperature, similarity="cosine")
+
+    def loss(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self.contrastive(self.image_encoder(images), self.text_encoder(tokens))
 
     def step(self) -> float:
         n = len(self.splits["train"])
@@ -156,9 +160,7 @@ class ImageTextRun:
     @torch.no_grad()
     def validation_loss(self, batch: int = 250) -> float:
         zi, zt = self.encode("val", batch)
-        fn = symmetric_infonce if self.cfg.loss == "symmetric_infonce" else nt_xent
-        return float(fn(torch.from_numpy(zi), torch.from_numpy(zt),
-                        temperature=self.cfg.temperature, similarity="cosine"))
+        return float(self.contrastive(torch.from_numpy(zi), torch.from_numpy(zt)))
 
     def state(self) -> dict:
         return {"image_encoder": self.image_encoder.state_dict(),
@@ -305,16 +307,10 @@ def plot_sweep(runs: dict[int, dict], path: Path) -> Path:
 def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = p or argparse.ArgumentParser(prog="mmcl-fast train-imagetext", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in fields(ImageTextConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.name == "encoding_sizes":
-            p.add_argument(flag, type=int, nargs="+", default=None,
-                           help="sweep: one run per encoding size, plus the Fig. 3 plot")
-        elif f.type in ("bool", bool):
-            p.add_argument(flag, action="store_true", default=None)
-        else:
-            typ = {"int": int, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
-            p.add_argument(flag, type=typ, default=None)
+    add_config_flags(p, ImageTextConfig, {
+        "loss": dict(choices=("symmetric_infonce", "nt_xent")),
+        "encoding_sizes": dict(type=int, nargs="+",
+                               help="sweep: one run per encoding size, plus the Fig. 3 plot")})
     p.add_argument("--out", default="runs/imagetext", help="output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -322,8 +318,7 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
 
 def main(argv=None, args=None) -> dict:
     args = args if args is not None else build_parser().parse_args(argv)
-    overrides = {f.name: getattr(args, f.name) for f in fields(ImageTextConfig)
-                 if getattr(args, f.name, None) is not None}
+    overrides = config_overrides(args, ImageTextConfig)
     cfg = replace(ImageTextConfig(), **overrides)
     out = Path(args.out)
     if not cfg.encoding_sizes:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
 import math
 import time
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .config_flags import add_config_flags, config_overrides
 from .evaluation import r2_scores
 from .losses import symmetric_infonce
 from .sim_data import LatentSpec, MultimodalProcess
@@ -386,24 +386,15 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--out", default=None, help="output folder (default runs/simulate-PRESET)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per setting for table/figure presets")
     p.add_argument("--no-progress", action="store_true")
-    for f in dataclasses.fields(SimConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in ("bool", bool):
-            p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=None, metavar="BOOL")
-        elif f.name == "lr_schedule":
-            p.add_argument(flag, choices=("constant", "cosine"), default=None)
-        elif f.name == "hidden":
-            p.add_argument(flag, type=int, nargs="+", default=None)
-        else:
-            typ = {"int": int, "float": float}.get(str(f.type), float if isinstance(f.default, float) else int)
-            p.add_argument(flag, type=typ, default=None)
+    add_config_flags(p, SimConfig, {
+        "lr_schedule": dict(choices=("constant", "cosine")),
+        "hidden": dict(type=int, nargs="+")})
     return p
 
 
 def main(argv=None, args=None) -> list[dict]:
     args = args or build_parser().parse_args(argv)
-    overrides = {f.name: getattr(args, f.name) for f in dataclasses.fields(SimConfig)
-                 if getattr(args, f.name, None) is not None}
+    overrides = config_overrides(args, SimConfig)
     if "hidden" in overrides:
         overrides["hidden"] = tuple(overrides["hidden"])
     if "seed" in overrides and args.preset not in ("quick", "paper"):
