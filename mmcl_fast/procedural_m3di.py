@@ -41,6 +41,8 @@ PHRASINGS = (
 CONTINUOUS = ("object_hue", "rotation", "spot_pos", "spot_hue", "background_hue")
 DISCRETE = ("shape", "x", "y", "phrasing")
 SAT, VAL = 0.85, 0.9                         # HSV saturation / value of every hue in the scene
+OBJECT_SCALE = 0.34                          # object radius, in half image widths
+GENERATOR_VERSION = 2                        # part of the cache file names: bump on any change
 
 
 def _palettes() -> tuple[tuple[np.ndarray, list[str]], ...]:
@@ -94,7 +96,7 @@ def render_image(f: dict, size: int) -> np.ndarray:
     lin = (np.arange(size) + 0.5) / size * 2 - 1                  # pixel centres in [-1, 1]
     px, py = np.meshgrid(lin, lin)                                 # py grows downwards
     cx, cy = (f["x"] - 1) * 0.6, (f["y"] - 1) * 0.6               # 3x3 grid of positions
-    scale = 0.27
+    scale = OBJECT_SCALE
     ang = 2 * np.pi * f["rotation"]
     du, dv = (px - cx) / scale, (py - cy) / scale
     u = np.cos(ang) * du + np.sin(ang) * dv
