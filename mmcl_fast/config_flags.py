@@ -6,6 +6,7 @@ import dataclasses
 
 
 def parse_bool(s: str) -> bool:
+    """'1'/'true'/'yes' -> True, '0'/'false'/'no' -> False (any case); anything else is an error."""
     if s.lower() in ("1", "true", "yes"):
         return True
     if s.lower() in ("0", "false", "no"):

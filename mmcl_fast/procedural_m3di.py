@@ -143,6 +143,7 @@ def color_names(hues: np.ndarray, palette_idx: np.ndarray) -> list[str]:
 
 
 def caption(shape: int, x: int, y: int, color: str, phrasing: int) -> str:
+    """The caption of one sample: template ``PHRASINGS[phrasing]`` filled with its words."""
     return PHRASINGS[phrasing].format(color=color, shape=SHAPES[shape], x=X_WORDS[x],
                                       y=Y_WORDS[y])
 
