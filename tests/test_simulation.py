@@ -145,3 +145,17 @@ def test_report_places_paper_numbers_next_to_results():
     text = simulate.report("table1b", [row])
     assert "0.95, 0.01, 0.56, 0.23, 0.00, 0.00" in text  # paper row (0.75, stat, no causal)
     assert len(simulate.preset_runs("table1b", seeds=3)) == 15
+
+
+@pytest.mark.parametrize("hidden", [(64, 256, 64), (150, 750, 150)])
+def test_kaiming_init_keeps_the_encoding_scale_and_torch_init_shrinks_it(hidden):
+    torch.manual_seed(3)
+    x = torch.randn(2048, 15)
+    with torch.no_grad():
+        std = {init: simulate.encoder(15, hidden, 5, init=init)(x).std(0) for init in ("torch", "kaiming")}
+    # variance-preserving: every output direction within a factor ~3 of the input's unit scale
+    assert std["kaiming"].min() > 0.3 and std["kaiming"].max() < 3.0
+    # PyTorch's default shrinks the scale by about 6x in variance per LeakyReLU layer
+    assert std["torch"].max() < 0.2 * std["kaiming"].min()
+    with pytest.raises(ValueError, match="init"):
+        simulate.encoder(15, hidden, 5, init="xavier")
