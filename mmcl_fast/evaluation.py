@@ -4,13 +4,15 @@
 regression (RBF kernel, grid search over alpha in {1, 0.1, 0.01, 0.001} and gamma in
 logspace(-2, 2, 4), 3-fold CV) from the standardised encoding to each factor block, and reports
 the coefficient of determination R^2 = 1 - SS_res / SS_tot (averaged over the block's dimensions)
-on the second half.
+on the second half. Discrete factors (class labels) get classification accuracy instead:
+``classification_accuracy`` (an MLP with one hidden layer, as in the paper) and
+``accuracy_scores`` (logistic regression and that MLP, per component of a block).
 """
 from __future__ import annotations
 
 import numpy as np
 from sklearn.kernel_ridge import KernelRidge
-from sklearn.linear_model import LinearRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import r2_score
 from sklearn.model_selection import GridSearchCV
 from sklearn.preprocessing import StandardScaler
@@ -38,4 +40,37 @@ def r2_scores(encoding: np.ndarray, factors: dict[str, np.ndarray], nonlinear: b
             search.fit(h[:half], ys[:half])
             res["nonlinear"] = float(r2_score(ys[half:], search.predict(h[half:])))
         out[name] = res
+    return out
+
+
+def classification_accuracy(encoding: np.ndarray, labels: np.ndarray, seed: int = 0,
+                            linear: bool = False) -> float:
+    """Test accuracy (second half) of a classifier fit on the first half of the samples: an MLP
+    with one hidden layer of 64 units, or logistic regression when ``linear``."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+    half = len(labels) // 2
+    h = StandardScaler().fit(encoding[:half]).transform(encoding)
+    clf = (LogisticRegression(max_iter=1000) if linear
+           else MLPClassifier(hidden_layer_sizes=(64,), max_iter=1000, random_state=seed))
+    with warnings.catch_warnings():        # 1000 Adam epochs; the score is what counts
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(h[:half], labels[:half])
+    return float(clf.score(h[half:], labels[half:]))
+
+
+def accuracy_scores(encoding: np.ndarray, factors: dict[str, np.ndarray],
+                    nonlinear: bool = True) -> dict[str, dict[str, float]]:
+    """{factor: {"linear": accuracy, "nonlinear": accuracy}} for blocks of class labels (n, d),
+    the mean over the d components; the counterpart of ``r2_scores`` for discrete factors."""
+    out = {}
+    for name, y in factors.items():
+        y = np.asarray(y).reshape(encoding.shape[0], -1)
+        if y.shape[1] == 0:
+            continue
+        out[name] = {kind: float(np.mean([classification_accuracy(encoding, y[:, j], linear=kind == "linear")
+                                          for j in range(y.shape[1])]))
+                     for kind in (("linear", "nonlinear") if nonlinear else ("linear",))}
     return out

@@ -30,7 +30,7 @@ from torch import nn
 
 from . import procedural_m3di as m3di
 from .config_flags import add_config_flags, config_overrides
-from .evaluation import r2_scores
+from .evaluation import classification_accuracy, r2_scores
 from .losses import nt_xent, symmetric_infonce
 from .resnet import ResNet18
 
@@ -183,22 +183,6 @@ class ImageTextRun:
 def _circular(v: np.ndarray) -> np.ndarray:
     """A value in [0, 1) on a circle (hue, angle) as (cos, sin) of 2 pi v."""
     return np.stack([np.cos(2 * np.pi * v), np.sin(2 * np.pi * v)], axis=1)
-
-
-def classification_accuracy(encoding: np.ndarray, labels: np.ndarray, seed: int = 0) -> float:
-    """Test accuracy of an MLP classifier (one hidden layer) fit on the first half."""
-    import warnings
-
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.preprocessing import StandardScaler
-    half = len(labels) // 2
-    h = StandardScaler().fit(encoding[:half]).transform(encoding)
-    clf = MLPClassifier(hidden_layer_sizes=(64,), max_iter=1000, random_state=seed)
-    with warnings.catch_warnings():        # 1000 Adam epochs; the score is what counts
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        clf.fit(h[:half], labels[:half])
-    return float(clf.score(h[half:], labels[half:]))
 
 
 def evaluate_factors(z_image: np.ndarray, z_text: np.ndarray,

@@ -12,14 +12,23 @@ Observations: x1 = f1(c, s, m1), x2 = f2(c, s~, m2) with f an invertible 3-layer
 bias-free linear layers, LeakyReLU(0.2) between them, uniform(-1, 1) weights with L2-normalised
 columns, each layer resampled until its condition number is below the cond_threshold_ratio
 quantile of many draws). "Original setting": f1 = f2 and no modality-specific latents.
+
+Discrete latents (paper App. B.2, Fig. 5): one group ("content", "style" or "modality") has
+components drawn uniformly from k classes, standardised to mean 0 and variance 1
+(v = (class - (k - 1) / 2) / sqrt((k^2 - 1) / 12)); a changed discrete style component is redrawn
+uniformly from the k classes. Discrete groups exclude statistical and causal dependence.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+
+DISCRETE_GROUPS = ("", "content", "style", "modality")
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,26 @@ class LatentSpec:
     p_change: float = 0.75
     statistical: bool = False
     causal: bool = False
+    discrete: str = ""           # "", "content", "style" or "modality": that group is discrete
+    n_classes: int = 5           # k, the classes of each discrete component
+
+    def __post_init__(self):
+        if self.discrete not in DISCRETE_GROUPS:
+            raise ValueError(f"discrete must be one of {DISCRETE_GROUPS}, got {self.discrete!r}")
+        if self.discrete and self.n_classes < 2:
+            raise ValueError(f"n_classes must be >= 2, got {self.n_classes}")
+        if self.discrete and (self.statistical or self.causal):
+            raise ValueError("discrete latents are defined without statistical or causal dependence")
+
+    def is_discrete(self, block: str) -> bool:
+        """Whether latent block c / s / s_tilde / m1 / m2 is discrete."""
+        group = {"c": "content", "s": "style", "s_tilde": "style", "m1": "modality", "m2": "modality"}
+        return bool(self.discrete) and group[block] == self.discrete
+
+    def classes(self, values: Tensor) -> Tensor:
+        """Class indices (long) of standardised discrete values."""
+        k = self.n_classes
+        return torch.round(values * math.sqrt((k * k - 1) / 12) + (k - 1) / 2).long()
 
     @property
     def dim(self) -> int:
@@ -61,14 +90,19 @@ class LatentSampler:
 
     def _block(self, name: str, n: int, g: torch.Generator) -> Tensor:
         L = self.chol[name]
+        if self.spec.is_discrete(name):
+            k = self.spec.n_classes
+            cls = torch.randint(0, k, (n, L.shape[0]), generator=g).float()
+            return (cls - (k - 1) / 2) / math.sqrt((k * k - 1) / 12)
         return torch.randn(n, L.shape[0], generator=g) @ L.T
 
     def sample(self, n: int, g: torch.Generator) -> dict[str, Tensor]:
         c = self._block("c", n, g)
         s = self._block("s", n, g) + c @ self.B.T + self.a
-        eps = self._block("s", n, g)
-        mask = (torch.rand(n, self.spec.n_s, generator=g) < self.spec.p_change).float()
-        return {"c": c, "s": s, "s_tilde": s + mask * eps,
+        eps = self._block("s", n, g)           # a fresh draw: the noise, or the redrawn classes
+        mask = torch.rand(n, self.spec.n_s, generator=g) < self.spec.p_change
+        s_tilde = torch.where(mask, eps, s) if self.spec.is_discrete("s") else s + mask.float() * eps
+        return {"c": c, "s": s, "s_tilde": s_tilde,
                 "m1": self._block("m1", n, g), "m2": self._block("m2", n, g)}
 
 

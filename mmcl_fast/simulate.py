@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from .config_flags import add_config_flags, config_overrides
-from .evaluation import r2_scores
+from .evaluation import accuracy_scores, r2_scores
 from .losses import symmetric_infonce
 from .sim_data import LatentSpec, MultimodalProcess
 
@@ -46,6 +46,8 @@ class SimConfig:
     p_change: float = 0.75
     statistical: bool = False
     causal: bool = False
+    discrete: str = ""               # "", "content", "style" or "modality" (paper Fig. 5)
+    n_classes: int = 5               # k classes per discrete component
     multimodal: bool = True          # f1 != f2 and two encoders; False: the original setting
     cond_threshold_ratio: float = 1e-3
     n_cond_draws: int = 25_000
@@ -67,7 +69,8 @@ class SimConfig:
     checkpoint_every: int = 2000
 
     def spec(self) -> LatentSpec:
-        return LatentSpec(self.n_c, self.n_s, self.n_m, self.p_change, self.statistical, self.causal)
+        return LatentSpec(self.n_c, self.n_s, self.n_m, self.p_change, self.statistical, self.causal,
+                          self.discrete, self.n_classes)
 
 
 def encoder(d_in: int, hidden: tuple[int, ...], d_out: int, slope: float = 0.01,
@@ -163,17 +166,24 @@ class Simulation:
         x1, x2, z = self.process.sample(cfg.eval_samples, g)
         h1, h2 = self.g1(x1), self.g2(x2)
         val_loss = symmetric_infonce(h1, h2, temperature=cfg.temperature, similarity="euclidean").item()
-        factors = {k: v.numpy() for k, v in z.items()}
-        out = {"val_loss": val_loss,
-               "encoder1": r2_scores(h1.numpy(), factors, nonlinear=cfg.nonlinear_eval),
-               "encoder2": r2_scores(h2.numpy(), factors, nonlinear=cfg.nonlinear_eval)}
+        out = {"val_loss": val_loss, "encoder1": self._scores(h1, z), "encoder2": self._scores(h2, z)}
         if cfg.intervention:
             xi1, xi2, c_prime = self.process.intervene(z, g)
-            fac = {"c": factors["c"], "c_prime": c_prime.numpy(), "s": factors["s"],
-                   "m1": factors["m1"], "m2": factors["m2"]}
-            out["intervention_encoder1"] = r2_scores(self.g1(xi1).numpy(), fac, nonlinear=cfg.nonlinear_eval)
-            out["intervention_encoder2"] = r2_scores(self.g2(xi2).numpy(), fac, nonlinear=cfg.nonlinear_eval)
+            fac = {"c": z["c"], "c_prime": c_prime, "s": z["s"], "m1": z["m1"], "m2": z["m2"]}
+            out["intervention_encoder1"] = self._scores(self.g1(xi1), fac)
+            out["intervention_encoder2"] = self._scores(self.g2(xi2), fac)
         return out
+
+    def _scores(self, h: torch.Tensor, z: dict[str, torch.Tensor]) -> dict:
+        """R^2 per continuous block, accuracy per discrete block (marked "metric": "accuracy")."""
+        spec = self.cfg.spec()
+        block = lambda name: "c" if name == "c_prime" else name  # noqa: E731
+        cont = {k: v.numpy() for k, v in z.items() if not spec.is_discrete(block(k))}
+        disc = {k: spec.classes(v).numpy() for k, v in z.items() if spec.is_discrete(block(k))}
+        out = r2_scores(h.numpy(), cont, nonlinear=self.cfg.nonlinear_eval)
+        for name, acc in accuracy_scores(h.numpy(), disc, nonlinear=self.cfg.nonlinear_eval).items():
+            out[name] = dict(acc, metric="accuracy", chance=1.0 / spec.n_classes)
+        return {k: out[k] for k in z}
 
 
 def _comparable(cfg: dict) -> dict:
@@ -187,7 +197,8 @@ def _comparable(cfg: dict) -> dict:
 def summary(result: dict, kind: str | None = None) -> dict:
     """Table-1 columns: content (mean over both encoders), style (s from g1, s~ from g2),
     modality (m1 from g1, m2 from g2), each the R^2 of the `kind` regression (default: nonlinear
-    when it was evaluated, else linear; recorded under "regression")."""
+    when it was evaluated, else linear; recorded under "regression"), or the classification
+    accuracy for a discrete block (Fig. 5)."""
     e1, e2 = result["encoder1"], result["encoder2"]
     if kind is None:
         kind = "nonlinear" if "nonlinear" in e1["c"] else "linear"
@@ -204,14 +215,16 @@ def summary(result: dict, kind: str | None = None) -> dict:
 
 
 def format_r2_table(result: dict) -> str:
-    """R^2 of every factor from each encoder, linear and nonlinear."""
+    """R^2 of every factor from each encoder, linear and nonlinear (classification accuracy,
+    logistic / MLP, for discrete blocks)."""
     lines = ["| factor | g1 linear | g1 nonlinear | g2 linear | g2 nonlinear |", "|---|---|---|---|---|"]
     for f in ("c", "s", "s_tilde", "m1", "m2"):
         cells = []
         for e in ("encoder1", "encoder2"):
             r = result[e].get(f)
             cells += ["—", "—"] if r is None else [f"{r['linear']:.3f}", f"{r.get('nonlinear', float('nan')):.3f}"]
-        lines.append(f"| {f} | " + " | ".join(cells) + " |")
+            acc = r is not None and r.get("metric") == "accuracy"
+        lines.append(f"| {f}{' (accuracy)' if acc else ''} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -274,6 +287,9 @@ QUICK = dict(hidden=(64, 256, 256, 64), batch_size=512, steps=20000, lr=3e-3, lr
              init="kaiming", eval_samples=2000, n_cond_draws=5000)
 
 
+FIG5_CLASSES = tuple(range(3, 11))
+
+
 def preset_runs(name: str, seeds: int = 3) -> list[tuple[str, SimConfig]]:
     """The runs of a preset as (label, config) pairs."""
     base = SimConfig()
@@ -291,12 +307,16 @@ def preset_runs(name: str, seeds: int = 3) -> list[tuple[str, SimConfig]]:
     if name == "fig6":  # vary n_s (a, b) and n_m (c, d), multimodal, independent factors
         return ([(f"n_s={n} seed={s}", replace(base, n_s=n, seed=s)) for n in (5, 10, 20, 40) for s in range(seeds)]
                 + [(f"n_m={n} seed={s}", replace(base, n_m=n, seed=s)) for n in (5, 10, 20, 40) for s in range(seeds)])
+    if name == "fig5":  # one discrete group with k classes; the paper trained 600k / 3M steps
+        return [(f"discrete={d} k={k} seed={s}",
+                 replace(base, discrete=d, n_classes=k, seed=s, steps=3_000_000 if d == "content" else 600_000))
+                for d in ("style", "modality", "content") for k in FIG5_CLASSES for s in range(seeds)]
     if name == "fig7":  # validation loss vs encoding size; the elbow should sit at n_c
         return [(f"enc={k} seed={s}", replace(base, encoding_size=k, seed=s)) for k in range(1, 11) for s in range(seeds)]
     raise ValueError(f"unknown preset {name!r}; choose from {PRESETS}")
 
 
-PRESETS = ("quick", "paper", "table1a", "table1b", "table4a", "table4b", "fig6", "fig7", "fig8")
+PRESETS = ("quick", "paper", "table1a", "table1b", "table4a", "table4b", "fig5", "fig6", "fig7", "fig8")
 _PAPER_KEYS = {"table1a": "table1_original_setting_f1_eq_f2", "table1b": "table1_multimodal_setting_f1_ne_f2",
                "table4a": "table4_no_modality_latents_original", "table4b": "table4_no_modality_latents_multimodal",
                "fig8": "figure8_test_time_interventions"}
@@ -311,15 +331,19 @@ def paper_table(name: str) -> dict | None:
 
 
 def report(name: str, rows: list[dict]) -> str:
-    """Markdown table of a preset's results (mean ± sd over seeds), next to the paper's numbers."""
+    """Markdown table of a preset's results (mean ± sd over seeds), next to the paper's numbers.
+    Scores are nonlinear R^2, or accuracy for the discrete group of a Fig. 5 run."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         c = r["config"]
-        key = (c["p_change"], c["statistical"], c["causal"], c["n_s"], c["n_m"], c["encoding_size"])
+        key = (c["p_change"], c["statistical"], c["causal"], c["n_s"], c["n_m"], c["encoding_size"],
+               c.get("discrete", ""), c.get("n_classes", 5))
         groups.setdefault(key, []).append(r)
+    discrete = any(k[6] for k in groups)
     paper = paper_table(name)
     cols = ["content", "style", "modality"] + (["content_c", "content_c_prime"] if name == "fig8" else [])
-    head = "| p(chg.) | stat. | caus. | n_s | n_m | enc | seeds | " + " | ".join(cols) + " | val loss |"
+    head = ("| p(chg.) | stat. | caus. | n_s | n_m | enc | " + ("discrete | k | chance | " if discrete else "")
+            + "seeds | " + " | ".join(cols) + " | val loss |")
     if paper:
         head += " paper: " + ", ".join(paper["columns"][3:]) + " |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -329,8 +353,9 @@ def report(name: str, rows: list[dict]) -> str:
             v = [r["summary"].get(col, float("nan")) for r in rs]
             stats.append(f"{np.mean(v):.2f} ± {np.std(v):.2f}")
         vl = np.mean([r["val_loss"] for r in rs])
-        line = (f"| {key[0]} | {int(key[1])} | {int(key[2])} | {key[3]} | {key[4]} | {key[5]} | {len(rs)} | "
-                + " | ".join(stats) + f" | {vl:.3f} |")
+        line = (f"| {key[0]} | {int(key[1])} | {int(key[2])} | {key[3]} | {key[4]} | {key[5]} | "
+                + (f"{key[6] or '—'} | {key[7]} | {1 / key[7]:.2f} | " if discrete else "")
+                + f"{len(rs)} | " + " | ".join(stats) + f" | {vl:.3f} |")
         if paper:
             match = [p for p in paper["rows"] if (p[0], p[1], p[2]) == key[:3]]
             line += " " + (", ".join(f"{x:.2f}" for x in match[0][3:]) if match else "—") + " |"
@@ -339,14 +364,32 @@ def report(name: str, rows: list[dict]) -> str:
 
 
 def plot_preset(name: str, rows: list[dict], path: Path) -> bool:
-    """Figures where the paper has one: fig6 (R^2 vs n_s / n_m), fig7 (val loss vs encoding size)."""
-    if name not in ("fig6", "fig7"):
+    """Figures where the paper has one: fig5 (scores vs k), fig6 (R^2 vs n_s / n_m), fig7 (val
+    loss vs encoding size)."""
+    if name not in ("fig5", "fig6", "fig7"):
         return False
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if name == "fig7":
+    if name == "fig5":
+        groups = [d for d in ("style", "modality", "content") if any(r["config"]["discrete"] == d for r in rows)]
+        fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.5), squeeze=False)
+        for ax, d in zip(axes[0], groups):
+            sub = [r for r in rows if r["config"]["discrete"] == d]
+            ks = sorted({r["config"]["n_classes"] for r in sub})
+            for col in ("content", "style", "modality"):
+                v = [[r["summary"][col] for r in sub if r["config"]["n_classes"] == k] for k in ks]
+                metric = "accuracy" if col == d else "R²"
+                ax.errorbar(ks, [np.mean(x) for x in v], yerr=[np.std(x) for x in v], fmt="-o", capsize=3,
+                            label=f"{col} ({metric})")
+            ax.plot(ks, [1 / k for k in ks], ":", c="gray", label="chance (1/k)")
+            ax.set_title(f"discrete {d}")
+            ax.set_xlabel("k (classes)")
+            ax.set_ylim(-0.05, 1.05)
+            ax.legend(fontsize=7)
+        axes[0][0].set_ylabel("nonlinear R² / accuracy")
+    elif name == "fig7":
         fig, ax = plt.subplots(figsize=(5, 3.5))
         ks = sorted({r["config"]["encoding_size"] for r in rows})
         v = [np.mean([r["val_loss"] for r in rows if r["config"]["encoding_size"] == k]) for k in ks]
@@ -387,11 +430,11 @@ def run_preset(name: str, out_dir: Path, overrides: dict, seeds: int = 3, progre
     (out_dir / "results.json").write_text(json.dumps(rows, indent=1))
     with open(out_dir / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["p_change", "statistical", "causal", "n_s", "n_m", "encoding_size", "seed", "steps",
+        w.writerow(["p_change", "statistical", "causal", "discrete", "n_classes", "n_s", "n_m", "encoding_size", "seed", "steps",
                     "content", "style", "modality", "val_loss", "train_seconds"])
         for r in rows:
             c = r["config"]
-            w.writerow([c["p_change"], c["statistical"], c["causal"], c["n_s"], c["n_m"],
+            w.writerow([c["p_change"], c["statistical"], c["causal"], c["discrete"], c["n_classes"], c["n_s"], c["n_m"],
                         c["encoding_size"], c["seed"], r["steps"], r["summary"]["content"],
                         r["summary"]["style"], r["summary"]["modality"], r["val_loss"], r["train_seconds"]])
     text = report(name, rows)
@@ -410,6 +453,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     add_config_flags(p, SimConfig, {
         "lr_schedule": dict(choices=("constant", "cosine")),
         "init": dict(choices=("torch", "kaiming")),
+        "discrete": dict(choices=("", "content", "style", "modality")),
         "hidden": dict(type=int, nargs="+")})
     return p
 

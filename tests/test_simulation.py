@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mmcl_fast import simulate
-from mmcl_fast.evaluation import r2_scores
+from mmcl_fast.evaluation import accuracy_scores, r2_scores
 from mmcl_fast.sim_data import InvertibleMLP, LatentSampler, LatentSpec, MultimodalProcess, condition_threshold
 
 
@@ -159,3 +159,59 @@ def test_kaiming_init_keeps_the_encoding_scale_and_torch_init_shrinks_it(hidden)
     assert std["torch"].max() < 0.2 * std["kaiming"].min()
     with pytest.raises(ValueError, match="init"):
         simulate.encoder(15, hidden, 5, init="xavier")
+
+
+@pytest.mark.parametrize("group,block", [("content", "c"), ("style", "s"), ("modality", "m1")])
+@pytest.mark.parametrize("k", [3, 7])
+def test_discrete_latents_have_k_standardised_levels(group, block, k):
+    spec = LatentSpec(discrete=group, n_classes=k)
+    z = LatentSampler(spec, seed=k).sample(60_000, _gen(k))
+    v = z[block]
+    assert torch.unique(v).numel() == k
+    assert abs(v.mean().item()) < 0.02 and abs(v.var().item() - 1.0) < 0.03
+    cls = spec.classes(v)
+    counts = torch.bincount(cls.flatten(), minlength=k).float() / cls.numel()
+    assert torch.allclose(counts, torch.full((k,), 1.0 / k), atol=0.01)   # uniform classes
+    other = "s" if block == "c" else "c"
+    assert torch.unique(z[other]).numel() > 1000                          # the rest stays Gaussian
+    if group == "style":   # a changed component is redrawn: it differs with prob p (1 - 1/k)
+        changed = (z["s"] != z["s_tilde"]).float().mean().item()
+        assert abs(changed - spec.p_change * (1 - 1 / k)) < 0.01
+        assert torch.unique(z["s_tilde"]).numel() == k
+
+
+def test_discrete_latents_reject_bad_settings():
+    with pytest.raises(ValueError, match="discrete"):
+        LatentSpec(discrete="colour")
+    with pytest.raises(ValueError, match="n_classes"):
+        LatentSpec(discrete="style", n_classes=1)
+    with pytest.raises(ValueError, match="causal"):
+        LatentSpec(discrete="content", causal=True)
+
+
+def test_accuracy_scores_of_a_class_code_and_of_noise():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, size=(1200, 2))
+    code = np.concatenate([np.eye(4)[labels[:, 0]], np.eye(4)[labels[:, 1]]], 1) + 0.05 * rng.standard_normal((1200, 8))
+    good = accuracy_scores(code, {"c": labels})["c"]
+    assert good["linear"] > 0.98 and good["nonlinear"] > 0.98
+    bad = accuracy_scores(rng.standard_normal((1200, 8)), {"c": labels})["c"]
+    assert bad["nonlinear"] < 0.25 + 0.08 and bad["linear"] < 0.25 + 0.08
+
+
+def test_discrete_content_run_reports_accuracy_and_fig5_report_and_plot(tmp_path):
+    cfg = simulate.SimConfig(discrete="content", n_classes=3, hidden=(32, 32), batch_size=128, steps=30,
+                             eval_samples=300, nonlinear_eval=False, n_cond_draws=500)
+    result = simulate.train(cfg, progress=False)
+    c = result["encoder1"]["c"]
+    assert c["metric"] == "accuracy" and c["chance"] == pytest.approx(1 / 3) and 0.0 <= c["linear"] <= 1.0
+    assert "metric" not in result["encoder1"]["s"]              # continuous blocks keep R^2
+    assert "c (accuracy)" in simulate.format_r2_table(result)
+    runs = simulate.preset_runs("fig5", seeds=1)
+    assert len(runs) == 3 * len(simulate.FIG5_CLASSES)
+    assert {cfg.steps for _, cfg in runs} == {600_000, 3_000_000}
+    rows = [{"config": simulate.asdict(cfg), "val_loss": 1.0,
+             "summary": {"content": 0.9, "style": 1 / cfg.n_classes, "modality": 0.0}} for _, cfg in runs]
+    text = simulate.report("fig5", rows)
+    assert "| discrete | k | chance |" in text and "| style | 3 | 0.33 |" in text
+    assert simulate.plot_preset("fig5", rows, tmp_path / "fig5.png") and (tmp_path / "fig5.png").stat().st_size > 0
