@@ -32,6 +32,7 @@ from . import procedural_m3di as m3di
 from .config_flags import add_config_flags, config_overrides
 from .evaluation import classification_accuracy, r2_scores
 from .losses import nt_xent, symmetric_infonce
+from .lr_schedule import SCHEDULES, learning_rate
 from .resnet import ResNet18
 
 # factor -> (modality it is read from, kind, role); roles as in the paper's Table 3
@@ -58,6 +59,7 @@ class ImageTextConfig:
     batch_size: int = 64
     steps: int = 800
     lr: float = 1e-3
+    lr_schedule: str = "constant"        # or "cosine" (decays to 0 at `steps`)
     grad_clip: float = 2.0
     temperature: float = 0.1
     loss: str = "symmetric_infonce"      # or "nt_xent"
@@ -111,6 +113,7 @@ class ImageTextRun:
             raise ValueError(f"loss must be 'symmetric_infonce' or 'nt_xent', got {cfg.loss!r}")
         if cfg.encoding_size < 1 or cfg.batch_size < 2 or cfg.steps < 0:
             raise ValueError("need encoding_size >= 1, batch_size >= 2, steps >= 0")
+        learning_rate(cfg.lr_schedule, cfg.lr, 0, cfg.steps)     # rejects an unknown schedule
         self.cfg = cfg
         data = Path(cfg.data_dir) if cfg.data_dir else out_dir / "data"
         tag = (f"s{cfg.seed}_px{cfg.image_size}_{'causal' if cfg.causal else 'indep'}"
@@ -139,6 +142,8 @@ class ImageTextRun:
         return self.contrastive(self.image_encoder(images), self.text_encoder(tokens))
 
     def step(self) -> float:
+        for group in self.opt.param_groups:
+            group["lr"] = learning_rate(self.cfg.lr_schedule, self.cfg.lr, self.step_count, self.cfg.steps)
         n = len(self.splits["train"])
         idx = torch.randint(0, n, (self.cfg.batch_size,), generator=self.gen)
         images = images_to_tensor(self.splits["train"].images[idx.numpy()])
@@ -297,6 +302,7 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(p, ImageTextConfig, {
         "loss": dict(choices=("symmetric_infonce", "nt_xent")),
+        "lr_schedule": dict(choices=SCHEDULES),
         "encoding_sizes": dict(type=int, nargs="+",
                                help="sweep: one run per encoding size, plus the Fig. 3 plot")})
     p.add_argument("--out", default="runs/imagetext", help="output directory")

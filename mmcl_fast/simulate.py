@@ -7,6 +7,7 @@ block is predicted from each encoder's standardised output (:mod:`mmcl_fast.eval
 
     mmcl-fast simulate                                  # the quick default, a few minutes on CPU
     mmcl-fast simulate --preset table1b --out runs/t1b  # paper Table 1 (b), 300k steps per run
+    mmcl-fast simulate --preset table1b --scale quick --seeds 1   # the same rows at CPU size
     python -m mmcl_fast.simulate --preset quick --steps 500
 
 Library use::
@@ -32,6 +33,7 @@ from torch import nn
 from .config_flags import add_config_flags, config_overrides
 from .evaluation import accuracy_scores, r2_scores
 from .losses import symmetric_infonce
+from .lr_schedule import SCHEDULES, learning_rate
 from .sim_data import LatentSpec, MultimodalProcess
 
 PAPER_HIDDEN = (150, 750, 750, 750, 750, 150)
@@ -124,11 +126,7 @@ class Simulation:
                                  similarity="euclidean")
 
     def lr_at(self, step: int) -> float:
-        if self.cfg.lr_schedule == "cosine":
-            return 0.5 * self.cfg.lr * (1.0 + math.cos(math.pi * min(step, self.cfg.steps) / self.cfg.steps))
-        if self.cfg.lr_schedule != "constant":
-            raise ValueError(f"unknown lr_schedule {self.cfg.lr_schedule!r} (constant or cosine)")
-        return self.cfg.lr
+        return learning_rate(self.cfg.lr_schedule, self.cfg.lr, step, self.cfg.steps)
 
     def step(self) -> float:
         for group in self.opt.param_groups:
@@ -183,7 +181,7 @@ class Simulation:
         out = r2_scores(h.numpy(), cont, nonlinear=self.cfg.nonlinear_eval)
         for name, acc in accuracy_scores(h.numpy(), disc, nonlinear=self.cfg.nonlinear_eval).items():
             out[name] = dict(acc, metric="accuracy", chance=1.0 / spec.n_classes)
-        return {k: out[k] for k in z}
+        return {k: out[k] for k in z if k in out}   # blocks of width 0 (n_m = 0) are skipped
 
 
 def _comparable(cfg: dict) -> dict:
@@ -449,9 +447,12 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--preset", default="quick", choices=PRESETS)
     p.add_argument("--out", default=None, help="output folder (default runs/simulate-PRESET)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per setting for table/figure presets")
+    p.add_argument("--scale", choices=("paper", "quick"), default="paper",
+                   help="table/figure presets: the paper's hyperparameters, or the quick preset's "
+                        "encoder, batch, steps and optimiser (a CPU-sized version of every run)")
     p.add_argument("--no-progress", action="store_true")
     add_config_flags(p, SimConfig, {
-        "lr_schedule": dict(choices=("constant", "cosine")),
+        "lr_schedule": dict(choices=SCHEDULES),
         "init": dict(choices=("torch", "kaiming")),
         "discrete": dict(choices=("", "content", "style", "modality")),
         "hidden": dict(type=int, nargs="+")})
@@ -461,6 +462,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 def main(argv=None, args=None) -> list[dict]:
     args = args or build_parser().parse_args(argv)
     overrides = config_overrides(args, SimConfig)
+    if args.scale == "quick":
+        overrides = {**QUICK, **overrides}
     if "hidden" in overrides:
         overrides["hidden"] = tuple(overrides["hidden"])
     if "seed" in overrides and args.preset not in ("quick", "paper"):

@@ -9,6 +9,7 @@ from matplotlib import colors as mcolors
 from mmcl_fast import procedural_m3di as m3di
 from mmcl_fast.imagetext import (ImageTextConfig, ImageTextRun, TextEncoder, evaluate_factors,
                                  main, train)
+from mmcl_fast.lr_schedule import learning_rate
 from mmcl_fast.resnet import ResNet18
 
 
@@ -105,7 +106,7 @@ SMALL = dict(image_size=32, n_train=64, n_val=32, n_test=64, batch_size=8, encod
 
 
 def test_training_smoke_and_exact_resume(tmp_path):
-    cfg = ImageTextConfig(steps=20, **SMALL)
+    cfg = ImageTextConfig(steps=20, lr_schedule="cosine", **SMALL)
     res = train(cfg, tmp_path / "a", progress=False)
     assert json.loads((tmp_path / "a" / "results.json").read_text())["config"]["steps"] == 20
     assert (tmp_path / "a" / "samples.png").stat().st_size > 0
@@ -145,3 +146,15 @@ def test_evaluation_detects_encoded_factors():
     res = evaluate_factors(z, z, f)
     assert res["image"]["shape"]["score"] > 0.9 and res["image"]["x"]["score"] > 0.9
     assert res["image"]["y"]["score"] < 0.5 and abs(res["image"]["rotation"]["score"]) < 0.1
+
+
+def test_learning_rate_schedules_and_bad_schedule(tmp_path):
+    assert learning_rate("constant", 0.1, 7, 10) == 0.1
+    assert learning_rate("cosine", 0.1, 0, 10) == pytest.approx(0.1)
+    assert learning_rate("cosine", 0.1, 5, 10) == pytest.approx(0.05)
+    assert learning_rate("cosine", 0.1, 10, 10) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate("cosine", 0.1, 12, 10) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        learning_rate("linear", 0.1, 0, 10)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        ImageTextRun(ImageTextConfig(lr_schedule="step", **SMALL), tmp_path)

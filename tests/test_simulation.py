@@ -215,3 +215,23 @@ def test_discrete_content_run_reports_accuracy_and_fig5_report_and_plot(tmp_path
     text = simulate.report("fig5", rows)
     assert "| discrete | k | chance |" in text and "| style | 3 | 0.33 |" in text
     assert simulate.plot_preset("fig5", rows, tmp_path / "fig5.png") and (tmp_path / "fig5.png").stat().st_size > 0
+
+
+def test_original_setting_without_modality_latents_evaluates_the_blocks_it_has():
+    cfg = simulate.SimConfig(multimodal=False, n_m=0, hidden=(16,), batch_size=64, steps=2,
+                             eval_samples=200, nonlinear_eval=False, n_cond_draws=500)
+    result = simulate.train(cfg, progress=False)
+    assert set(result["encoder1"]) == {"c", "s", "s_tilde"}
+    assert np.isnan(result["summary"]["modality"]) and np.isfinite(result["summary"]["content"])
+
+
+def test_quick_scale_applies_the_quick_hyperparameters_to_every_run_of_a_preset(tmp_path):
+    rows = simulate.main(["--preset", "table4b", "--scale", "quick", "--seeds", "1", "--steps", "3",
+                          "--eval-samples", "200", "--nonlinear-eval", "false", "--no-progress",
+                          "--out", str(tmp_path)])
+    assert len(rows) == 5
+    for r in rows:
+        c = r["config"]
+        assert (tuple(c["hidden"]), c["batch_size"], c["init"], c["lr"]) == ((64, 256, 256, 64), 512, "kaiming", 3e-3)
+        assert c["steps"] == 3 and c["n_m"] == 0 and r["steps"] == 3   # explicit flags win
+    assert "paper:" in (tmp_path / "report.md").read_text()
