@@ -20,13 +20,22 @@ from sklearn.preprocessing import StandardScaler
 KRR_GRID = {"alpha": [1.0, 0.1, 0.01, 0.001], "gamma": list(np.logspace(-2, 2, 4))}
 
 
-def r2_scores(encoding: np.ndarray, factors: dict[str, np.ndarray], nonlinear: bool = True,
-              n_jobs: int | None = None) -> dict[str, dict[str, float]]:
-    """{factor: {"linear": R^2, "nonlinear": R^2}} on a 50/50 train/test split of the samples."""
-    n = encoding.shape[0]
+def _fit_size(n: int, n_fit: int | None) -> int:
+    """Samples [0, n_fit) fit the probe, [n_fit, n) score it (default: the first half)."""
     if n < 8:
         raise ValueError(f"need at least 8 samples to evaluate, got {n}")
-    half = n // 2
+    n_fit = n // 2 if n_fit is None else n_fit
+    if not 4 <= n_fit <= n - 4:
+        raise ValueError(f"n_fit must leave >= 4 samples on each side, got {n_fit} of {n}")
+    return n_fit
+
+
+def r2_scores(encoding: np.ndarray, factors: dict[str, np.ndarray], nonlinear: bool = True,
+              n_jobs: int | None = None, n_fit: int | None = None) -> dict[str, dict[str, float]]:
+    """{factor: {"linear": R^2, "nonlinear": R^2}}: fit on the first ``n_fit`` samples (default
+    half), scored on the rest."""
+    n = encoding.shape[0]
+    half = _fit_size(n, n_fit)
     h = StandardScaler().fit(encoding[:half]).transform(encoding)
     out = {}
     for name, y in factors.items():
@@ -44,17 +53,17 @@ def r2_scores(encoding: np.ndarray, factors: dict[str, np.ndarray], nonlinear: b
 
 
 def classification_accuracy(encoding: np.ndarray, labels: np.ndarray, seed: int = 0,
-                            linear: bool = False) -> float:
-    """Test accuracy (second half) of a classifier fit on the first half of the samples: an MLP
-    with one hidden layer of 64 units, or logistic regression when ``linear``."""
+                            linear: bool = False, n_fit: int | None = None) -> float:
+    """Accuracy on samples [n_fit, n) of a classifier fit on [0, n_fit) (default: halves): an MLP
+    with one hidden layer of 100 units (sklearn's default, as in the paper's code), or logistic regression when ``linear``."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
-    half = len(labels) // 2
+    half = _fit_size(len(labels), n_fit)
     h = StandardScaler().fit(encoding[:half]).transform(encoding)
     clf = (LogisticRegression(max_iter=1000) if linear
-           else MLPClassifier(hidden_layer_sizes=(64,), max_iter=1000, random_state=seed))
+           else MLPClassifier(hidden_layer_sizes=(100,), max_iter=1000, random_state=seed))
     with warnings.catch_warnings():        # 1000 Adam epochs; the score is what counts
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(h[:half], labels[:half])

@@ -143,9 +143,15 @@ def test_evaluation_detects_encoded_factors():
     f = m3di.sample_latents(600, rng)
     z = np.stack([f["shape"] + 0.05 * rng.standard_normal(600),
                   f["x"] + 0.05 * rng.standard_normal(600), rng.standard_normal(600)], 1)
-    res = evaluate_factors(z, z, f)
-    assert res["image"]["shape"]["score"] > 0.9 and res["image"]["x"]["score"] > 0.9
-    assert res["image"]["y"]["score"] < 0.5 and abs(res["image"]["rotation"]["score"]) < 0.1
+    for n_fit in (None, 400):        # halves, or the paper's protocol (fit on "val" = first 400)
+        res = evaluate_factors(z, z, f, n_fit=n_fit)
+        assert res["image"]["shape"]["score"] > 0.9 and res["image"]["x"]["score"] > 0.9
+        assert res["image"]["y"]["score"] < 0.5 and abs(res["image"]["rotation"]["score"]) < 0.1
+    # the probe only sees [0, n_fit): labels after it that contradict the code are scored as wrong
+    flipped = dict(f, shape=np.concatenate([f["shape"][:400], (f["shape"][400:] + 1) % 7]))
+    assert evaluate_factors(z, z, flipped, n_fit=400)["image"]["shape"]["score"] < 0.1
+    with pytest.raises(ValueError, match="n_fit"):
+        evaluate_factors(z, z, f, n_fit=598)
 
 
 def test_learning_rate_schedules_and_bad_schedule(tmp_path):
