@@ -55,7 +55,8 @@ def r2_scores(encoding: np.ndarray, factors: dict[str, np.ndarray], nonlinear: b
 def classification_accuracy(encoding: np.ndarray, labels: np.ndarray, seed: int = 0,
                             linear: bool = False, n_fit: int | None = None) -> float:
     """Accuracy on samples [n_fit, n) of a classifier fit on [0, n_fit) (default: halves): an MLP
-    with one hidden layer of 100 units (sklearn's default, as in the paper's code), or logistic regression when ``linear``."""
+    with one hidden layer of 100 units (sklearn's default, as in the paper's code), or logistic
+    regression when ``linear``."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning

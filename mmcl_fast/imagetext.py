@@ -56,8 +56,7 @@ class ImageTextConfig:
     data_dir: str | None = None          # cache of the .npz splits (default: <out>/data)
     # model and optimisation. Quick CPU defaults; the paper: batch 256, lr 1e-5, 100k steps,
     # temperature 1, constant lr. At temperature 1 a few hundred CPU steps learn position but not
-    # shape; the cosine decay gave shape 0.76 vs 0.68 (constant) from the image in a short search
-    # (benchmarks/RESULTS.md).
+    # shape; temperature 0.1 with a cosine decay was the best of a short search (benchmarks/RESULTS.md).
     encoding_size: int = 4
     batch_size: int = 64
     steps: int = 800
@@ -170,8 +169,10 @@ class ImageTextRun:
         return torch.cat(zi).numpy(), torch.cat(zt).numpy()
 
     @torch.no_grad()
-    def validation_loss(self, batch: int = 250) -> float:
-        zi, zt = self.encode("val", batch)
+    def validation_loss(self, encodings: tuple[np.ndarray, np.ndarray] | None = None) -> float:
+        """The loss on the whole validation split (``encodings``: its image/text encodings, if
+        already computed)."""
+        zi, zt = encodings if encodings is not None else self.encode("val")
         return float(self.contrastive(torch.from_numpy(zi), torch.from_numpy(zt)))
 
     def state(self) -> dict:
@@ -257,7 +258,7 @@ def train(cfg: ImageTextConfig, out_dir: Path | str, progress: bool = True) -> d
     val_f, test_f = run.splits["val"].factors, run.splits["test"].factors
     scores = evaluate_factors(np.concatenate([vi, ti]), np.concatenate([vt, tt]),
                               {k: np.concatenate([val_f[k], test_f[k]]) for k in test_f}, n_fit=len(vi))
-    results = {"config": asdict(cfg), "scores": scores, "val_loss": run.validation_loss(),
+    results = {"config": asdict(cfg), "scores": scores, "val_loss": run.validation_loss((vi, vt)),
                "history": history, "vocab_size": len(run.vocab),
                "seconds": {"data": t_data, "train": t_train, "eval": time.time() - t2,
                            "total": time.time() - t0}}

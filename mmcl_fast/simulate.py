@@ -34,7 +34,7 @@ from .config_flags import add_config_flags, config_overrides
 from .evaluation import accuracy_scores, r2_scores
 from .losses import symmetric_infonce
 from .lr_schedule import SCHEDULES, learning_rate
-from .sim_data import LatentSpec, MultimodalProcess
+from .sim_data import DISCRETE_GROUPS, LatentSpec, MultimodalProcess
 
 PAPER_HIDDEN = (150, 750, 750, 750, 750, 150)
 
@@ -75,6 +75,9 @@ class SimConfig:
                           self.discrete, self.n_classes)
 
 
+INITS = ("torch", "kaiming")
+
+
 def encoder(d_in: int, hidden: tuple[int, ...], d_out: int, slope: float = 0.01,
             init: str = "torch") -> nn.Sequential:
     """MLP d_in -> hidden... -> d_out with LeakyReLU(slope) between layers.
@@ -87,7 +90,7 @@ def encoder(d_in: int, hidden: tuple[int, ...], d_out: int, slope: float = 0.01,
     plateau before each (the stepwise learning of SSL); the last content direction can take
     longer than a short run. From a variance-preserving start all directions train at once.
     """
-    if init not in ("torch", "kaiming"):
+    if init not in INITS:
         raise ValueError(f"init must be 'torch' or 'kaiming', got {init!r}")
     dims = (d_in, *hidden)
     layers: list[nn.Module] = []
@@ -453,8 +456,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--no-progress", action="store_true")
     add_config_flags(p, SimConfig, {
         "lr_schedule": dict(choices=SCHEDULES),
-        "init": dict(choices=("torch", "kaiming")),
-        "discrete": dict(choices=("", "content", "style", "modality")),
+        "init": dict(choices=INITS),
+        "discrete": dict(choices=DISCRETE_GROUPS),
         "hidden": dict(type=int, nargs="+")})
     return p
 
