@@ -55,10 +55,20 @@ class LatentSpec:
         group = {"c": "content", "s": "style", "s_tilde": "style", "m1": "modality", "m2": "modality"}
         return bool(self.discrete) and group[block] == self.discrete
 
-    def classes(self, values: Tensor) -> Tensor:
-        """Class indices (long) of standardised discrete values."""
+    def _class_moments(self) -> tuple[float, float]:
+        """Mean (k - 1) / 2 and standard deviation sqrt((k^2 - 1) / 12) of a uniform class 0..k-1."""
         k = self.n_classes
-        return torch.round(values * math.sqrt((k * k - 1) / 12) + (k - 1) / 2).long()
+        return (k - 1) / 2, math.sqrt((k * k - 1) / 12)
+
+    def standardised(self, classes: Tensor) -> Tensor:
+        """Discrete values (class - mean) / sd of class indices: mean 0, variance 1."""
+        mean, sd = self._class_moments()
+        return (classes.float() - mean) / sd
+
+    def classes(self, values: Tensor) -> Tensor:
+        """Class indices (long) of standardised discrete values (the inverse of ``standardised``)."""
+        mean, sd = self._class_moments()
+        return torch.round(values * sd + mean).long()
 
     @property
     def dim(self) -> int:
@@ -91,9 +101,8 @@ class LatentSampler:
     def _block(self, name: str, n: int, g: torch.Generator) -> Tensor:
         L = self.chol[name]
         if self.spec.is_discrete(name):
-            k = self.spec.n_classes
-            cls = torch.randint(0, k, (n, L.shape[0]), generator=g).float()
-            return (cls - (k - 1) / 2) / math.sqrt((k * k - 1) / 12)
+            classes = torch.randint(0, self.spec.n_classes, (n, L.shape[0]), generator=g)
+            return self.spec.standardised(classes)
         return torch.randn(n, L.shape[0], generator=g) @ L.T
 
     def sample(self, n: int, g: torch.Generator) -> dict[str, Tensor]:

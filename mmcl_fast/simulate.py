@@ -177,7 +177,7 @@ class Simulation:
 
     def _scores(self, h: torch.Tensor, z: dict[str, torch.Tensor]) -> dict:
         """R^2 per continuous block, accuracy per discrete block (marked "metric": "accuracy")."""
-        spec = self.cfg.spec()
+        spec = self.process.spec
         block = lambda name: "c" if name == "c_prime" else name  # noqa: E731
         cont = {k: v.numpy() for k, v in z.items() if not spec.is_discrete(block(k))}
         disc = {k: spec.classes(v).numpy() for k, v in z.items() if spec.is_discrete(block(k))}
@@ -289,6 +289,7 @@ QUICK = dict(hidden=(64, 256, 256, 64), batch_size=512, steps=20000, lr=3e-3, lr
 
 
 FIG5_CLASSES = tuple(range(3, 11))
+FIG5_GROUPS = ("style", "modality", "content")   # the paper's panels a, b, c
 
 
 def preset_runs(name: str, seeds: int = 3) -> list[tuple[str, SimConfig]]:
@@ -311,7 +312,7 @@ def preset_runs(name: str, seeds: int = 3) -> list[tuple[str, SimConfig]]:
     if name == "fig5":  # one discrete group with k classes; the paper trained 600k / 3M steps
         return [(f"discrete={d} k={k} seed={s}",
                  replace(base, discrete=d, n_classes=k, seed=s, steps=3_000_000 if d == "content" else 600_000))
-                for d in ("style", "modality", "content") for k in FIG5_CLASSES for s in range(seeds)]
+                for d in FIG5_GROUPS for k in FIG5_CLASSES for s in range(seeds)]
     if name == "fig7":  # validation loss vs encoding size; the elbow should sit at n_c
         return [(f"enc={k} seed={s}", replace(base, encoding_size=k, seed=s)) for k in range(1, 11) for s in range(seeds)]
     raise ValueError(f"unknown preset {name!r}; choose from {PRESETS}")
@@ -374,7 +375,7 @@ def plot_preset(name: str, rows: list[dict], path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     if name == "fig5":
-        groups = [d for d in ("style", "modality", "content") if any(r["config"]["discrete"] == d for r in rows)]
+        groups = [d for d in FIG5_GROUPS if any(r["config"]["discrete"] == d for r in rows)]
         fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.5), squeeze=False)
         for ax, d in zip(axes[0], groups):
             sub = [r for r in rows if r["config"]["discrete"] == d]
