@@ -4,6 +4,7 @@
     mmcl-fast train-imagetext --encoding-sizes 2 3 4 5 6    # the Fig. 3 / Fig. 11 sweep + plot
     mmcl-fast train-imagetext --causal true --out runs/causal   # hue tied to x (paper main)
     python -m mmcl_fast.imagetext --steps 100000 --batch-size 256 --lr 1e-5 --temperature 1 \
+        --lr-schedule constant --warmup-steps 0 --zero-init-residual false \
         --n-train 125000 --n-val 10000 --n-test 10000          # the paper's hyperparameters
 
 Image encoder: ResNet-18 (mmcl_fast.resnet) -> LeakyReLU -> Linear(encoding size); text
@@ -55,13 +56,17 @@ class ImageTextConfig:
     causal: bool = False
     data_dir: str | None = None          # cache of the .npz splits (default: <out>/data)
     # model and optimisation. Quick CPU defaults; the paper: batch 256, lr 1e-5, 100k steps,
-    # temperature 1, constant lr. At temperature 1 a few hundred CPU steps learn position but not
-    # shape; temperature 0.1 with a cosine decay was the best of a short search (benchmarks/RESULTS.md).
+    # temperature 1, constant lr, no warmup, torchvision's default init. At temperature 1 a few
+    # hundred CPU steps learn position but not shape; temperature 0.1, a cosine decay after a
+    # 50-step warmup and residual blocks that start as identities were the best of a short
+    # search (benchmarks/RESULTS.md).
     encoding_size: int = 4
     batch_size: int = 64
     steps: int = 800
     lr: float = 1e-3
     lr_schedule: str = "cosine"          # or "constant" (the paper)
+    warmup_steps: int = 50               # linear lr ramp over the first steps (0: none)
+    zero_init_residual: bool = True      # ResNet blocks start as their shortcut (the paper: False)
     grad_clip: float = 2.0
     temperature: float = 0.1
     loss: str = "symmetric_infonce"      # or "nt_xent"
@@ -75,9 +80,10 @@ class ImageTextConfig:
 class ImageEncoder(nn.Module):
     """ResNet-18 with 100 outputs -> LeakyReLU -> Linear(encoding_size), as in the paper's code."""
 
-    def __init__(self, encoding_size: int):
+    def __init__(self, encoding_size: int, zero_init_residual: bool = False):
         super().__init__()
-        self.net = nn.Sequential(ResNet18(100), nn.LeakyReLU(), nn.Linear(100, encoding_size))
+        self.net = nn.Sequential(ResNet18(100, zero_init_residual), nn.LeakyReLU(),
+                                 nn.Linear(100, encoding_size))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
@@ -115,7 +121,7 @@ class ImageTextRun:
             raise ValueError(f"loss must be 'symmetric_infonce' or 'nt_xent', got {cfg.loss!r}")
         if cfg.encoding_size < 1 or cfg.batch_size < 2 or cfg.steps < 0:
             raise ValueError("need encoding_size >= 1, batch_size >= 2, steps >= 0")
-        learning_rate(cfg.lr_schedule, cfg.lr, 0, cfg.steps)     # rejects an unknown schedule
+        learning_rate(cfg.lr_schedule, cfg.lr, 0, cfg.steps, cfg.warmup_steps)   # rejects bad ones
         self.cfg = cfg
         data = Path(cfg.data_dir) if cfg.data_dir else out_dir / "data"
         tag = (f"s{cfg.seed}_px{cfg.image_size}_{'causal' if cfg.causal else 'indep'}"
@@ -128,7 +134,7 @@ class ImageTextRun:
         self.tokens = {k: torch.from_numpy(self.vocab.encode(s.captions, m3di.MAX_TOKENS))
                        for k, s in self.splits.items()}
         torch.manual_seed(cfg.seed)
-        self.image_encoder = ImageEncoder(cfg.encoding_size)
+        self.image_encoder = ImageEncoder(cfg.encoding_size, cfg.zero_init_residual)
         self.text_encoder = TextEncoder(len(self.vocab), cfg.encoding_size)
         self.params = [*self.image_encoder.parameters(), *self.text_encoder.parameters()]
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr)
@@ -145,7 +151,8 @@ class ImageTextRun:
 
     def step(self) -> float:
         for group in self.opt.param_groups:
-            group["lr"] = learning_rate(self.cfg.lr_schedule, self.cfg.lr, self.step_count, self.cfg.steps)
+            group["lr"] = learning_rate(self.cfg.lr_schedule, self.cfg.lr, self.step_count,
+                                        self.cfg.steps, self.cfg.warmup_steps)
         n = len(self.splits["train"])
         idx = torch.randint(0, n, (self.cfg.batch_size,), generator=self.gen)
         images = images_to_tensor(self.splits["train"].images[idx.numpy()])

@@ -42,7 +42,7 @@ CONTINUOUS = ("object_hue", "rotation", "spot_pos", "spot_hue", "background_hue"
 DISCRETE = ("shape", "x", "y", "phrasing")
 SAT, VAL = 0.85, 0.9                         # HSV saturation / value of every hue in the scene
 OBJECT_SCALE = 0.34                          # object radius, in half image widths
-GENERATOR_VERSION = 2                        # part of the cache file names: bump on any change
+GENERATOR_VERSION = 3                        # part of the cache file names: bump on any change
 
 
 def _palettes() -> tuple[tuple[np.ndarray, list[str]], ...]:
@@ -105,17 +105,20 @@ def render_image(f: dict, size: int) -> np.ndarray:
     light_ang = 2 * np.pi * f["spot_pos"]
     lx, ly = np.cos(light_ang), np.sin(light_ang)
     spot_rgb = hue_to_rgb(np.array(f["spot_hue"]))
-    # background: its hue, brighter towards the spotlight, with a soft tinted spot
+    # background: its hue, dimmer than the lit object and brighter towards the spotlight
+    # (brightness 0.2-0.45 of its colour), with a soft tinted spot
     bg = hue_to_rgb(np.array(f["background_hue"]))
-    grad = 0.55 + 0.3 * (px * lx + py * ly) / np.sqrt(2)
+    grad = 0.325 + 0.125 * (px * lx + py * ly) / np.sqrt(2)
     glow = np.exp(-((px - 0.9 * lx) ** 2 + (py - 0.9 * ly) ** 2) / 0.3)
-    img = grad[..., None] * bg * 0.8 + 0.35 * glow[..., None] * spot_rgb
-    # object: a dome normal (du, dv, sqrt(1 - r^2)) lit from the spotlight direction, tinted
+    img = grad[..., None] * bg + 0.25 * glow[..., None] * spot_rgb
+    # object: a dome normal (du, dv, sqrt(1 - r^2)) lit from the spotlight direction, tinted;
+    # brightness 0.6-1.0 of its colour, so the silhouette stands out even on a background of
+    # the same hue (as a spotlit object does in the rendered scenes)
     rr = np.clip(du ** 2 + dv ** 2, 0, 1)
     normal_z = np.sqrt(1 - rr)
-    lambert = np.clip((du * lx + dv * ly) * 0.6 + normal_z * 0.8, 0, None)
+    lambert = np.clip((du * lx + dv * ly) * 0.6 + normal_z * 0.8, 0, 1)
     obj = hue_to_rgb(np.array(f["object_hue"]))
-    shade = (0.35 + 0.65 * lambert)[..., None] * obj * (0.75 + 0.25 * spot_rgb)
+    shade = (0.6 + 0.4 * lambert)[..., None] * obj * (0.75 + 0.25 * spot_rgb)
     img = np.where(mask[..., None], shade, img)
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 

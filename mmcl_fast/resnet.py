@@ -2,7 +2,9 @@
 CPU torch wheel of this project's machines. Same layout and parameter count as
 ``torchvision.models.resnet18``: a 7x7/2 stem with max-pooling, four stages of two BasicBlocks
 (64, 128, 256, 512 channels, stride 2 from the second stage on), global average pooling and a
-linear head (11,176,512 parameters without the head).
+linear head (11,176,512 parameters without the head). ``zero_init_residual`` sets the last
+BatchNorm scale of every residual branch to 0, so that each block starts as its shortcut
+(torchvision's option of that name; Goyal et al., 2017).
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ class BasicBlock(nn.Module):
 class ResNet18(nn.Module):
     """ResNet-18 for 3-channel images of any size >= 32 px; ``num_outputs`` linear outputs."""
 
-    def __init__(self, num_outputs: int = 1000):
+    def __init__(self, num_outputs: int = 1000, zero_init_residual: bool = False):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -53,6 +55,10 @@ class ResNet18(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
 
     def features(self, x: Tensor) -> Tensor:
         """The 512-d pooled representation."""

@@ -66,6 +66,20 @@ def test_rendered_object_sits_at_its_grid_position():
         assert int(xs.mean() // (64 / 3)) == one["x"] and int(ys.mean() // (64 / 3)) == one["y"]
 
 
+def test_silhouette_stands_out_on_a_background_of_its_own_hue():
+    """Object hue == background hue: every object pixel on the silhouette is brighter (HSV value)
+    than its outside 4-neighbour, so shape is visible whatever the two hues."""
+    f = m3di.sample_latents(40, np.random.default_rng(11))
+    for i in range(40):
+        one = {**{k: v[i] for k, v in f.items()}, "background_hue": f["object_hue"][i]}
+        a = m3di.render_image(one, 64).astype(int)
+        b = m3di.render_image({**one, "background_hue": (one["background_hue"] + 0.5) % 1}, 64).astype(int)
+        obj, value = (np.abs(a - b).sum(-1) == 0), a.max(-1)
+        for shift in ((0, 1), (1, 0), (0, -1), (-1, 0)):      # the object never meets the border
+            edge = obj & ~np.roll(obj, shift, (0, 1))
+            assert edge.any() and (value[edge] > np.roll(value, shift, (0, 1))[edge]).all(), one
+
+
 def test_vocabulary_unknown_and_padding():
     v = m3di.Vocabulary(["a red square", "the blue ring"])
     ids = v.encode(["a green square", "ring"], 5)
@@ -164,3 +178,30 @@ def test_learning_rate_schedules_and_bad_schedule(tmp_path):
         learning_rate("linear", 0.1, 0, 10)
     with pytest.raises(ValueError, match="lr_schedule"):
         ImageTextRun(ImageTextConfig(lr_schedule="step", **SMALL), tmp_path)
+
+
+def test_learning_rate_warmup(tmp_path):
+    # linear ramp (step + 1) / warmup times the schedule, then the schedule alone
+    assert learning_rate("constant", 0.1, 0, 100, warmup=4) == pytest.approx(0.025)
+    assert learning_rate("constant", 0.1, 2, 100, warmup=4) == pytest.approx(0.075)
+    assert learning_rate("constant", 0.1, 3, 100, warmup=4) == pytest.approx(0.1)
+    cos = learning_rate("cosine", 0.1, 1, 10)
+    assert learning_rate("cosine", 0.1, 1, 10, warmup=4) == pytest.approx(cos / 2)
+    assert learning_rate("cosine", 0.1, 6, 10, warmup=4) == learning_rate("cosine", 0.1, 6, 10)
+    with pytest.raises(ValueError, match="warmup"):
+        learning_rate("constant", 0.1, 0, 10, warmup=-1)
+    with pytest.raises(ValueError, match="warmup"):
+        ImageTextRun(ImageTextConfig(warmup_steps=-5, **SMALL), tmp_path)
+
+
+def test_zero_init_residual_blocks_start_as_their_shortcut():
+    torch.manual_seed(0)
+    plain, zero = ResNet18(10), ResNet18(10, zero_init_residual=True)
+    x = torch.randn(3, 64, 8, 8).relu() + 0.1             # a post-ReLU input of the first stage
+    for block in zero.layer1:                              # identity shortcut: the block is relu(x) = x
+        torch.testing.assert_close(block(x), x)
+    assert not torch.allclose(plain.layer1[0](x), x)
+    assert all(float(b.bn2.weight.abs().sum()) == 0 for layer in (zero.layer2, zero.layer3, zero.layer4)
+               for b in layer)
+    # downsampling blocks still carry the signal through their projection shortcut
+    assert zero(torch.randn(2, 3, 32, 32)).std() > 0
