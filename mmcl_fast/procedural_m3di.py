@@ -11,7 +11,9 @@ Image latents (all uniform and independent unless ``causal``):
   (left: [0, 1/3), center: [1/3, 2/3), right: [2/3, 1)), as in the paper's main experiment.
 Rendering: a filled silhouette of the shape (implicit inside-tests on the pixel grid), rotated,
 placed on a 3x3 grid, shaded as a dome lit from the spotlight direction and tinted by the
-spotlight hue, on a background of its hue with a brightness gradient towards the spotlight.
+spotlight hue, on a dimmer background of its hue with a brightness gradient towards the
+spotlight; the object is always brighter than the background around it, so its silhouette shows
+whatever the two hues.
 Text: one of 5 phrasings (text-specific factor) naming colour, shape and position
 (top/mid/bottom, left/center/right). The colour name is the nearest RGB neighbour of the rendered
 object colour in a palette drawn per sample among matplotlib's Tableau, CSS4 and XKCD colours,
