@@ -1,4 +1,4 @@
-"""The operator layer: loads the compiled extension and registers fake kernels and autograd.
+"""The operator layer: finds the compiled extension and registers fake kernels and autograd.
 
 Two ops live in the ``mmcl_fast`` namespace (schema in ``csrc/ops.cpp``):
 
@@ -6,26 +6,45 @@ Two ops live in the ``mmcl_fast`` namespace (schema in ``csrc/ops.cpp``):
 * ``lse_bwd(grad_row, grad_col, x, y, scale, row_lse, col_lse, similarity, mask_diag)
   -> (dx, dy, dscale)``
 
-Backends, in order of preference (``MMCL_FAST_BACKEND`` = auto | compiled | jit | python):
+The backend is chosen once, at the first op call (not at import), from ``MMCL_FAST_BACKEND`` =
+auto (default) | compiled | jit | python:
 
-1. ``compiled``: ``mmcl_fast._C`` built by ``pip install --no-build-isolation .``;
-2. ``jit``: the same C++ sources compiled on first use with ``torch.utils.cpp_extension.load``;
+1. ``compiled``: ``mmcl_fast._C`` built by pip. It is looked for next to this package (an editable
+   install, or a regular one imported from site-packages) and, when this package is a source
+   checkout without a build (a script started from the repository root shadows the install), in
+   the installed ``mmcl-fast`` distribution. A build from other sources than the checkout's
+   ``csrc/`` is used with a warning that says how to rebuild.
+2. ``jit``: the same sources compiled with ``torch.utils.cpp_extension.load``, only when asked for,
+   or in auto mode from a source checkout with no compiled extension anywhere. It prints one line
+   saying so, shows ninja's progress, and never waits on a stale build lock (see
+   :func:`wait_for_build_lock`).
 3. ``python``: the chunked pure-PyTorch pair of ``mmcl_fast.chunked`` registered under the same
-   op names (one warning says so). Fake kernels, autograd and ``torch.compile`` behave the same.
+   op names (auto mode warns once). Fake kernels, autograd and ``torch.compile`` behave the same.
 """
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import os
+import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from . import chunked
+from . import _build_config, chunked
 
-_SRC = Path(__file__).resolve().parent.parent / "csrc"
-_state: dict = {"backend": None, "module": None, "error": None}
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_CHECKOUT = _PACKAGE_DIR.parent            # the repository root when this package is a checkout
+BACKENDS = ("auto", "compiled", "jit", "python")
+JIT_NAME = "mmcl_fast_jit"
+STALE_LOCK_AGE_S = 30.0                    # a lock this old with no compiler running is stale
+JIT_LOCK_TIMEOUT_S = float(os.environ.get("MMCL_FAST_JIT_LOCK_TIMEOUT", "1200"))
+_state: dict = {"backend": None, "module": None, "error": None, "warning": None}
+_load_lock = threading.Lock()
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _FWD_SCHEMA = ("lse_fwd(Tensor x, Tensor y, Tensor scale, str similarity, bool mask_diag, "
                "bool compute_col) -> (Tensor, Tensor)")
@@ -34,23 +53,111 @@ _BWD_SCHEMA = ("lse_bwd(Tensor grad_row, Tensor grad_col, Tensor x, Tensor y, Te
                "-> (Tensor, Tensor, Tensor)")
 
 
+def _is_source_checkout() -> bool:
+    return all((_CHECKOUT / src).is_file() for src in _build_config.OP_SOURCES)
+
+
+def _installed_extension() -> Path | None:
+    """The ``_C`` file of the installed mmcl-fast distribution, when it lies outside this package."""
+    try:
+        files = importlib.metadata.distribution("mmcl-fast").files or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for f in files:
+        if f.parts[:1] == ("mmcl_fast",) and f.name.startswith("_C.") and f.suffix in (".so", ".pyd"):
+            path = Path(f.locate()).resolve()
+            if path.parent != _PACKAGE_DIR and path.is_file():
+                return path
+    return None
+
+
 def _load_compiled():
-    from . import _C  # noqa: F401  (importing registers the TORCH_LIBRARY ops)
+    try:
+        from . import _C  # noqa: F401  (importing registers the TORCH_LIBRARY ops)
+    except ImportError as exc:
+        path = _installed_extension() if _is_source_checkout() else None
+        if path is None:
+            raise ImportError(f"no compiled mmcl_fast._C next to {_PACKAGE_DIR} ({exc})") from exc
+        spec = importlib.util.spec_from_file_location("mmcl_fast._C", path)
+        _C = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(_C)
+        sys.modules["mmcl_fast._C"] = _C
+    if _is_source_checkout():
+        want = _build_config.source_hash(_CHECKOUT)
+        have = getattr(_C, "source_hash", "unknown")
+        if have != want:
+            _state["warning"] = (
+                f"mmcl_fast: the compiled extension {_C.__file__} was built from other sources "
+                f"(hash {have}) than {_CHECKOUT / 'csrc'} ({want}); rebuild it with "
+                "`pip install --no-build-isolation -e .`")
     return _C
 
 
-def _load_jit():
+def _build_directory() -> Path:
+    """Where the JIT build lives: torch's extension root (TORCH_EXTENSIONS_DIR or the default)."""
+    from torch.utils.cpp_extension import get_default_build_root
+
+    root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
+    return root / f"py{sys.version_info.major}{sys.version_info.minor}_cpu" / JIT_NAME
+
+
+def _compiler_running_in(directory: Path) -> bool:
+    """True when a live process works in ``directory`` (ninja and the compilers it starts do)."""
+    target = str(directory.resolve())
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if os.readlink(proc / "cwd") == target:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def wait_for_build_lock(directory: Path, timeout: float = JIT_LOCK_TIMEOUT_S,
+                        stale_age: float = STALE_LOCK_AGE_S, poll: float = 0.5) -> None:
+    """Return once ``directory/lock`` (torch's JIT build lock) is gone or proven stale.
+
+    A lock older than ``stale_age`` seconds while no process runs in ``directory`` was left by a
+    killed build: it is removed with a warning. A lock held by a live build is waited for, at most
+    ``timeout`` seconds; then a RuntimeError names the file and the fix.
+    """
+    lock = directory / "lock"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            age = time.time() - lock.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if age > stale_age and not _compiler_running_in(directory):
+            warnings.warn(f"mmcl_fast: removing the stale build lock {lock} ({age:.0f} s old, no "
+                          "compiler running there): an earlier build was interrupted",
+                          RuntimeWarning, stacklevel=2)
+            lock.unlink(missing_ok=True)
+            return
+        if time.monotonic() >= deadline:
+            raise RuntimeError(
+                f"mmcl_fast: waited {timeout:.0f} s for the build lock {lock}, held by another "
+                f"build. If no other build of mmcl_fast is running, delete it (rm {lock}) and "
+                "retry, or install the compiled extension: pip install --no-build-isolation -e .")
+        time.sleep(poll)
+
+
+def _load_jit(reason: str):
     from torch.utils.cpp_extension import load
 
-    from ._build_flags import cpu_compile_flags
-
-    sources = [_SRC / "ops.cpp", _SRC / "python_module.cpp", *sorted((_SRC / "cpu").glob("*.cpp"))]
-    if not all(p.exists() for p in sources):
-        raise FileNotFoundError(f"C++ sources not found under {_SRC}")
-    flags = cpu_compile_flags()
-    return load(name="mmcl_fast_jit", sources=[str(p) for p in sources],
-                extra_cflags=["-O3", *flags],
-                extra_include_paths=[str(_SRC)], verbose=False)
+    if not _is_source_checkout():
+        raise FileNotFoundError(f"no C++ sources under {_CHECKOUT / 'csrc'} to compile")
+    directory = _build_directory()
+    directory.mkdir(parents=True, exist_ok=True)
+    print(f"mmcl_fast: compiling the C++ extension into {directory} ({reason}); this takes a few "
+          "minutes once. `pip install --no-build-isolation -e .` builds it ahead.",
+          file=sys.stderr, flush=True)
+    wait_for_build_lock(directory)
+    sources = [*_build_config.OP_SOURCES, *_build_config.PYTHON_MODULE_SOURCES]
+    flags = ["-O3", _build_config.source_hash_define(_CHECKOUT), *_build_config.cpu_compile_flags()]
+    return load(name=JIT_NAME, sources=[str(_CHECKOUT / s) for s in sources],
+                extra_cflags=flags, extra_include_paths=[str(_CHECKOUT / "csrc")],
+                build_directory=str(directory), verbose=True)
 
 
 def _register_python_fallback():
@@ -59,32 +166,56 @@ def _register_python_fallback():
     lib.define(_BWD_SCHEMA)
     lib.impl("lse_fwd", chunked.lse_fwd, "CompositeExplicitAutograd")
     lib.impl("lse_bwd", chunked.lse_bwd, "CompositeExplicitAutograd")
-    _state["library"] = lib  # keep the registration alive
+    return lib  # the registration lives as long as this object
 
 
 def _load_backend() -> None:
     choice = os.environ.get("MMCL_FAST_BACKEND", "auto")
+    if choice not in BACKENDS:
+        raise ValueError(f"MMCL_FAST_BACKEND must be one of {BACKENDS}, got {choice!r}")
     errors = []
-    for name, loader in (("compiled", _load_compiled), ("jit", _load_jit)):
-        if choice not in ("auto", name):
-            continue
+    if choice in ("auto", "compiled"):
         try:
-            _state["module"] = loader()
-            _state["backend"] = name
-            return
+            _state["module"], _state["backend"] = _load_compiled(), "compiled"
         except Exception as exc:  # noqa: BLE001 - any failure means "try the next backend"
-            errors.append(f"{name}: {type(exc).__name__}: {exc}")
-    _register_python_fallback()
-    _state["backend"] = "python"
-    _state["error"] = "; ".join(errors)
-    if choice != "python":
-        warnings.warn("mmcl_fast: the compiled extension is unavailable, using the pure-PyTorch "
-                      f"chunked fallback (slower). Reasons: {_state['error']}", RuntimeWarning,
-                      stacklevel=3)
+            errors.append(f"compiled: {type(exc).__name__}: {exc}")
+    if _state["backend"] is None and (choice == "jit" or (choice == "auto" and _is_source_checkout())):
+        reason = "MMCL_FAST_BACKEND=jit" if choice == "jit" else "no compiled extension found"
+        try:
+            _state["module"], _state["backend"] = _load_jit(reason), "jit"
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"jit: {type(exc).__name__}: {exc}")
+    if _state["backend"] is None:
+        if choice in ("compiled", "jit"):
+            raise RuntimeError(f"mmcl_fast: MMCL_FAST_BACKEND={choice} could not be loaded. "
+                               + "; ".join(errors))
+        _state["module"], _state["backend"] = _register_python_fallback(), "python"
+        _state["error"] = "; ".join(errors)
+        if choice == "auto":
+            _state["warning"] = ("mmcl_fast: the compiled extension is unavailable, using the "
+                                 f"pure-PyTorch chunked fallback (slower). Reasons: {_state['error']}")
+    if _state["warning"]:
+        warnings.warn(_state["warning"], RuntimeWarning, stacklevel=4)
+
+
+@torch.compiler.assume_constant_result
+def load_backend() -> str:
+    """Choose and load the backend once (thread-safe); returns its name.
+
+    Called by every op entry point. Under ``torch.compile`` it runs eagerly at trace time and its
+    result is a constant, so the first call may come from compiled code without a graph break.
+    """
+    if _state["backend"] is None:
+        with _load_lock:
+            if _state["backend"] is None:
+                _load_backend()
+                _register_fake_and_autograd()
+    return _state["backend"]
 
 
 def has_cuda_kernels() -> bool:
     """True when the active backend has the compiled CUDA kernels."""
+    load_backend()
     return bool(getattr(_state["module"], "with_cuda", False))
 
 
@@ -123,10 +254,6 @@ def _register_fake_and_autograd() -> None:
     torch.library.register_autograd("mmcl_fast::lse_fwd", backward, setup_context=setup_context)
 
 
-_load_backend()
-_register_fake_and_autograd()
-
-
 def pairwise_lse(x: Tensor, y: Tensor, scale: Tensor, similarity: str = "dot",
                  mask_diag: bool = False, compute_col: bool = True) -> tuple[Tensor, Tensor]:
     """Row and column log-sum-exp of the logits L = scale * sim(x, y), never stored.
@@ -136,14 +263,18 @@ def pairwise_lse(x: Tensor, y: Tensor, scale: Tensor, similarity: str = "dot",
     ``compute_col``. ``similarity`` is one of ``"dot"``, ``"euclidean"`` (-||a - b||^2) or ``"l1"``
     (-||a - b||_1). Differentiable in ``x``, ``y`` and ``scale`` (a one-element tensor).
     """
+    load_backend()
     return torch.ops.mmcl_fast.lse_fwd(x, y, scale, similarity, mask_diag, compute_col)
 
 
 def backend_info() -> dict:
-    """Which implementation of the operator is active, and how it was built."""
+    """Which implementation of the operator is active, and how it was built (loads it if needed)."""
+    backend = load_backend()
     mod = _state["module"]
     info = {
-        "backend": _state["backend"],
+        "backend": backend,
+        "extension": getattr(mod, "__file__", None),
+        "source_hash": getattr(mod, "source_hash", None),
         "torch": torch.__version__,
         "num_threads": torch.get_num_threads(),
         "cpu_flags": getattr(mod, "cpu_flags", None),

@@ -1,4 +1,15 @@
+import json
 import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+# An empty JIT cache for this session and every subprocess it starts: a hidden compile of the
+# extension, or a lock left by an earlier build, cannot be masked by a warm ~/.cache.
+os.environ["TORCH_EXTENSIONS_DIR"] = tempfile.mkdtemp(prefix="mmcl_fast_test_jit_")
 
 # One in-process compile thread: inductor's worker pool would otherwise compete with the
 # subprocess tests for the CI machine's two cores.
@@ -22,3 +33,23 @@ def rel_err(out, ref, floor=1e-6):
     """Norm-wise relative error ||out - ref|| / max(||ref||, floor), computed in float64."""
     out, ref = out.detach().double().cpu(), ref.detach().double().cpu()
     return ((out - ref).norm() / max(ref.norm().item(), floor)).item()
+
+def without_editable_finder(code: str) -> str:
+    """``code`` run without the import hook of an editable install of this repository.
+
+    For subprocesses that import a *copy* of the package: setuptools' ``__editable__`` finder would
+    hand the copy this checkout's ``mmcl_fast._C``; without it, the copy sees what it would see
+    next to a regular install.
+    """
+    return ("import sys; sys.meta_path = [f for f in sys.meta_path if '__editable__' not in str(f)]\n"
+            + textwrap.dedent(code))
+
+
+def run_python(code: str, env: dict | None = None, cwd=None, timeout=600) -> dict:
+    """Run ``code`` in a fresh interpreter (from the repository root by default); it prints one
+    JSON line last, which is returned parsed."""
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                         text=True, timeout=timeout, env={**os.environ, **(env or {})},
+                         cwd=REPO if cwd is None else cwd)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
