@@ -47,6 +47,19 @@ void check_finite(const char* op, const char* name, const at::Tensor& t) {
               " contains NaN or Inf; the loss would be NaN");
 }
 
+// -||x_i - y_j||^2 and its gradients are invariant to a common shift of x and y. The kernels expand
+// it as 2 x.y - |x|^2 - |y|^2, which cancels catastrophically when |x|^2 >> ||x - y||^2 (embeddings
+// sharing an offset). Both inputs are therefore shifted by their joint mean (accumulated in
+// float64), which keeps every term at the scale of the data's spread. Other similarities pass.
+std::pair<at::Tensor, at::Tensor> centred_if_euclidean(const at::Tensor& x, const at::Tensor& y,
+                                                       c10::string_view similarity) {
+  if (similarity != "euclidean") return {x, y};
+  const double count = double(x.size(0) + y.size(0));
+  const auto centre =
+      (x.sum(0, false, at::kDouble) + y.sum(0, false, at::kDouble)).div_(count).to(x.scalar_type());
+  return {x - centre, y - centre};
+}
+
 std::tuple<at::Tensor, at::Tensor> lse_fwd_cpu_checked(const at::Tensor& x, const at::Tensor& y,
                                                        const at::Tensor& scale,
                                                        c10::string_view similarity, bool mask_diag,
@@ -57,7 +70,8 @@ std::tuple<at::Tensor, at::Tensor> lse_fwd_cpu_checked(const at::Tensor& x, cons
               "lse_fwd: the CPU kernel supports float32 and float64, got ", x.scalar_type());
   check_finite("lse_fwd", "x", x);
   check_finite("lse_fwd", "y", y);
-  return lse_fwd_cpu(x, y, scale, sim, mask_diag, compute_col);
+  const auto [xc, yc] = centred_if_euclidean(x, y, similarity);
+  return lse_fwd_cpu(xc, yc, scale, sim, mask_diag, compute_col);
 }
 
 void check_bwd(const at::Tensor& grad_row, const at::Tensor& grad_col, const at::Tensor& x,
@@ -78,7 +92,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cpu_checked(
   const std::string sim(similarity);
   check_common("lse_bwd", x, y, scale, sim);
   check_bwd(grad_row, grad_col, x, y, row_lse, col_lse);
-  return lse_bwd_cpu(grad_row, grad_col.numel() ? grad_col.to(x.scalar_type()) : grad_col, x, y,
+  const auto [xc, yc] = centred_if_euclidean(x, y, similarity);
+  return lse_bwd_cpu(grad_row, grad_col.numel() ? grad_col.to(x.scalar_type()) : grad_col, xc, yc,
                      scale, row_lse, col_lse, sim, mask_diag);
 }
 
@@ -89,7 +104,8 @@ std::tuple<at::Tensor, at::Tensor> lse_fwd_cuda_checked(const at::Tensor& x, con
                                                         bool mask_diag, bool compute_col) {
   const std::string sim(similarity);
   check_common("lse_fwd", x, y, scale, sim);
-  return lse_fwd_cuda(x, y, scale, sim, mask_diag, compute_col);
+  const auto [xc, yc] = centred_if_euclidean(x, y, similarity);
+  return lse_fwd_cuda(xc, yc, scale, sim, mask_diag, compute_col);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cuda_checked(
@@ -99,7 +115,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cuda_checked(
   const std::string sim(similarity);
   check_common("lse_bwd", x, y, scale, sim);
   check_bwd(grad_row, grad_col, x, y, row_lse, col_lse);
-  return lse_bwd_cuda(grad_row, grad_col, x, y, scale, row_lse, col_lse, sim, mask_diag);
+  const auto [xc, yc] = centred_if_euclidean(x, y, similarity);
+  return lse_bwd_cuda(grad_row, grad_col, xc, yc, scale, row_lse, col_lse, sim, mask_diag);
 }
 #endif
 

@@ -30,6 +30,20 @@ def _sim_block(xc: Tensor, y: Tensor, similarity: str, yn: Tensor | None) -> Ten
     raise ValueError(f"unknown similarity {similarity!r} (expected dot, euclidean or l1)")
 
 
+def _centred_if_euclidean(x: Tensor, y: Tensor, similarity: str) -> tuple[Tensor, Tensor]:
+    """x - c, y - c with c their joint mean (float64 sums) for "euclidean", else x, y unchanged.
+
+    -||x_i - y_j||^2 and its gradients do not change under a common shift, and the expansion
+    2 x.y - |x|^2 - |y|^2 of :func:`_sim_block` then works at the scale of the data's spread
+    instead of cancelling catastrophically when the embeddings share a large offset.
+    """
+    if similarity != "euclidean":
+        return x, y
+    centre = (x.sum(0, dtype=torch.float64) + y.sum(0, dtype=torch.float64)) / (x.shape[0] + y.shape[0])
+    centre = centre.to(x.dtype)
+    return x - centre, y - centre
+
+
 def _check_scale(scale: Tensor) -> float:
     s = float(scale.reshape(()).item())
     if not (math.isfinite(s) and s > 0):
@@ -48,6 +62,7 @@ def lse_fwd(x: Tensor, y: Tensor, scale: Tensor, similarity: str, mask_diag: boo
             compute_col: bool) -> tuple[Tensor, Tensor]:
     """row_lse_i = log sum_j exp(s sim(x_i, y_j)), col_lse_j = log sum_i exp(s sim(x_i, y_j))."""
     s = _check_scale(scale)
+    x, y = _centred_if_euclidean(x, y, similarity)
     m, n = x.shape[0], y.shape[0]
     yn = y.square().sum(1) if similarity == "euclidean" else None
     row = x.new_empty(m)
@@ -68,6 +83,7 @@ def lse_bwd(grad_row: Tensor, grad_col: Tensor, x: Tensor, y: Tensor, scale: Ten
             mask_diag: bool) -> tuple[Tensor, Tensor, Tensor]:
     """dx, dy, dscale from G_ij = gr_i softmax_row_ij + gc_j softmax_col_ij (recomputed per chunk)."""
     s = _check_scale(scale)
+    x, y = _centred_if_euclidean(x, y, similarity)
     m, n = x.shape[0], y.shape[0]
     use_col = grad_col.numel() > 0
     yn = y.square().sum(1) if similarity == "euclidean" else None

@@ -10,6 +10,15 @@ s = 1 / temperature or s = logit_scale (already exponentiated, as open_clip pass
 
 Only the log-sum-exp terms touch all M x N pairs, and they are computed by the fused operator
 without storing L; the positive-pair terms are O(M * D) PyTorch.
+
+Where the positives sit where the operator can mask them (the diagonal), a cross-entropy term is
+evaluated as
+
+    -log softmax(L_i)_{p} = softplus(LSE_{j != p} L_ij - L_ip),
+
+the log-sum-exp over the negatives only. It equals LSE_j L_ij - L_ip, but it never subtracts two
+nearly equal numbers: a well-separated positive gives a tiny loss with full relative precision,
+never a negative one, and the positive's gradient is -sigmoid(.) instead of p - 1.
 """
 from __future__ import annotations
 
@@ -109,6 +118,12 @@ def _positive_similarity(a: Tensor, b: Tensor, kernel_similarity: str) -> Tensor
     return -(a - b).abs().sum(1)
 
 
+def _finite(lse: Tensor) -> Tensor:
+    """An LSE over an empty set of negatives (-inf) as the most negative finite value, so that
+    sums like logaddexp stay finite and differentiable; softplus of it is 0 either way."""
+    return lse.clamp_min(torch.finfo(lse.dtype).min)
+
+
 def _reduce(per_item: Tensor, reduction: str) -> Tensor:
     if reduction == "mean":
         return per_item.mean()
@@ -140,9 +155,10 @@ def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None =
     _check_options(similarity, reduction)
     s = _scale(temperature, logit_scale, a)
     ksim, (ka, kb) = _kernel_inputs(similarity, a, b)
-    row_lse, col_lse = _ops.pairwise_lse(ka, kb, s, ksim, False, True)
+    # Negatives only: the positives L_ii sit on the masked diagonal.
+    row_neg, col_neg = _ops.pairwise_lse(ka, kb, s, ksim, True, True)
     pos = s * _positive_similarity(ka, kb, ksim)
-    return _reduce(0.5 * (row_lse + col_lse) - pos, reduction)
+    return _reduce(0.5 * (F.softplus(row_neg - pos) + F.softplus(col_neg - pos)), reduction)
 
 
 def infonce(query: Tensor, keys: Tensor, labels: Tensor | None = None,
@@ -174,9 +190,12 @@ def infonce(query: Tensor, keys: Tensor, labels: Tensor | None = None,
             raise ValueError(f"`labels` must lie in [0, {n})")
     s = _scale(temperature, logit_scale, query)
     ksim, (kq, kk) = _kernel_inputs(similarity, query, keys)
+    if labels is None:  # positives on the diagonal: mask them and use the softplus form
+        row_neg, _ = _ops.pairwise_lse(kq, kk, s, ksim, True, False)
+        pos = s * _positive_similarity(kq, kk[:m], ksim)
+        return _reduce(F.softplus(row_neg - pos), reduction)
     row_lse, _ = _ops.pairwise_lse(kq, kk, s, ksim, False, False)
-    positives = kk[:m] if labels is None else kk[labels.long()]
-    pos = s * _positive_similarity(kq, positives, ksim)
+    pos = s * _positive_similarity(kq, kk[labels.long()], ksim)
     return _reduce(row_lse - pos, reduction)
 
 
@@ -198,7 +217,14 @@ def nt_xent(a: Tensor, b: Tensor, temperature: float | Tensor | None = None, *,
     _check_options(similarity, reduction)
     s = _scale(temperature, logit_scale, a)
     ksim, (ka, kb) = _kernel_inputs(similarity, a, b)
-    z = torch.cat([ka, kb])
-    row_lse, _ = _ops.pairwise_lse(z, z, s, ksim, True, False)
+    # The 2N x 2N logits in three N x N blocks, each with its diagonal masked: for anchor a_k the
+    # negatives are a_j (j != k) and b_j (j != k); for b_k, b_j and a_j (j != k). The a-b block
+    # gives both directions in one pass (its columns are the b anchors' rows of the b-a block).
+    # 3 N^2 logits instead of 4 N^2, and the positives stay out of every LSE.
+    ab_rows, ab_cols = _ops.pairwise_lse(ka, kb, s, ksim, True, True)
+    aa_rows, _ = _ops.pairwise_lse(ka, ka, s, ksim, True, False)
+    bb_rows, _ = _ops.pairwise_lse(kb, kb, s, ksim, True, False)
+    neg_a = torch.logaddexp(_finite(aa_rows), _finite(ab_rows))
+    neg_b = torch.logaddexp(_finite(bb_rows), _finite(ab_cols))
     pos = s * _positive_similarity(ka, kb, ksim)
-    return _reduce(row_lse - torch.cat([pos, pos]), reduction)
+    return _reduce(F.softplus(torch.cat([neg_a, neg_b]) - torch.cat([pos, pos])), reduction)

@@ -8,6 +8,10 @@
 //              dscale = sum_ij G_ij sim_ij
 //              dx_i   = s sum_j G_ij d sim_ij / d x_i,   dy_j = s sum_i G_ij d sim_ij / d y_j
 //
+// Euclidean inputs arrive centred on their joint mean (csrc/ops.cpp), so the BLAS expansion
+// 2 x.y - |x|^2 - |y|^2 works at the scale of the data's spread; streamed tiles (D <= 16) use the
+// differences directly.
+//
 // Work is split into W row chunks, one per worker. A worker streams over (tile_m x tile_n) logit
 // tiles: each tile is computed once (BLAS for dot/euclidean; vectorised loops over Y^T for l1 and
 // for D <= 16) and feeds both the online row LSE (owned by the worker) and the worker's private column partials
@@ -105,8 +109,11 @@ void logit_tile(const Operands<T>& op, int64_t i0, int64_t tm, int64_t j0, int64
   using V = Vectorized<T>;
   const int64_t D = op.D;
   const bool l1 = op.sim == Similarity::L1;
-  // dot: s x.y ; euclidean: 2s x.y - s|x|^2 - s|y|^2 (norm terms added below) ; l1: -s sum|x - y|
-  const T alpha = l1 ? -op.s : (op.sim == Similarity::Euclidean ? T(2) * op.s : op.s);
+  const bool euclid = op.sim == Similarity::Euclidean;
+  // Streamed: dot s x.y ; euclidean -s sum (x - y)^2 (on differences: no cancellation) ;
+  //           l1 -s sum |x - y|.
+  // BLAS:     dot s x.y ; euclidean 2s x.y - s|x|^2 - s|y|^2 (norm terms added below).
+  const T alpha = (l1 || (euclid && op.streamed)) ? -op.s : (euclid ? T(2) * op.s : op.s);
   if (op.streamed) {
     const V valpha(alpha);
     for (int64_t r = 0; r < tm; ++r) {
@@ -122,6 +129,12 @@ void logit_tile(const Operands<T>& op, int64_t i0, int64_t tm, int64_t j0, int64
           for (; c + V::size() <= tn; c += V::size())
             (V::loadu(Lr + c) + (vx - V::loadu(ytk + c)).abs()).store(Lr + c);
           for (; c < tn; ++c) Lr[c] += std::abs(xk - ytk[c]);
+        } else if (euclid) {
+          for (; c + V::size() <= tn; c += V::size()) {
+            const V d = vx - V::loadu(ytk + c);
+            at::vec::fmadd(d, d, V::loadu(Lr + c)).store(Lr + c);
+          }
+          for (; c < tn; ++c) Lr[c] += (xk - ytk[c]) * (xk - ytk[c]);
         } else {
           for (; c + V::size() <= tn; c += V::size())
             at::vec::fmadd(vx, V::loadu(ytk + c), V::loadu(Lr + c)).store(Lr + c);
@@ -136,7 +149,7 @@ void logit_tile(const Operands<T>& op, int64_t i0, int64_t tm, int64_t j0, int64
     // Column-major BLAS view: L^T (tn x tm) = alpha Y_J (tn x D) . X_I^T.
     gemm(true, false, tn, tm, D, alpha, op.y + j0 * D, D, op.x + i0 * D, D, T(0), L, ldl);
   }
-  if (op.sim == Similarity::Euclidean) {
+  if (euclid && !op.streamed) {
     const V vs(op.s);
     for (int64_t r = 0; r < tm; ++r) {
       T* Lr = L + r * ldl;
@@ -244,7 +257,7 @@ Prepared<T> prepare(const at::Tensor& x_in, const at::Tensor& y_in, Similarity s
   p.y = y_in.contiguous();
   const bool streamed = sim == Similarity::L1 || p.x.size(1) <= kSmallD;
   if (streamed) p.yt = p.y.t().contiguous();
-  if (sim == Similarity::Euclidean) {
+  if (sim == Similarity::Euclidean && !streamed) {
     p.xn = p.x.square().sum(1);
     p.yn = p.y.square().sum(1);
   }

@@ -1,0 +1,159 @@
+"""Euclidean losses stay exact when the embeddings share a large offset (float32 vs float64).
+
+-||a - b||^2 is translation invariant, so an encoder's outputs may drift far from the origin. The
+operator centres euclidean inputs on their joint mean before expanding the square, streamed small-D
+tiles work on differences, and the losses evaluate each cross-entropy as softplus(LSE over the
+negatives - positive): errors then follow the data's spread, not its offset, and a per-item loss
+is never negative.
+
+Inputs are drawn so that the typical negative logit s * 2 D spread^2 lies in [0.5, 50]: float32
+logits of magnitude |L| carry a few ulps of |L| (~1e-7 |L|) of rounding whatever the formula, and
+1e-4 relative is what float32 can promise for logits up to ~50.
+"""
+import contextlib
+import math
+from unittest import mock
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings, strategies as st
+
+import mmcl_fast as mf
+from mmcl_fast import _ops, chunked
+from mmcl_fast import reference as ref
+from conftest import rel_err
+
+TOL = 1e-4
+
+
+# Float64 ground truth without cancellation: logits from differences, and each cross-entropy as
+# log(1 + sum_neg exp(L_neg - L_pos)) = softplus(LSE_neg - L_pos). The naive float64 formula
+# LSE - L_pos itself rounds losses below ~1e-16 |L| to zero.
+def _exact_logits(a, b, temperature):
+    return -(a[:, None, :] - b[None, :, :]).square().sum(-1) / temperature
+
+
+def _exact_ce(logits, positive):
+    rows = torch.arange(logits.shape[0])
+    pos = logits[rows, positive]
+    neg = logits.clone()
+    neg[rows, positive] = -math.inf
+    return F.softplus(torch.logsumexp(neg, 1) - pos)
+
+
+def exact_symmetric_infonce(a, b, temperature):
+    logits, diag = _exact_logits(a, b, temperature), torch.arange(a.shape[0])
+    return 0.5 * (_exact_ce(logits, diag) + _exact_ce(logits.T, diag))
+
+
+def exact_infonce(a, b, temperature):
+    return _exact_ce(_exact_logits(a, b, temperature), torch.arange(a.shape[0]))
+
+
+def exact_nt_xent(a, b, temperature):
+    n, z = a.shape[0], torch.cat([a, b])
+    self_pairs = torch.eye(2 * n, dtype=torch.bool)
+    logits = _exact_logits(z, z, temperature).masked_fill(self_pairs, -math.inf)
+    return _exact_ce(logits, (torch.arange(2 * n) + n) % (2 * n))
+
+
+def _chunked_pairwise_lse(x, y, scale, similarity="dot", mask_diag=False, compute_col=True):
+    return chunked.ChunkedPairwiseLSE.apply(x, y, scale, similarity, mask_diag, compute_col)
+
+
+def _backend(name: str):
+    """The compiled operator, or the chunked pure-PyTorch fallback under the same losses."""
+    if name == "python":
+        return mock.patch.object(_ops, "pairwise_lse", _chunked_pairwise_lse)
+    return contextlib.nullcontext()
+
+
+backends = pytest.mark.parametrize("backend", ["compiled", "python"])
+
+
+@st.composite
+def offset_batches(draw):
+    n = draw(st.integers(2, 70))
+    d = draw(st.sampled_from([1, 2, 5, 16, 17, 33, 48]))       # streamed (<= 16) and BLAS tiles
+    temperature = draw(st.floats(0.01, 1.0))
+    logit = draw(st.floats(0.5, 50.0))                          # s * 2 d spread^2
+    spread = math.sqrt(logit * temperature / (2 * d))
+    offset = spread * draw(st.floats(0.0, 1e3))
+    noise = draw(st.floats(0.05, 1.0))                          # positives' distance / spread
+    seed = draw(st.integers(0, 2**31 - 1))
+    g = torch.Generator().manual_seed(seed)
+    direction = F.normalize(torch.randn(d, generator=g, dtype=torch.float64), dim=0)
+    a = spread * torch.randn(n, d, generator=g, dtype=torch.float64) + offset * direction
+    b = a + noise * spread * torch.randn(n, d, generator=g, dtype=torch.float64)
+    return a.float(), b.float(), temperature
+
+
+def _compare(backend, loss_fn, ref_fn, a, b, temperature):
+    with _backend(backend):
+        _compare_values(loss_fn, ref_fn, a, b, temperature)
+
+
+def _compare_values(loss_fn, ref_fn, a, b, temperature):
+    a32, b32 = a.clone().requires_grad_(), b.clone().requires_grad_()
+    per = loss_fn(a32, b32, temperature, "none")
+    (per.mean()).backward()
+    a64, b64 = a.double().requires_grad_(), b.double().requires_grad_()
+    want = ref_fn(a64, b64, temperature)
+    want.mean().backward()
+    assert per.detach().min() >= 0, "a negative cross-entropy"
+    assert rel_err(per.mean(), want.mean()) < TOL
+    assert rel_err(a32.grad, a64.grad) < TOL
+    assert rel_err(b32.grad, b64.grad) < TOL
+
+
+@backends
+@settings(max_examples=60)
+@given(batch=offset_batches())
+def test_symmetric_infonce_under_offsets(backend, batch):
+    a, b, t = batch
+    _compare(backend, lambda x, y, t, r: mf.symmetric_infonce(x, y, temperature=t, similarity="euclidean", reduction=r),
+             exact_symmetric_infonce,
+             a, b, t)
+
+
+@backends
+@settings(max_examples=40)
+@given(batch=offset_batches())
+def test_infonce_under_offsets(backend, batch):
+    a, b, t = batch
+    _compare(backend, lambda x, y, t, r: mf.infonce(x, y, temperature=t, similarity="euclidean", reduction=r),
+             exact_infonce,
+             a, b, t)
+
+
+@backends
+@settings(max_examples=40)
+@given(batch=offset_batches())
+def test_nt_xent_under_offsets(backend, batch):
+    a, b, t = batch
+    _compare(backend, lambda x, y, t, r: mf.nt_xent(x, y, temperature=t, similarity="euclidean", reduction=r),
+             exact_nt_xent,
+             a, b, t)
+
+
+def test_exact_reference_agrees_with_the_naive_one_where_both_are_exact():
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(20, 7, generator=g, dtype=torch.float64), torch.randn(20, 7, generator=g, dtype=torch.float64)
+    for exact, naive in ((exact_symmetric_infonce, ref.symmetric_infonce), (exact_infonce, ref.infonce),
+                         (exact_nt_xent, ref.nt_xent)):
+        want = naive(a, b, temperature=0.7, similarity="euclidean", reduction="none")
+        assert rel_err(exact(a, b, 0.7), want) < 1e-9
+
+
+def test_issue_reproducer_to_float64():
+    """64 x 16 at offset 10, spread 0.3, positives 0.1 apart, temperature 0.1."""
+    torch.manual_seed(0)
+    a = 0.3 * torch.randn(64, 16) + 10
+    b = a + 0.1 * torch.randn(64, 16)
+    per = mf.infonce(a, b, temperature=0.1, similarity="euclidean", reduction="none")
+    want = F.cross_entropy(-(a.double()[:, None] - b.double()[None]).square().sum(-1) / 0.1,
+                           torch.arange(64), reduction="none")
+    assert per.min() >= 0
+    assert rel_err(per.mean(), want.mean()) < 1e-5
+    assert rel_err(per, want) < 1e-5
