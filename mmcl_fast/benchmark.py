@@ -61,9 +61,84 @@ _WORKER = textwrap.dedent("""
 """)
 
 
+_NEIGHBOUR = textwrap.dedent("""
+    import sys, time, torch
+    import mmcl_fast as mf
+    torch.set_num_threads(int(sys.argv[2]))
+    a = torch.randn(256, 32, requires_grad=True); b = torch.randn(256, 32)
+    layer = torch.nn.Linear(32, 32)
+    end = time.time() + float(sys.argv[1])
+    while time.time() < end:
+        for _ in range(20):
+            layer(a).relu().sum()
+        mf.symmetric_infonce(a, b, temperature=0.1).backward()
+""")
+
+
+class BusyNeighbour:
+    """Another process competing for the cores, as a DataLoader worker or a second run would.
+
+    It runs many small PyTorch ops and small fused losses with ``threads`` OpenMP threads (the
+    load under which BLAS calls nested in OpenMP workers used to collapse). Use as a context
+    manager; the process also ends by itself after ``max_seconds``.
+    """
+
+    def __init__(self, threads: int = 2, max_seconds: float = 1800.0):
+        self.cmd = [sys.executable, "-c", _NEIGHBOUR, str(max_seconds), str(threads)]
+        self.proc = None
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(2.0)  # past its imports, into the busy loop
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait()
+
+
 def naive_bytes(B: int) -> int:
     """Rough peak of the naive loss: logits, two log-softmaxes and their gradients (float32)."""
     return 5 * B * B * 4
+
+
+_RATES = textwrap.dedent("""
+    import json, statistics, time, torch
+    from mmcl_fast import _ops
+    _ops.load_backend()
+    n = 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    times = []
+    for _ in range(5):
+        t = time.perf_counter(); torch.mm(a, b); times.append(time.perf_counter() - t)
+    module = _ops._state["module"]
+    exp_rate = module.vec_exp_rate(0.5) if hasattr(module, "vec_exp_rate") else None
+    print(json.dumps({"sgemm_flops": 2 * n**3 / statistics.median(times), "exp_per_s": exp_rate}))
+""")
+
+
+def machine_rates(timeout_s: float = 300.0) -> dict:
+    """This machine's limits, measured now with the same threads as the points: the float32 GEMM
+    rate of a cache-friendly 2048^3 torch.mm (FLOP/s) and the rate of a tight at::vec exp_u20 loop
+    over an L1-resident buffer on every thread (exp/s), the exp the fused kernel evaluates."""
+    out = subprocess.run([sys.executable, "-c", _RATES], capture_output=True, text=True,
+                         timeout=timeout_s)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def fused_flops(B: int, D: int) -> float:
+    """FLOPs of a fused symmetric forward + backward: 2 B^2 D for the logits, twice (forward and
+    the backward's recompute), plus 2 B^2 D for each of dX = s G Y and dY = s G^T X."""
+    return 8.0 * B * B * D
+
+
+def fused_exps(B: int) -> float:
+    """Exponentials of a fused symmetric forward + backward: row and column LSE in the forward,
+    the row and column softmax terms of G in the backward."""
+    return 4.0 * B * B
 
 
 def run_point(method: str, B: int, D: int, sim: str, reps: int = 3, budget_s: float = 60.0,
@@ -83,18 +158,25 @@ def run_point(method: str, B: int, D: int, sim: str, reps: int = 3, budget_s: fl
 
 
 def run_grid(batch_sizes, dims, sims, methods=METHODS, mem_limit_bytes: int = 12 << 30,
-             chunked_max_b: int = 16384, reps: int = 3, budget_s: float = 60.0, progress=print):
-    """Measure every point; skip naive where its logits alone would not fit in mem_limit_bytes."""
+             chunked_max_b: int = 16384, reps: int = 3, budget_s: float = 60.0, progress=print,
+             load: str = "quiet"):
+    """Measure every point; skip naive where its logits alone would not fit in mem_limit_bytes.
+
+    ``load="neighbour"`` measures every point beside a :class:`BusyNeighbour` (one per point).
+    """
     results = []
     for sim in sims:
         for D in dims:
             for B in batch_sizes:
                 for method in methods:
-                    rec = {"method": method, "B": B, "D": D, "similarity": sim}
+                    rec = {"method": method, "B": B, "D": D, "similarity": sim, "load": load}
                     if method == "naive" and naive_bytes(B) > mem_limit_bytes:
                         rec["skipped"] = f"needs ~{naive_bytes(B) / 2**30:.0f} GiB for the logits"
                     elif method == "chunked" and B > chunked_max_b:
                         rec["skipped"] = f"B > {chunked_max_b} (minutes per pass)"
+                    elif load == "neighbour":
+                        with BusyNeighbour():
+                            rec.update(run_point(method, B, D, sim, reps=reps, budget_s=budget_s))
                     else:
                         rec.update(run_point(method, B, D, sim, reps=reps, budget_s=budget_s))
                     results.append(rec)
@@ -103,7 +185,7 @@ def run_grid(batch_sizes, dims, sims, methods=METHODS, mem_limit_bytes: int = 12
 
 
 def _format_point(r: dict) -> str:
-    head = f"{r['similarity']:9s} B={r['B']:6d} D={r['D']:4d} {r['method']:8s}"
+    head = f"{r['similarity']:9s} B={r['B']:6d} D={r['D']:4d} {r['method']:8s} {r.get('load', 'quiet'):9s}"
     if "skipped" in r:
         return f"{head} skipped: {r['skipped']}"
     if "error" in r:
@@ -111,8 +193,43 @@ def _format_point(r: dict) -> str:
     return f"{head} {r['time_s'] * 1e3:10.1f} ms  {r['extra_mem_bytes'] / 2**20:9.1f} MiB"
 
 
-def _index(results):
-    return {(r["similarity"], r["D"], r["B"], r["method"]): r for r in results if "time_s" in r}
+def _index(results, load: str = "quiet"):
+    return {(r["similarity"], r["D"], r["B"], r["method"]): r for r in results
+            if "time_s" in r and r.get("load", "quiet") == load}
+
+
+def efficiency_table(results, rates: dict) -> str:
+    """Per fused point: time per B^2, and its fraction of the machine's limit: the GEMM roofline
+    8 B^2 D / sgemm rate, or for small D (where exps dominate) the exp limit 4 B^2 / exp rate."""
+    idx = _index(results)
+    lines = ["| similarity | D | B | fused s | ns per B² | ratio to smallest B | GEMM roofline s "
+             "| exp limit s | fraction of the binding limit |", "|---|---|---|---|---|---|---|---|---|"]
+    for sim, D in sorted({(k[0], k[1]) for k in idx if k[3] == "fused"}):
+        pts = sorted((k[2], r) for k, r in idx.items() if k[0] == sim and k[1] == D and k[3] == "fused")
+        first = pts[0][1]["time_s"] / pts[0][0] ** 2
+        for B, r in pts:
+            per = r["time_s"] / B**2
+            gemm_s = fused_flops(B, D) / rates["sgemm_flops"]
+            exp_s = fused_exps(B) / rates["exp_per_s"] if rates.get("exp_per_s") else float("nan")
+            bound = max(gemm_s, exp_s)
+            lines.append(f"| {sim} | {D} | {B} | {r['time_s']:.3f} | {per * 1e9:.2f} | {per / first:.2f} "
+                         f"| {gemm_s:.3f} | {exp_s:.3f} | {bound / r['time_s']:.2f} |")
+    return "\n".join(lines)
+
+
+def contention_table(quiet, loaded) -> str:
+    """Each method beside a busy neighbour vs. quiet, and naive/fused under the same load."""
+    q, n = _index(quiet), _index(loaded, "neighbour")
+    lines = ["| similarity | D | B | method | quiet s | beside neighbour s | slowdown | naive/fused loaded |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key in sorted(n):
+        sim, D, B, method = key
+        nf, nn = n.get((sim, D, B, "fused")), n.get((sim, D, B, "naive"))
+        vs_naive = f"{nn['time_s'] / nf['time_s']:.1f}x" if method == "fused" and nf and nn else ""
+        slow = f"{n[key]['time_s'] / q[key]['time_s']:.2f}x" if key in q else "—"
+        quiet_s = f"{q[key]['time_s']:.3f}" if key in q else "—"
+        lines.append(f"| {sim} | {D} | {B} | {method} | {quiet_s} | {n[key]['time_s']:.3f} | {slow} | {vs_naive} |")
+    return "\n".join(lines)
 
 
 def markdown_table(results) -> str:
@@ -202,13 +319,24 @@ def plot(results, path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(results, out_dir: Path, name: str) -> tuple[Path, Path, str]:
+def write_outputs(results, out_dir: Path, name: str, rates: dict | None = None,
+                  contended: dict | None = None) -> tuple[Path, Path, str]:
+    """JSON + PNG of the run and its markdown report. ``contended`` maps "quiet" / "neighbour" to
+    the records of the same points measured without and beside a busy neighbour."""
+    contended = contended or {"quiet": [], "neighbour": []}
     out_dir.mkdir(parents=True, exist_ok=True)
     from . import backend_info
-    meta = {"backend": backend_info(), "cpu_count": os.cpu_count()}
+    meta = {"backend": backend_info(), "cpu_count": os.cpu_count(), "machine_rates": rates}
     json_path = out_dir / f"{name}.json"
-    json_path.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    json_path.write_text(json.dumps({"meta": meta, "results": results, "contended": contended}, indent=1))
     png_path = out_dir / f"{name}.png"
     plot(results, png_path)
     report = markdown_table(results) + "\n\n" + "\n".join(targets(results))
+    if rates:
+        exp = f"{rates['exp_per_s'] / 1e9:.2f} G exp/s" if rates.get("exp_per_s") else "exp rate n/a"
+        report += (f"\n\nMachine limits in this run: sgemm {rates['sgemm_flops'] / 1e9:.1f} GFLOP/s, "
+                   f"{exp}\n\n" + efficiency_table(results, rates))
+    if contended["neighbour"]:
+        report += ("\n\nBeside a busy neighbour process (BusyNeighbour), each point measured quiet "
+                   "and loaded back to back:\n\n" + contention_table(contended["quiet"], contended["neighbour"]))
     return json_path, png_path, report

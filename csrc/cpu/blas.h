@@ -1,13 +1,16 @@
 // Column-major GEMM for the CPU kernels: C = alpha op(A) op(B) + beta C (BLAS conventions).
 //
-// Calls the Fortran sgemm_/dgemm_ that torch's MKL/OpenBLAS exports (weakly bound, single
-// threaded inside at::parallel_for regions). If a torch build does not export them, the same
-// product runs through ATen's addmm_ on borrowed (from_blob) views.
+// Calls the Fortran sgemm_/dgemm_ that torch's MKL/OpenBLAS exports (weakly bound). If a torch
+// build does not export them, the same product runs through ATen's addmm_ on borrowed (from_blob)
+// views. The kernels call gemm from inside at::parallel_for workers, each on a small tile, so every
+// worker holds a SequentialBlasScope: MKL otherwise starts a nested OpenMP team per call, whose
+// spinning threads collapse throughput as soon as another process competes for the cores.
 #pragma once
 
 #include <ATen/ATen.h>
 
 extern "C" {
+int MKL_Set_Num_Threads_Local(int) __attribute__((weak));  // MKL's C API (mkl_service.h)
 void sgemm_(const char*, const char*, const int*, const int*, const int*, const float*,
             const float*, const int*, const float*, const int*, const float*, float*,
             const int*) __attribute__((weak));
@@ -51,6 +54,22 @@ inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, double alpha
   const int im = int(m), in = int(n), ik = int(k), ila = int(lda), ilb = int(ldb), ilc = int(ldc);
   dgemm_(&tra, &trb, &im, &in, &ik, &alpha, a, &ila, b, &ilb, &beta, c, &ilc);
 }
+
+// Makes BLAS calls on this thread single-threaded for the scope's lifetime (MKL's thread-local
+// setting; 0 restores the global one). OpenBLAS and the ATen fallback already run sequentially
+// inside an OpenMP parallel region.
+class SequentialBlasScope {
+ public:
+  SequentialBlasScope() : previous_(MKL_Set_Num_Threads_Local ? MKL_Set_Num_Threads_Local(1) : 0) {}
+  ~SequentialBlasScope() {
+    if (MKL_Set_Num_Threads_Local) MKL_Set_Num_Threads_Local(previous_);
+  }
+  SequentialBlasScope(const SequentialBlasScope&) = delete;
+  SequentialBlasScope& operator=(const SequentialBlasScope&) = delete;
+
+ private:
+  int previous_;
+};
 
 // True when the BLAS symbols were found (reported by backend_info()).
 inline bool have_blas() { return sgemm_ != nullptr && dgemm_ != nullptr; }

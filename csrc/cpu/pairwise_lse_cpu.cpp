@@ -434,6 +434,7 @@ std::tuple<at::Tensor, at::Tensor> lse_fwd_cpu(const at::Tensor& x, const at::Te
     std::vector<double> csum(W * ncol, 0.0);
     T* rl = row_lse.data_ptr<T>();
     at::parallel_for(0, W, 1, [&](int64_t b, int64_t e) {
+      SequentialBlasScope sequential_blas;
       for (int64_t p = b; p < e; ++p)
         forward_rows(prep.op, mask_diag, compute_col, part.begin(p, M), part.begin(p + 1, M),
                      part.tile_m, rl, cmax.data() + p * ncol, csum.data() + p * ncol);
@@ -492,6 +493,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cpu(
     std::vector<double> colsum(euclid ? W * N : 0, 0.0), dscale(W, 0.0);
     T* dxp = dx.data_ptr<T>();
     at::parallel_for(0, W, 1, [&](int64_t b, int64_t e) {
+      SequentialBlasScope sequential_blas;
       for (int64_t p = b; p < e; ++p)
         backward_rows(prep.op, mask_diag, gr.data_ptr<T>(), use_col ? gc.data_ptr<T>() : nullptr,
                       rl.data_ptr<T>(), use_col ? cl.data_ptr<T>() : nullptr, part.begin(p, M),
