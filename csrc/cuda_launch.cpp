@@ -80,7 +80,8 @@ std::tuple<at::Tensor, at::Tensor> lse_fwd_cuda(const at::Tensor& x_in, const at
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cuda(
     const at::Tensor& grad_row, const at::Tensor& grad_col, const at::Tensor& x_in,
     const at::Tensor& y_in, const at::Tensor& scale, const at::Tensor& row_lse,
-    const at::Tensor& col_lse, const std::string& similarity, bool mask_diag) {
+    const at::Tensor& col_lse, const std::string& similarity, bool mask_diag,
+    std::array<bool, 3> output_mask) {
   c10::cuda::CUDAGuard guard(x_in.device());
   auto x = x_in.contiguous(), y = y_in.contiguous();
   auto s = device_scale(scale, x);
@@ -89,16 +90,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cuda(
   auto gr = f32(grad_row), rl = f32(row_lse);
   const bool use_col = grad_col.numel() > 0;
   auto gc = use_col ? f32(grad_col) : at::Tensor(), cl = use_col ? f32(col_lse) : at::Tensor();
-  auto dx = at::empty_like(x), dy = at::empty_like(y);
-  auto dscale = at::empty({1}, x.options().dtype(at::kFloat));
+  // Outputs not in output_mask stay empty; the kernels skip them (nullptr).
+  auto dx = output_mask[0] ? at::empty_like(x) : x.new_empty({0});
+  auto dy = output_mask[1] ? at::empty_like(y) : y.new_empty({0});
+  auto dscale = at::empty({output_mask[2] ? 1 : 0}, x.options().dtype(at::kFloat));
   auto ws = at::empty({static_cast<int64_t>(cuda::lse_backward_workspace(p)) + 1},
                       x.options().dtype(at::kByte));
   check(cuda::lse_backward(p, gr.data_ptr<float>(), use_col ? gc.data_ptr<float>() : nullptr,
                            rl.data_ptr<float>(), use_col ? cl.data_ptr<float>() : nullptr,
-                           dx.data_ptr(), dy.data_ptr(), dscale.data_ptr<float>(), ws.data_ptr(),
+                           output_mask[0] ? dx.data_ptr() : nullptr,
+                           output_mask[1] ? dy.data_ptr() : nullptr,
+                           output_mask[2] ? dscale.data_ptr<float>() : nullptr, ws.data_ptr(),
                            c10::cuda::getCurrentCUDAStream().stream()),
         "lse_backward");
-  return {dx, dy, dscale.to(scale.scalar_type()).reshape(scale.sizes())};
+  return {dx, dy, output_mask[2] ? dscale.to(scale.scalar_type()).reshape(scale.sizes())
+                                  : scale.new_empty({0})};
 }
 
 }  // namespace mmcl_fast

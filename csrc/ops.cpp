@@ -4,12 +4,16 @@
 //       -> (row_lse[M], col_lse[N] (or [0] when !compute_col))
 //       row_lse_i = log sum_j exp(s sim(x_i, y_j)),  col_lse_j = log sum_i exp(s sim(x_i, y_j)),
 //       j == i left out of both sums when mask_diag.
-//   lse_bwd(grad_row[M], grad_col[N] or [0], x, y, scale, row_lse, col_lse, similarity, mask_diag)
-//       -> (dx[M,D], dy[N,D], dscale like scale)
+//   lse_bwd(grad_row[M], grad_col[N] or [0], x, y, scale, row_lse, col_lse, similarity, mask_diag,
+//           output_mask[3]) -> (dx[M,D], dy[N,D], dscale like scale)
+//       An output whose output_mask entry is false is returned empty (shape [0]) and its kernel
+//       work is skipped (a frozen tower costs no dY pass).
 //
 // The Python layer (mmcl_fast/_ops.py) registers fake kernels and autograd for these ops.
 #include <torch/library.h>
 #include <ATen/ATen.h>
+
+#include <array>
 
 #include "cpu/pairwise_lse_cpu.h"
 #include "similarity.h"
@@ -88,13 +92,14 @@ void check_bwd(const at::Tensor& grad_row, const at::Tensor& grad_col, const at:
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cpu_checked(
     const at::Tensor& grad_row, const at::Tensor& grad_col, const at::Tensor& x,
     const at::Tensor& y, const at::Tensor& scale, const at::Tensor& row_lse,
-    const at::Tensor& col_lse, c10::string_view similarity, bool mask_diag) {
+    const at::Tensor& col_lse, c10::string_view similarity, bool mask_diag,
+    std::array<bool, 3> output_mask) {
   const std::string sim(similarity);
   check_common("lse_bwd", x, y, scale, sim);
   check_bwd(grad_row, grad_col, x, y, row_lse, col_lse);
   const auto [xc, yc] = centred_if_euclidean(x, y, similarity);
   return lse_bwd_cpu(grad_row, grad_col.numel() ? grad_col.to(x.scalar_type()) : grad_col, xc, yc,
-                     scale, row_lse, col_lse, sim, mask_diag);
+                     scale, row_lse, col_lse, sim, mask_diag, output_mask);
 }
 
 #ifdef MMCL_FAST_WITH_CUDA
@@ -111,12 +116,14 @@ std::tuple<at::Tensor, at::Tensor> lse_fwd_cuda_checked(const at::Tensor& x, con
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cuda_checked(
     const at::Tensor& grad_row, const at::Tensor& grad_col, const at::Tensor& x,
     const at::Tensor& y, const at::Tensor& scale, const at::Tensor& row_lse,
-    const at::Tensor& col_lse, c10::string_view similarity, bool mask_diag) {
+    const at::Tensor& col_lse, c10::string_view similarity, bool mask_diag,
+    std::array<bool, 3> output_mask) {
   const std::string sim(similarity);
   check_common("lse_bwd", x, y, scale, sim);
   check_bwd(grad_row, grad_col, x, y, row_lse, col_lse);
   const auto [xc, yc] = centred_if_euclidean(x, y, similarity);
-  return lse_bwd_cuda(grad_row, grad_col, xc, yc, scale, row_lse, col_lse, sim, mask_diag);
+  return lse_bwd_cuda(grad_row, grad_col, xc, yc, scale, row_lse, col_lse, sim, mask_diag,
+                      output_mask);
 }
 #endif
 
@@ -128,7 +135,7 @@ TORCH_LIBRARY(mmcl_fast, m) {
       " -> (Tensor, Tensor)");
   m.def(
       "lse_bwd(Tensor grad_row, Tensor grad_col, Tensor x, Tensor y, Tensor scale, Tensor row_lse,"
-      " Tensor col_lse, str similarity, bool mask_diag) -> (Tensor, Tensor, Tensor)");
+      " Tensor col_lse, str similarity, bool mask_diag, bool[3] output_mask) -> (Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(mmcl_fast, CPU, m) {

@@ -3,8 +3,10 @@
 Two ops live in the ``mmcl_fast`` namespace (schema in ``csrc/ops.cpp``):
 
 * ``lse_fwd(x, y, scale, similarity, mask_diag, compute_col) -> (row_lse, col_lse)``
-* ``lse_bwd(grad_row, grad_col, x, y, scale, row_lse, col_lse, similarity, mask_diag)
-  -> (dx, dy, dscale)``
+* ``lse_bwd(grad_row, grad_col, x, y, scale, row_lse, col_lse, similarity, mask_diag,
+  output_mask) -> (dx, dy, dscale)``; an output whose ``output_mask`` entry is False is empty
+  (shape [0]) and its kernel pass is skipped. The autograd formula passes
+  ``ctx.needs_input_grad``, so a frozen tower (LiT) costs no dY pass.
 
 The backend is chosen once, at the first op call (not at import), from ``MMCL_FAST_BACKEND`` =
 auto (default) | compiled | jit | python:
@@ -49,7 +51,7 @@ _LOW_PRECISION = (torch.float16, torch.bfloat16)
 _FWD_SCHEMA = ("lse_fwd(Tensor x, Tensor y, Tensor scale, str similarity, bool mask_diag, "
                "bool compute_col) -> (Tensor, Tensor)")
 _BWD_SCHEMA = ("lse_bwd(Tensor grad_row, Tensor grad_col, Tensor x, Tensor y, Tensor scale, "
-               "Tensor row_lse, Tensor col_lse, str similarity, bool mask_diag) "
+               "Tensor row_lse, Tensor col_lse, str similarity, bool mask_diag, bool[3] output_mask) "
                "-> (Tensor, Tensor, Tensor)")
 
 
@@ -225,15 +227,32 @@ def lse_dtype(dtype: torch.dtype) -> torch.dtype:
 
 
 def _register_fake_and_autograd() -> None:
+    def _check_operands(x, y, scale):
+        torch._check(x.dim() == 2 and y.dim() == 2, lambda: f"x and y must be 2-D, got {x.shape}, {y.shape}")
+        torch._check(x.shape[1] == y.shape[1], lambda: f"x and y must share the feature dimension, got {x.shape}, {y.shape}")
+        torch._check(x.dtype == y.dtype, lambda: f"x and y must have the same dtype, got {x.dtype}, {y.dtype}")
+        torch._check(x.dtype.is_floating_point, lambda: f"x and y must be floating point, got {x.dtype}")
+        torch._check(scale.numel() == 1, lambda: f"scale must hold exactly one element, got {scale.shape}")
+
     @torch.library.register_fake("mmcl_fast::lse_fwd")
     def _fwd_fake(x, y, scale, similarity, mask_diag, compute_col):
+        _check_operands(x, y, scale)
         dt = lse_dtype(x.dtype)
         return (x.new_empty((x.shape[0],), dtype=dt),
                 x.new_empty((y.shape[0] if compute_col else 0,), dtype=dt))
 
     @torch.library.register_fake("mmcl_fast::lse_bwd")
-    def _bwd_fake(grad_row, grad_col, x, y, scale, row_lse, col_lse, similarity, mask_diag):
-        return torch.empty_like(x), torch.empty_like(y), torch.empty_like(scale)
+    def _bwd_fake(grad_row, grad_col, x, y, scale, row_lse, col_lse, similarity, mask_diag,
+                  output_mask):
+        _check_operands(x, y, scale)
+        torch._check(grad_row.shape == (x.shape[0],) and row_lse.shape == (x.shape[0],),
+                     lambda: f"grad_row and row_lse must have M = {x.shape[0]} elements")
+        torch._check(grad_col.numel() == 0 or grad_col.shape == (y.shape[0],),
+                     lambda: f"grad_col must be empty or have N = {y.shape[0]} elements")
+        need_dx, need_dy, need_dscale = output_mask
+        return (torch.empty_like(x) if need_dx else x.new_empty((0,)),
+                torch.empty_like(y) if need_dy else y.new_empty((0,)),
+                torch.empty_like(scale) if need_dscale else scale.new_empty((0,)))
 
     def setup_context(ctx, inputs, output):
         x, y, scale, similarity, mask_diag, _ = inputs
@@ -246,10 +265,14 @@ def _register_fake_and_autograd() -> None:
             grad_row = torch.zeros_like(row_lse)
         if grad_col is None or col_lse.numel() == 0:
             grad_col = row_lse.new_empty(0)
+        need = list(ctx.needs_input_grad[:3])
+        if not any(need):
+            return None, None, None, None, None, None
         dx, dy, dscale = torch.ops.mmcl_fast.lse_bwd(
             grad_row.contiguous(), grad_col.contiguous(), x, y, scale, row_lse, col_lse,
-            ctx.similarity, ctx.mask_diag)
-        return dx, dy, dscale, None, None, None
+            ctx.similarity, ctx.mask_diag, need)
+        return (dx if need[0] else None, dy if need[1] else None, dscale if need[2] else None,
+                None, None, None)
 
     torch.library.register_autograd("mmcl_fast::lse_fwd", backward, setup_context=setup_context)
 

@@ -44,6 +44,13 @@ def _centred_if_euclidean(x: Tensor, y: Tensor, similarity: str) -> tuple[Tensor
     return x - centre, y - centre
 
 
+def _compute_precision(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """float32 for half/bfloat16 operands (the LSEs are float32 for them, as in the fake kernels)."""
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return x.float(), y.float()
+    return x, y
+
+
 def _check_scale(scale: Tensor) -> float:
     s = float(scale.reshape(()).item())
     if not (math.isfinite(s) and s > 0):
@@ -62,7 +69,7 @@ def lse_fwd(x: Tensor, y: Tensor, scale: Tensor, similarity: str, mask_diag: boo
             compute_col: bool) -> tuple[Tensor, Tensor]:
     """row_lse_i = log sum_j exp(s sim(x_i, y_j)), col_lse_j = log sum_i exp(s sim(x_i, y_j))."""
     s = _check_scale(scale)
-    x, y = _centred_if_euclidean(x, y, similarity)
+    x, y = _centred_if_euclidean(*_compute_precision(x, y), similarity)
     m, n = x.shape[0], y.shape[0]
     yn = y.square().sum(1) if similarity == "euclidean" else None
     row = x.new_empty(m)
@@ -79,11 +86,19 @@ def lse_fwd(x: Tensor, y: Tensor, scale: Tensor, similarity: str, mask_diag: boo
 
 
 def lse_bwd(grad_row: Tensor, grad_col: Tensor, x: Tensor, y: Tensor, scale: Tensor,
-            row_lse: Tensor, col_lse: Tensor, similarity: str,
-            mask_diag: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """dx, dy, dscale from G_ij = gr_i softmax_row_ij + gc_j softmax_col_ij (recomputed per chunk)."""
+            row_lse: Tensor, col_lse: Tensor, similarity: str, mask_diag: bool,
+            output_mask=(True, True, True)) -> tuple[Tensor, Tensor, Tensor]:
+    """dx, dy, dscale from G_ij = gr_i softmax_row_ij + gc_j softmax_col_ij (recomputed per chunk).
+
+    Outputs whose ``output_mask`` entry is False are returned empty (shape [0]) and not computed.
+    Half-precision inputs are computed in float32; dx and dy come back in the input dtype.
+    """
     s = _check_scale(scale)
-    x, y = _centred_if_euclidean(x, y, similarity)
+    need_dx, need_dy, need_dscale = output_mask
+    in_dtype = x.dtype
+    x, y = _centred_if_euclidean(*_compute_precision(x, y), similarity)
+    grad_row, row_lse = grad_row.to(x.dtype), row_lse.to(x.dtype)
+    grad_col, col_lse = grad_col.to(x.dtype), col_lse.to(x.dtype)
     m, n = x.shape[0], y.shape[0]
     use_col = grad_col.numel() > 0
     yn = y.square().sum(1) if similarity == "euclidean" else None
@@ -102,16 +117,24 @@ def lse_bwd(grad_row: Tensor, grad_col: Tensor, x: Tensor, y: Tensor, scale: Ten
             _mask_diagonal(logits, i0, 0.0)
         dscale += (g * logits).sum().double() / s
         if similarity == "dot":
-            dx[i0:i0 + step] = s * (g @ y)
-            dy += s * (g.T @ xc)
+            if need_dx:
+                dx[i0:i0 + step] = s * (g @ y)
+            if need_dy:
+                dy += s * (g.T @ xc)
         elif similarity == "euclidean":
-            dx[i0:i0 + step] = 2 * s * (g @ y - g.sum(1, keepdim=True) * xc)
-            dy += 2 * s * (g.T @ xc - g.sum(0)[:, None] * y)
-        else:
+            if need_dx:
+                dx[i0:i0 + step] = 2 * s * (g @ y - g.sum(1, keepdim=True) * xc)
+            if need_dy:
+                dy += 2 * s * (g.T @ xc - g.sum(0)[:, None] * y)
+        elif need_dx or need_dy:
             sign = torch.sign(xc[:, None, :] - y[None, :, :])
-            dx[i0:i0 + step] = -s * torch.einsum("ij,ijd->id", g, sign)
-            dy += s * torch.einsum("ij,ijd->jd", g, sign)
-    return dx, dy, dscale.to(scale.dtype).reshape(scale.shape)
+            if need_dx:
+                dx[i0:i0 + step] = -s * torch.einsum("ij,ijd->id", g, sign)
+            if need_dy:
+                dy += s * torch.einsum("ij,ijd->jd", g, sign)
+    empty = x.new_empty((0,), dtype=in_dtype)
+    return (dx.to(in_dtype) if need_dx else empty, dy.to(in_dtype) if need_dy else empty,
+            dscale.to(scale.dtype).reshape(scale.shape) if need_dscale else scale.new_empty((0,)))
 
 
 class ChunkedPairwiseLSE(torch.autograd.Function):
@@ -129,5 +152,7 @@ class ChunkedPairwiseLSE(torch.autograd.Function):
         x, y, scale, row, col = ctx.saved_tensors
         gc = grad_col if (grad_col is not None and col.numel()) else row.new_empty(0)
         gr = grad_row if grad_row is not None else torch.zeros_like(row)
-        dx, dy, ds = lse_bwd(gr, gc, x, y, scale, row, col, ctx.similarity, ctx.mask_diag)
-        return dx, dy, ds, None, None, None
+        need = ctx.needs_input_grad[:3]
+        dx, dy, ds = lse_bwd(gr, gc, x, y, scale, row, col, ctx.similarity, ctx.mask_diag, need)
+        return (dx if need[0] else None, dy if need[1] else None, ds if need[2] else None,
+                None, None, None)

@@ -10,6 +10,9 @@ REPO = Path(__file__).resolve().parent.parent
 # An empty JIT cache for this session and every subprocess it starts: a hidden compile of the
 # extension, or a lock left by an earlier build, cannot be masked by a warm ~/.cache.
 os.environ["TORCH_EXTENSIONS_DIR"] = tempfile.mkdtemp(prefix="mmcl_fast_test_jit_")
+# Likewise a fresh torch.compile cache: a cached backward graph could call the ops with the
+# schema of an earlier build.
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="mmcl_fast_test_inductor_")
 
 # One in-process compile thread: inductor's worker pool would otherwise compete with the
 # subprocess tests for the CI machine's two cores.

@@ -83,4 +83,5 @@ def test_operator_checks_its_arguments():
         torch.ops.mmcl_fast.lse_fwd(A.half(), B.half(), s, "dot", False, True)
     row, col = torch.ops.mmcl_fast.lse_fwd(A, B, s, "dot", False, True)
     with pytest.raises(RuntimeError, match="grad_col must be empty or have N"):
-        torch.ops.mmcl_fast.lse_bwd(torch.ones(8), torch.ones(3), A, B, s, row, col, "dot", False)
+        torch.ops.mmcl_fast.lse_bwd(torch.ones(8), torch.ones(3), A, B, s, row, col, "dot", False,
+                                    [True, True, True])

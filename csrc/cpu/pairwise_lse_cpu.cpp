@@ -28,6 +28,7 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -283,6 +284,9 @@ void backward_rows(const Operands<T>& op, bool mask_diag, const T* gr, const T* 
   const int64_t N = op.N, D = op.D;
   const T s = op.s;
   const bool euclid = op.sim == Similarity::Euclidean;
+  // dx == nullptr / dy_acc == nullptr: that gradient is not requested and its work is skipped
+  // (colsum_g, the euclidean column correction of dY, is then null too).
+  const bool col_sums = colsum_g != nullptr;
   std::vector<T> Lbuf(tm * kTileN), Gbuf(tm * kTileN), gc_off(kTileN), gcol(kTileN);
   std::vector<double> rowsum_g(tm);
   double dscale = 0;
@@ -296,7 +300,7 @@ void backward_rows(const Operands<T>& op, bool mask_diag, const T* gr, const T* 
       logit_tile(op, i0, mt, j0, nt, L, kTileN);
       if (gc)
         for (int64_t c = 0; c < nt; ++c) gc_off[c] = exp_offset(clse[j0 + c]);
-      if (euclid) std::fill(gcol.begin(), gcol.begin() + nt, T(0));
+      if (col_sums) std::fill(gcol.begin(), gcol.begin() + nt, T(0));
       for (int64_t r = 0; r < mt; ++r) {
         const T* Lr = L + r * kTileN;
         T* Gr = G + r * kTileN;
@@ -318,7 +322,7 @@ void backward_rows(const Operands<T>& op, bool mask_diag, const T* gr, const T* 
           }
           acc_gl = at::vec::fmadd(g, l, acc_gl);
           acc_g = acc_g + g;
-          if (euclid) (V::loadu(gcol.data() + c) + g).store(gcol.data() + c);
+          if (col_sums) (V::loadu(gcol.data() + c) + g).store(gcol.data() + c);
         }
         T lanes[V::size()];
         acc_gl.store(lanes);
@@ -333,13 +337,14 @@ void backward_rows(const Operands<T>& op, bool mask_diag, const T* gr, const T* 
           Gr[c] = g;
           gl += g * Lr[c];
           gsum += g;
-          if (euclid) gcol[c] += g;
+          if (col_sums) gcol[c] += g;
         }
         dscale += double(gl);  // sum G_ij L_ij; divided by s at the end
         if (euclid) rowsum_g[r] += double(gsum);
       }
-      if (euclid)
+      if (col_sums)
         for (int64_t c = 0; c < nt; ++c) colsum_g[j0 + c] += double(gcol[c]);
+      if (dx == nullptr && dy_acc == nullptr) continue;  // dscale only
       if (op.streamed) {
         // dy_acc is D x N.  l1: d sim/d x_ik = -sign(x_ik - y_jk) = -d sim/d y_jk.
         // dot/euclidean: dx_ik += alpha sum_j G_ij y_jk ; dy_jk += alpha sum_i G_ij x_ik.
@@ -349,12 +354,12 @@ void backward_rows(const Operands<T>& op, bool mask_diag, const T* gr, const T* 
         for (int64_t r = 0; r < mt; ++r) {
           const T* Gr = G + r * kTileN;
           const T* xr = op.x + (i0 + r) * D;
-          T* dxr = dx + (i0 + r) * D;
+          T* dxr = dx ? dx + (i0 + r) * D : nullptr;
           for (int64_t k = 0; k < D; ++k) {
             const T xk = xr[k];
             const V vx(xk), vax(alpha * xk);
             const T* ytk = op.yt + k * N + j0;
-            T* dytk = dy_acc + k * N + j0;
+            T* dytk = dy_acc ? dy_acc + k * N + j0 : nullptr;
             V acc(T(0));
             int64_t c = 0;
             if (l1) {
@@ -362,13 +367,13 @@ void backward_rows(const Operands<T>& op, bool mask_diag, const T* gr, const T* 
                 const V v = vx - V::loadu(ytk + c);
                 const V gs = V::loadu(Gr + c) * (v.gt(zero) - v.lt(zero));
                 acc = acc + gs;
-                at::vec::fmadd(valpha, gs, V::loadu(dytk + c)).store(dytk + c);
+                if (dy_acc) at::vec::fmadd(valpha, gs, V::loadu(dytk + c)).store(dytk + c);
               }
             } else {
               for (; c + V::size() <= nt; c += V::size()) {
                 const V g = V::loadu(Gr + c);
                 acc = at::vec::fmadd(g, V::loadu(ytk + c), acc);
-                at::vec::fmadd(vax, g, V::loadu(dytk + c)).store(dytk + c);
+                if (dy_acc) at::vec::fmadd(vax, g, V::loadu(dytk + c)).store(dytk + c);
               }
             }
             T lanes[V::size()];
@@ -380,25 +385,24 @@ void backward_rows(const Operands<T>& op, bool mask_diag, const T* gr, const T* 
                 const T v = xk - ytk[c];
                 const T gs = Gr[c] * T((v > 0) - (v < 0));
                 tot += gs;
-                dytk[c] += alpha * gs;
+                if (dy_acc) dytk[c] += alpha * gs;
               } else {
                 tot += Gr[c] * ytk[c];
-                dytk[c] += alpha * xk * Gr[c];
+                if (dy_acc) dytk[c] += alpha * xk * Gr[c];
               }
             }
-            dxr[k] += l1 ? -alpha * tot : alpha * tot;
+            if (dx) dxr[k] += l1 ? -alpha * tot : alpha * tot;
           }
         }
       } else {
         // dX_I += alpha G Y_J ; dY_J += alpha G^T X_I   (alpha = s for dot, 2s for euclidean)
         const T alpha = euclid ? T(2) * s : s;
-        gemm(false, false, D, mt, nt,
-                                  alpha, op.y + j0 * D, D, G, kTileN, T(1), dx + i0 * D, D);
-        gemm(false, true, D, nt, mt,
-                                  alpha, op.x + i0 * D, D, G, kTileN, T(1), dy_acc + j0 * D, D);
+        if (dx) gemm(false, false, D, mt, nt, alpha, op.y + j0 * D, D, G, kTileN, T(1), dx + i0 * D, D);
+        if (dy_acc)
+          gemm(false, true, D, nt, mt, alpha, op.x + i0 * D, D, G, kTileN, T(1), dy_acc + j0 * D, D);
       }
     }
-    if (euclid) {
+    if (euclid && dx) {
       // the -2 s (sum_j G_ij) x_i part of d/dx_i of -||x_i - y_j||^2
       for (int64_t r = 0; r < mt; ++r) {
         const T f = T(-2.0 * double(s) * rowsum_g[r]);
@@ -459,15 +463,17 @@ std::tuple<at::Tensor, at::Tensor> lse_fwd_cpu(const at::Tensor& x, const at::Te
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cpu(
     const at::Tensor& grad_row, const at::Tensor& grad_col, const at::Tensor& x,
     const at::Tensor& y, const at::Tensor& scale, const at::Tensor& row_lse,
-    const at::Tensor& col_lse, const std::string& similarity, bool mask_diag) {
+    const at::Tensor& col_lse, const std::string& similarity, bool mask_diag,
+    std::array<bool, 3> output_mask) {
   Similarity sim;
   TORCH_CHECK(parse_similarity(similarity.c_str(), &sim), "unknown similarity '", similarity, "'");
   const double s = scale.item<double>();
   TORCH_CHECK(std::isfinite(s) && s > 0, "scale must be positive and finite, got ", s);
   const int64_t M = x.size(0), N = y.size(0), D = x.size(1);
   const bool use_col = grad_col.numel() > 0;
-  auto dx = at::zeros({M, D}, x.options());
-  auto dy = at::zeros({N, D}, x.options());
+  const bool need_dx = output_mask[0], need_dy = output_mask[1];
+  auto dx = need_dx ? at::zeros({M, D}, x.options()) : x.new_empty({0});
+  auto dy = need_dy ? at::zeros({N, D}, y.options()) : y.new_empty({0});
   double dscale_total = 0;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lse_bwd_cpu", [&] {
     using T = scalar_t;
@@ -479,28 +485,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cpu(
     const bool euclid = sim == Similarity::Euclidean;
     // Worker 0 accumulates straight into dy (BLAS path); every other worker, and every streamed
     // worker (whose accumulator is D x N), owns a zeroed partial.
-    const int64_t partial_bytes = N * D * int64_t(sizeof(T));
-    const int64_t budget_workers = 1 + kPartialBudgetBytes / std::max<int64_t>(1, partial_bytes);
+    // Without a requested dY there are no partials and no cap on the workers.
+    const int64_t partial_bytes = need_dy ? N * D * int64_t(sizeof(T)) : 0;
+    const int64_t budget_workers =
+        need_dy ? 1 + kPartialBudgetBytes / std::max<int64_t>(1, partial_bytes) : at::get_num_threads();
     const RowPartition part = partition_rows(M, budget_workers);
     const int64_t W = part.workers;
     const bool streamed = prep.op.streamed;
     const int64_t own = streamed ? 0 : 1;
     std::vector<at::Tensor> partials;
-    for (int64_t p = own; p < W; ++p) partials.push_back(at::zeros({N * D}, x.options()));
+    if (need_dy)
+      for (int64_t p = own; p < W; ++p) partials.push_back(at::zeros({N * D}, x.options()));
     auto dy_ptr = [&](int64_t p) -> T* {
+      if (!need_dy) return nullptr;
       return p < own ? dy.data_ptr<T>() : partials[p - own].data_ptr<T>();
     };
-    std::vector<double> colsum(euclid ? W * N : 0, 0.0), dscale(W, 0.0);
-    T* dxp = dx.data_ptr<T>();
+    const bool col_sums = euclid && need_dy;
+    std::vector<double> colsum(col_sums ? W * N : 0, 0.0), dscale(W, 0.0);
+    T* dxp = need_dx ? dx.data_ptr<T>() : nullptr;
     at::parallel_for(0, W, 1, [&](int64_t b, int64_t e) {
       SequentialBlasScope sequential_blas;
       for (int64_t p = b; p < e; ++p)
         backward_rows(prep.op, mask_diag, gr.data_ptr<T>(), use_col ? gc.data_ptr<T>() : nullptr,
                       rl.data_ptr<T>(), use_col ? cl.data_ptr<T>() : nullptr, part.begin(p, M),
                       part.begin(p + 1, M), part.tile_m, dxp, dy_ptr(p),
-                      euclid ? colsum.data() + p * N : nullptr, &dscale[p]);
+                      col_sums ? colsum.data() + p * N : nullptr, &dscale[p]);
     });
     for (int64_t p = 0; p < W; ++p) dscale_total += dscale[p];
+    if (!need_dy) return;
     T* dyp = dy.data_ptr<T>();
     const T* yp = prep.op.y;
     at::parallel_for(0, N, 256, [&](int64_t b, int64_t e) {
@@ -523,7 +535,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cpu(
       }
     });
   });
-  auto dscale = at::full(scale.sizes(), dscale_total / s, scale.options());
+  auto dscale = output_mask[2] ? at::full(scale.sizes(), dscale_total / s, scale.options())
+                               : scale.new_empty({0});
   return {dx, dy, dscale};
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <array>
 #include <string>
 #include <tuple>
 
@@ -12,10 +13,12 @@ std::tuple<at::Tensor, at::Tensor> lse_fwd_cpu(
     const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
     const std::string& similarity, bool mask_diag, bool compute_col);
 
-// Returns (dx [M,D], dy [N,D], dscale like scale). grad_col may be empty (numel 0).
+// Returns (dx [M,D], dy [N,D], dscale like scale); an output not requested by output_mask is
+// empty (shape [0]) and not computed. grad_col may be empty (numel 0).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cpu(
     const at::Tensor& grad_row, const at::Tensor& grad_col, const at::Tensor& x,
     const at::Tensor& y, const at::Tensor& scale, const at::Tensor& row_lse,
-    const at::Tensor& col_lse, const std::string& similarity, bool mask_diag);
+    const at::Tensor& col_lse, const std::string& similarity, bool mask_diag,
+    std::array<bool, 3> output_mask);
 
 }  // namespace mmcl_fast

@@ -359,17 +359,21 @@ cudaError_t lse_backward(const Problem& p, const float* grad_row, const float* g
     if (SIM == kSimEuclid) n = launch_norms<T>(p, norms_ws, st);
     const T* x = static_cast<const T*>(p.x);
     const T* y = static_cast<const T*>(p.y);
-    // dX and dscale: rows of X against Y.
-    grad_rows_kernel<T, SIM><<<blocks(p.M, BM), THREADS, 0, st>>>(
-        x, y, p.M, p.N, p.D, p.scale, n.x, n.y, p.mask_diag, grad_row, grad_col, row_lse,
-        col_lse, dx_acc, parts);
-    // dY: the swapped problem, whose G is G^T.
-    grad_rows_kernel<T, SIM><<<blocks(p.N, BM), THREADS, 0, st>>>(
-        y, x, p.N, p.M, p.D, p.scale, n.y, n.x, p.mask_diag, grad_col, grad_row, col_lse,
-        row_lse, dy_acc, nullptr);
-    scale_out_kernel<T><<<blocks(p.M * p.D, 256), 256, 0, st>>>(dx_acc, p.M * p.D, p.scale, static_cast<T*>(dx));
-    scale_out_kernel<T><<<blocks(p.N * p.D, 256), 256, 0, st>>>(dy_acc, p.N * p.D, p.scale, static_cast<T*>(dy));
-    dscale_kernel<<<1, 32, 0, st>>>(parts, blocks(p.M, BM), p.scale, dscale);
+    // dX and dscale: rows of X against Y (skipped when neither is requested).
+    if (dx != nullptr || dscale != nullptr)
+      grad_rows_kernel<T, SIM><<<blocks(p.M, BM), THREADS, 0, st>>>(
+          x, y, p.M, p.N, p.D, p.scale, n.x, n.y, p.mask_diag, grad_row, grad_col, row_lse,
+          col_lse, dx_acc, parts);
+    // dY: the swapped problem, whose G is G^T (skipped when not requested).
+    if (dy != nullptr)
+      grad_rows_kernel<T, SIM><<<blocks(p.N, BM), THREADS, 0, st>>>(
+          y, x, p.N, p.M, p.D, p.scale, n.y, n.x, p.mask_diag, grad_col, grad_row, col_lse,
+          row_lse, dy_acc, nullptr);
+    if (dx != nullptr)
+      scale_out_kernel<T><<<blocks(p.M * p.D, 256), 256, 0, st>>>(dx_acc, p.M * p.D, p.scale, static_cast<T*>(dx));
+    if (dy != nullptr)
+      scale_out_kernel<T><<<blocks(p.N * p.D, 256), 256, 0, st>>>(dy_acc, p.N * p.D, p.scale, static_cast<T*>(dy));
+    if (dscale != nullptr) dscale_kernel<<<1, 32, 0, st>>>(parts, blocks(p.M, BM), p.scale, dscale);
   });
   if (err != cudaSuccess) return err;
   return cudaGetLastError();

@@ -39,7 +39,8 @@ cudaError_t lse_forward(const Problem& p, float* row_lse, float* col_lse, bool c
 size_t lse_backward_workspace(const Problem& p);
 
 // dx [M x D], dy [N x D] in the input dtype; dscale [1] float32. grad_col may be null (then the
-// column term is absent). Deterministic: no floating-point atomics.
+// column term is absent). A null dx, dy or dscale is not computed (its kernel pass is skipped).
+// Deterministic: no floating-point atomics.
 cudaError_t lse_backward(const Problem& p, const float* grad_row, const float* grad_col,
                          const float* row_lse, const float* col_lse, void* dx, void* dy,
                          float* dscale, void* workspace, cudaStream_t stream);

@@ -1,5 +1,6 @@
 // Native test of the registered mmcl_fast ops (no Python): lse_fwd / lse_bwd through the
 // dispatcher against a float64 ATen computation of the same formulas.
+#include <array>
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 
@@ -28,7 +29,8 @@ int main() {
                                                  const at::Tensor&, c10::string_view, bool, bool);
   using Bwd = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
       const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-      const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::string_view, bool);
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::string_view, bool,
+      std::array<bool, 3>);
   auto fwd = c10::Dispatcher::singleton().findSchemaOrThrow("mmcl_fast::lse_fwd", "").typed<Fwd>();
   auto bwd = c10::Dispatcher::singleton().findSchemaOrThrow("mmcl_fast::lse_bwd", "").typed<Bwd>();
   at::manual_seed(0);
@@ -45,7 +47,7 @@ int main() {
       auto gr = at::rand({M}, at::kDouble), gc = at::rand({N}, at::kDouble);
       auto grads = torch::autograd::grad({(want_row * gr).sum() + (want_col * gc).sum()}, {x, y, s});
       auto [row, col] = fwd.call(x.detach(), y.detach(), s.detach(), sim, mask, true);
-      auto [dx, dy, ds] = bwd.call(gr, gc, x.detach(), y.detach(), s.detach(), row, col, sim, mask);
+      auto [dx, dy, ds] = bwd.call(gr, gc, x.detach(), y.detach(), s.detach(), row, col, sim, mask, std::array<bool, 3>{true, true, true});
       const double err = std::max({max_rel(row, want_row.detach()), max_rel(col, want_col.detach()),
                                    max_rel(dx, grads[0]), max_rel(dy, grads[1]), max_rel(ds, grads[2])});
       std::printf("%-9s mask=%d  max rel err %.2e\n", sim.c_str(), int(mask), err);
