@@ -38,7 +38,7 @@ def _extension():
 
 setup(
     packages=find_packages(include=["mmcl_fast", "mmcl_fast.*"]),
-    package_data={"mmcl_fast": ["data/*.json"]},
+    package_data={"mmcl_fast.experiments.identifiability": ["data/*.json"]},
     ext_modules=[_extension()],
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
 )

@@ -35,7 +35,8 @@ def infcl_clip(a, b, scale):
     from inf_cl import cal_inf_loss
     a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
     labels = torch.arange(a.shape[0], device=a.device)
-    return (cal_inf_loss(a, b, scale=scale, labels=labels).mean() + cal_inf_loss(b, a, scale=scale, labels=labels).mean()) / 2
+    forward = cal_inf_loss(a, b, scale=scale, labels=labels).mean()
+    return (forward + cal_inf_loss(b, a, scale=scale, labels=labels).mean()) / 2
 
 
 def measure(fn, B, D, dtype, reps=10, sets=3):

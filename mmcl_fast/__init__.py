@@ -13,12 +13,12 @@ Public API::
     mf.NTXent(temperature=0.1)
     mf.distributed.symmetric_infonce(a_local, b_local, ...)       # global loss over all ranks
 """
-from ._ops import backend_info, pairwise_lse
-from .losses import infonce, nt_xent, symmetric_infonce
 from . import distributed
+from ._ops import backend_info, cpu_exp_rate, pairwise_lse
 from .clip_loss import ClipLoss
+from .losses import infonce, nt_xent, symmetric_infonce
 from .modules import NTXent, SymmetricInfoNCE
 
-__all__ = ["symmetric_infonce", "infonce", "nt_xent", "pairwise_lse", "backend_info", "ClipLoss",
-           "SymmetricInfoNCE", "NTXent", "distributed"]
+__all__ = ["symmetric_infonce", "infonce", "nt_xent", "pairwise_lse", "backend_info", "cpu_exp_rate",
+           "ClipLoss", "SymmetricInfoNCE", "NTXent", "distributed"]
 __version__ = "0.1.0"

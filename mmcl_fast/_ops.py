@@ -229,7 +229,8 @@ def lse_dtype(dtype: torch.dtype) -> torch.dtype:
 def _register_fake_and_autograd() -> None:
     def _check_operands(x, y, scale):
         torch._check(x.dim() == 2 and y.dim() == 2, lambda: f"x and y must be 2-D, got {x.shape}, {y.shape}")
-        torch._check(x.shape[1] == y.shape[1], lambda: f"x and y must share the feature dimension, got {x.shape}, {y.shape}")
+        torch._check(x.shape[1] == y.shape[1],
+                     lambda: f"x and y must share the feature dimension, got {x.shape}, {y.shape}")
         torch._check(x.dtype == y.dtype, lambda: f"x and y must have the same dtype, got {x.dtype}, {y.dtype}")
         torch._check(x.dtype.is_floating_point, lambda: f"x and y must be floating point, got {x.dtype}")
         torch._check(scale.numel() == 1, lambda: f"scale must hold exactly one element, got {scale.shape}")
@@ -288,6 +289,15 @@ def pairwise_lse(x: Tensor, y: Tensor, scale: Tensor, similarity: str = "dot",
     """
     load_backend()
     return torch.ops.mmcl_fast.lse_fwd(x, y, scale, similarity, mask_diag, compute_col)
+
+
+def cpu_exp_rate(seconds: float = 0.5) -> float | None:
+    """Exponentials per second of a tight vectorised exp loop on every ATen thread (the exp the
+    CPU kernel evaluates), or None on the pure-PyTorch backend: the limit the CPU kernel is bound
+    by at small D, measured by ``benchmarks/bench_loss.py``."""
+    load_backend()
+    module = _state["module"]
+    return module.vec_exp_rate(seconds) if hasattr(module, "vec_exp_rate") else None
 
 
 def backend_info() -> dict:

@@ -25,8 +25,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from . import _ops, losses
-from .losses import (_check_options, _check_pair, _kernel_inputs, _positive_similarity,
-                     _scale)
+from .losses import _check_options, _check_pair, _kernel_inputs, _positive_similarity, _scale
 
 # torch >= 2.10 names the single-tensor collectives *_single; older releases *_tensor.
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor

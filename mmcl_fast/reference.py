@@ -74,6 +74,7 @@ def open_clip_gather_features(image_features: Tensor, text_features: Tensor, loc
     import torch.distributed as dist
     if gather_with_grad:
         import warnings
+
         from torch.distributed.nn.functional import all_gather
         with warnings.catch_warnings():        # deprecated in torch 2.13 but what open_clip calls
             warnings.simplefilter("ignore", FutureWarning)

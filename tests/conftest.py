@@ -18,9 +18,9 @@ os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="mmcl_fast_test_
 # subprocess tests for the CI machine's two cores.
 os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
-import pytest
-import torch
-from hypothesis import HealthCheck, settings
+import pytest  # noqa: E402  (after the environment above)
+import torch  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 settings.register_profile(
     "default", deadline=None, max_examples=int(os.environ.get("MMCL_FAST_EXAMPLES", "40")),

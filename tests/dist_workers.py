@@ -82,8 +82,9 @@ def losses_worker(rank, world, seed, n_local, dim):
 
 def ddp_step_worker(rank, world, seed, n_local, dim):
     """One SGD step of two MLP encoders under DDP with the distributed losses."""
-    import mmcl_fast as mf
     from torch.nn.parallel import DistributedDataParallel as DDP
+
+    import mmcl_fast as mf
     x1, x2, _ = full_batch(seed, world * n_local, dim)
     sl = slice(rank * n_local, (rank + 1) * n_local)
     out = {}

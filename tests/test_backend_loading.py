@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from mmcl_fast import _build_config, _ops
-from conftest import REPO, without_editable_finder, run_python
+
+from conftest import REPO, run_python, without_editable_finder
 
 
 def test_import_chooses_no_backend_until_the_first_op_call():

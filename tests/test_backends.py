@@ -5,7 +5,8 @@ import torch
 
 import mmcl_fast as mf
 from mmcl_fast import reference as ref
-from conftest import REPO, without_editable_finder, rel_err, run_python
+
+from conftest import REPO, rel_err, run_python, without_editable_finder
 
 
 def test_backend_info_reports_compiled():
@@ -63,7 +64,8 @@ def test_python_fallback_matches_compiled():
         a = torch.randn(50, 6, dtype=torch.float64, requires_grad=True); b = torch.randn(50, 6, dtype=torch.float64)
         out = {"backend": mf.backend_info()["backend"]}
         for sim in ("cosine", "euclidean", "l1"):
-            loss = mf.symmetric_infonce(a, b, temperature=0.3, similarity=sim) + mf.nt_xent(a, b, temperature=0.3, similarity=sim)
+            loss = (mf.symmetric_infonce(a, b, temperature=0.3, similarity=sim)
+                    + mf.nt_xent(a, b, temperature=0.3, similarity=sim))
             (g,) = torch.autograd.grad(loss, a)
             out[sim] = [loss.item(), g.flatten().tolist()]
         print(json.dumps(out))
@@ -73,7 +75,8 @@ def test_python_fallback_matches_compiled():
     a = torch.randn(50, 6, dtype=torch.float64, requires_grad=True)
     b = torch.randn(50, 6, dtype=torch.float64)
     for sim, (loss, grad) in res.items():
-        want = ref.symmetric_infonce(a, b, temperature=0.3, similarity=sim) + ref.nt_xent(a, b, temperature=0.3, similarity=sim)
+        want = (ref.symmetric_infonce(a, b, temperature=0.3, similarity=sim)
+                + ref.nt_xent(a, b, temperature=0.3, similarity=sim))
         (gw,) = torch.autograd.grad(want, a)
         assert abs(loss - want.item()) < 1e-10 * abs(want.item())
         assert rel_err(torch.tensor(grad, dtype=torch.float64), gw.flatten()) < 1e-10

@@ -6,7 +6,8 @@ nested OpenMP team per tile and the D = 17 passes below took ~25 s each beside t
 """
 import pytest
 
-from mmcl_fast.benchmark import BusyNeighbour
+from mmcl_fast.experiments.benchmark import BusyNeighbour
+
 from conftest import run_python
 
 

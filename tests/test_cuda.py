@@ -5,6 +5,7 @@ import torch
 import mmcl_fast as mf
 from mmcl_fast import _ops
 from mmcl_fast import reference as ref
+
 from conftest import rel_err
 
 pytestmark = [pytest.mark.cuda,

@@ -3,11 +3,12 @@ single-process full-batch computations in float64, and a DDP training step."""
 import pytest
 import torch
 import torch.nn.functional as F
+from dist_workers import MODES, ddp_step_worker, full_batch, launch, losses_worker, make_pair_model
 
 import mmcl_fast as mf
 from mmcl_fast import reference
+
 from conftest import rel_err
-from dist_workers import MODES, ddp_step_worker, full_batch, launch, losses_worker, make_pair_model
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
                                 reason="torch.distributed unavailable")

@@ -17,11 +17,13 @@ from unittest import mock
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mmcl_fast as mf
 from mmcl_fast import _ops, chunked
 from mmcl_fast import reference as ref
+
 from conftest import rel_err
 
 TOL = 1e-4
@@ -107,34 +109,20 @@ def _compare_values(loss_fn, ref_fn, a, b, temperature):
     assert rel_err(b32.grad, b64.grad) < TOL
 
 
-@backends
-@settings(max_examples=60)
-@given(batch=offset_batches())
-def test_symmetric_infonce_under_offsets(backend, batch):
-    a, b, t = batch
-    _compare(backend, lambda x, y, t, r: mf.symmetric_infonce(x, y, temperature=t, similarity="euclidean", reduction=r),
-             exact_symmetric_infonce,
-             a, b, t)
+LOSSES = {"symmetric_infonce": (mf.symmetric_infonce, exact_symmetric_infonce),
+          "infonce": (mf.infonce, exact_infonce),
+          "nt_xent": (mf.nt_xent, exact_nt_xent)}
 
 
 @backends
-@settings(max_examples=40)
+@pytest.mark.parametrize("loss", list(LOSSES))
+@settings(max_examples=50)
 @given(batch=offset_batches())
-def test_infonce_under_offsets(backend, batch):
+def test_euclidean_losses_under_offsets(backend, loss, batch):
     a, b, t = batch
-    _compare(backend, lambda x, y, t, r: mf.infonce(x, y, temperature=t, similarity="euclidean", reduction=r),
-             exact_infonce,
-             a, b, t)
-
-
-@backends
-@settings(max_examples=40)
-@given(batch=offset_batches())
-def test_nt_xent_under_offsets(backend, batch):
-    a, b, t = batch
-    _compare(backend, lambda x, y, t, r: mf.nt_xent(x, y, temperature=t, similarity="euclidean", reduction=r),
-             exact_nt_xent,
-             a, b, t)
+    fused, exact = LOSSES[loss]
+    _compare(backend, lambda x, y, t, r: fused(x, y, temperature=t, similarity="euclidean", reduction=r),
+             exact, a, b, t)
 
 
 def test_exact_reference_agrees_with_the_naive_one_where_both_are_exact():

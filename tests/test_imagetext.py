@@ -6,11 +6,17 @@ import pytest
 import torch
 from matplotlib import colors as mcolors
 
-from mmcl_fast import procedural_m3di as m3di
-from mmcl_fast.imagetext import (ImageTextConfig, ImageTextRun, TextEncoder, evaluate_factors,
-                                 main, train)
-from mmcl_fast.lr_schedule import learning_rate
-from mmcl_fast.resnet import ResNet18
+from mmcl_fast.experiments.common.lr_schedule import learning_rate
+from mmcl_fast.experiments.imagetext import procedural_m3di as m3di
+from mmcl_fast.experiments.imagetext.resnet import ResNet18
+from mmcl_fast.experiments.imagetext.trainer import (
+    ImageTextConfig,
+    ImageTextRun,
+    TextEncoder,
+    evaluate_factors,
+    main,
+    train,
+)
 
 
 def test_generator_is_deterministic_and_seeded():

@@ -6,7 +6,8 @@ from hypothesis import strategies as st
 
 import mmcl_fast as mf
 from mmcl_fast import reference as ref
-from conftest import device_params, rel_err
+
+from conftest import rel_err
 
 LOSSES = {"symmetric_infonce": (mf.symmetric_infonce, ref.symmetric_infonce),
           "infonce": (mf.infonce, ref.infonce),
@@ -47,15 +48,16 @@ def _compare(name, a, b, *, sim, reduction, temperature=None, logit_scale=None, 
     a64, b64 = a.clone().requires_grad_(), b.clone().requires_grad_()
     a32 = a.to(dtype=dtype, device=device).requires_grad_()
     b32 = b.to(dtype=dtype, device=device).requires_grad_()
+    extra_cpu = {k: (v.cpu() if v is not None else v) for k, v in extra.items()}
     if logit_scale is not None:
         s64 = torch.tensor(logit_scale, dtype=torch.float64, requires_grad=True)
         s32 = torch.tensor(logit_scale, dtype=dtype, device=device, requires_grad=True)
         out = fused(a32, b32, logit_scale=s32, **extra, **kw)
-        want = naive(a64, b64, logit_scale=s64, **{k: (v.cpu() if v is not None else v) for k, v in extra.items()}, **kw)
+        want = naive(a64, b64, logit_scale=s64, **extra_cpu, **kw)
         params, params64 = [a32, b32, s32], [a64, b64, s64]
     else:
         out = fused(a32, b32, temperature=temperature, **extra, **kw)
-        want = naive(a64, b64, temperature=temperature, **{k: (v.cpu() if v is not None else v) for k, v in extra.items()}, **kw)
+        want = naive(a64, b64, temperature=temperature, **extra_cpu, **kw)
         params, params64 = [a32, b32], [a64, b64]
     assert out.shape == want.shape
     assert torch.isfinite(out).all()

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import mmcl_fast as mf
 from mmcl_fast import reference as ref
+
 from conftest import device_params, rel_err
 
 

@@ -12,7 +12,9 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
 def test_cmake_build_and_native_test(tmp_path):
     build = tmp_path / "build"
-    run = lambda *cmd: subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
+    def run(*cmd):
+        return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
+
     cfg = run("cmake", "-S", ".", "-B", str(build), "-DCMAKE_BUILD_TYPE=Release")
     assert cfg.returncode == 0, cfg.stdout[-3000:] + cfg.stderr[-3000:]
     assert (build / "compile_commands.json").exists()

@@ -6,6 +6,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import mmcl_fast as mf
 from mmcl_fast import chunked
 from mmcl_fast import reference as ref
+
 from conftest import rel_err
 
 mf.backend_info()  # the ops are registered at the first call

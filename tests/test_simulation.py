@@ -5,9 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from mmcl_fast import simulate
-from mmcl_fast.evaluation import accuracy_scores, r2_scores
-from mmcl_fast.sim_data import InvertibleMLP, LatentSampler, LatentSpec, MultimodalProcess, condition_threshold
+from mmcl_fast.experiments.common.evaluation import accuracy_scores, r2_scores
+from mmcl_fast.experiments.identifiability import simulate
+from mmcl_fast.experiments.identifiability.sim_data import (
+    InvertibleMLP,
+    LatentSampler,
+    LatentSpec,
+    MultimodalProcess,
+    condition_threshold,
+)
 
 
 def _gen(seed):

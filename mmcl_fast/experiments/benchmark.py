@@ -3,7 +3,7 @@
 Methods compared on the same inputs, in the same run:
 
 * ``fused``:   :func:`mmcl_fast.symmetric_infonce` (the compiled operator);
-* ``chunked``: the same algorithm in plain PyTorch ops (:class:`mmcl_fast.chunked.ChunkedPairwiseLSE`);
+* ``chunked``: the same loss on the pure-PyTorch chunked backend (``MMCL_FAST_BACKEND=python``);
 * ``naive``:   :func:`mmcl_fast.reference.symmetric_infonce`, which materialises the B x B logits.
 
 Every (method, B, D, similarity) point runs in a fresh subprocess so that its peak resident memory
@@ -26,21 +26,16 @@ METHODS = ("fused", "chunked", "naive")
 _WORKER = textwrap.dedent("""
     import json, resource, statistics, sys, time, torch
     import mmcl_fast as mf
-    from mmcl_fast import reference, chunked, losses
-    method, B, D, sim, reps, budget = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), float(sys.argv[6])
+    from mmcl_fast import reference
+    method, sim = sys.argv[1], sys.argv[4]
+    B, D, reps, budget = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[5]), float(sys.argv[6])
     torch.manual_seed(0)
     a = torch.randn(B, D, requires_grad=True); b = torch.randn(B, D, requires_grad=True)
     temp = 0.07 if sim == "cosine" else 1.0
 
-    def chunked_loss(x, y):
-        ksim, (kx, ky) = losses._kernel_inputs(sim, x, y)
-        s = torch.tensor(1.0 / temp)
-        row, col = chunked.ChunkedPairwiseLSE.apply(kx, ky, s, ksim, False, True)
-        return (0.5 * (row + col) - s * losses._positive_similarity(kx, ky, ksim)).mean()
-
     fn = {"fused": lambda x, y: mf.symmetric_infonce(x, y, temperature=temp, similarity=sim),
           "naive": lambda x, y: reference.symmetric_infonce(x, y, temperature=temp, similarity=sim),
-          "chunked": chunked_loss}[method]
+          "chunked": lambda x, y: mf.symmetric_infonce(x, y, temperature=temp, similarity=sim)}[method]
     # A small pass first loads libraries and thread pools, so that they do not count as extra memory.
     fn(a[:64].detach().requires_grad_(), b[:64].detach().requires_grad_()).backward()
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -104,17 +99,14 @@ def naive_bytes(B: int) -> int:
 
 _RATES = textwrap.dedent("""
     import json, statistics, time, torch
-    from mmcl_fast import _ops
-    _ops.load_backend()
+    import mmcl_fast as mf
     n = 2048
     a, b = torch.randn(n, n), torch.randn(n, n)
     torch.mm(a, b)
     times = []
     for _ in range(5):
         t = time.perf_counter(); torch.mm(a, b); times.append(time.perf_counter() - t)
-    module = _ops._state["module"]
-    exp_rate = module.vec_exp_rate(0.5) if hasattr(module, "vec_exp_rate") else None
-    print(json.dumps({"sgemm_flops": 2 * n**3 / statistics.median(times), "exp_per_s": exp_rate}))
+    print(json.dumps({"sgemm_flops": 2 * n**3 / statistics.median(times), "exp_per_s": mf.cpu_exp_rate(0.5)}))
 """)
 
 
@@ -145,9 +137,11 @@ def run_point(method: str, B: int, D: int, sim: str, reps: int = 3, budget_s: fl
               timeout_s: float = 1800.0) -> dict:
     """One measurement in a fresh interpreter; returns its JSON record (or an error entry)."""
     cmd = [sys.executable, "-c", _WORKER, method, str(B), str(D), sim, str(reps), str(budget_s)]
+    # "chunked" is the same public loss on the pure-PyTorch chunked backend.
+    env = {**os.environ, "MMCL_FAST_BACKEND": "python"} if method == "chunked" else None
     t0 = time.perf_counter()
     try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"timeout after {timeout_s:.0f}s"}
     if out.returncode != 0:
@@ -244,10 +238,11 @@ def markdown_table(results) -> str:
         r = idx.get(k)
         return fmt % (r[field] * scale) if r else "—"
 
+    def ratio(x, y, field):
+        return f"{idx[x][field] / idx[y][field]:.1f}x" if x in idx and y in idx and idx[y][field] > 0 else "—"
+
     for sim, D, B in keys:
         f, c, n = ((sim, D, B, m) for m in ("fused", "chunked", "naive"))
-        ratio = lambda x, y, field: (f"{idx[x][field] / idx[y][field]:.1f}x"
-                                     if x in idx and y in idx and idx[y][field] > 0 else "—")
         lines.append(
             f"| {sim} | {D} | {B} | {cell(f, 'time_s', 1e3, '%.1f')} | {cell(c, 'time_s', 1e3, '%.1f')} "
             f"| {cell(n, 'time_s', 1e3, '%.1f')} | {ratio(n, f, 'time_s')} | {ratio(c, f, 'time_s')} "
@@ -325,7 +320,7 @@ def write_outputs(results, out_dir: Path, name: str, rates: dict | None = None,
     the records of the same points measured without and beside a busy neighbour."""
     contended = contended or {"quiet": [], "neighbour": []}
     out_dir.mkdir(parents=True, exist_ok=True)
-    from . import backend_info
+    from mmcl_fast import backend_info
     meta = {"backend": backend_info(), "cpu_count": os.cpu_count(), "machine_rates": rates}
     json_path = out_dir / f"{name}.json"
     json_path.write_text(json.dumps({"meta": meta, "results": results, "contended": contended}, indent=1))

@@ -3,11 +3,11 @@
     mmcl-fast train-imagetext                               # quick CPU default, encoding size 4
     mmcl-fast train-imagetext --encoding-sizes 2 3 4 5 6    # the Fig. 3 / Fig. 11 sweep + plot
     mmcl-fast train-imagetext --causal true --out runs/causal   # hue tied to x (paper main)
-    python -m mmcl_fast.imagetext --steps 100000 --batch-size 256 --lr 1e-5 --temperature 1 \
+    python -m mmcl_fast.experiments.imagetext.trainer --steps 100000 --batch-size 256 --lr 1e-5 --temperature 1 \
         --lr-schedule constant --warmup-steps 0 --zero-init-residual false \
         --n-train 125000 --n-val 10000 --n-test 10000          # the paper's hyperparameters
 
-Image encoder: ResNet-18 (mmcl_fast.resnet) -> LeakyReLU -> Linear(encoding size); text
+Image encoder: ResNet-18 (.resnet) -> LeakyReLU -> Linear(encoding size); text
 encoder: token embedding (a linear map of one-hot tokens) -> 4 Conv1d layers -> max over
 positions -> Linear. Loss: ``symmetric_infonce(..., similarity="cosine")`` (or ``nt_xent``),
 temperature 0.1 by default (the paper: 1.0). Evaluation as in the paper's code: probes fit on
@@ -20,21 +20,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from mmcl_fast import nt_xent, symmetric_infonce
+
+from ..common.config_flags import add_config_flags, config_overrides
+from ..common.evaluation import classification_accuracy, r2_scores
+from ..common.lr_schedule import SCHEDULES, learning_rate
 from . import procedural_m3di as m3di
-from .config_flags import add_config_flags, config_overrides
-from .evaluation import classification_accuracy, r2_scores
-from .losses import nt_xent, symmetric_infonce
-from .lr_schedule import SCHEDULES, learning_rate
 from .resnet import ResNet18
 
 # factor -> (modality it is read from, kind, role); roles as in the paper's Table 3

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-
 DISCRETE_GROUPS = ("", "content", "style", "modality")
 
 

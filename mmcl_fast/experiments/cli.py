@@ -1,7 +1,7 @@
 """The ``mmcl-fast`` command line.
 
-    mmcl-fast simulate [--preset NAME] ...   the identifiability simulation (see mmcl_fast.simulate)
-    mmcl-fast train-imagetext [...]          image/text pairs (see mmcl_fast.imagetext)
+    mmcl-fast simulate [--preset NAME] ...   the identifiability simulation (identifiability.simulate)
+    mmcl-fast train-imagetext [...]          image/text pairs (imagetext.trainer)
     mmcl-fast bench [--full] [--out DIR]     forward+backward time / memory vs. naive and chunked
     mmcl-fast info                           which operator backend is active
 """
@@ -36,11 +36,13 @@ def main(argv=None) -> None:
     bench.add_argument("--reps", type=int, default=3)
     bench.add_argument("--out", default="runs/bench")
     bench.set_defaults(func=_bench)
-    from .simulate import build_parser as simulate_parser, main as simulate_main
+    from .identifiability.simulate import build_parser as simulate_parser
+    from .identifiability.simulate import main as simulate_main
     sim = sub.add_parser("simulate", help="numerical simulation of Daunhawer et al. (ICLR 2023)")
     simulate_parser(sim)
     sim.set_defaults(func=lambda a: simulate_main(args=a))
-    from .imagetext import build_parser as imagetext_parser, main as imagetext_main
+    from .imagetext.trainer import build_parser as imagetext_parser
+    from .imagetext.trainer import main as imagetext_main
     it = sub.add_parser("train-imagetext", help="image/text pairs of the procedural Multimodal3DIdent")
     imagetext_parser(it)
     it.set_defaults(func=lambda a: imagetext_main(args=a))

@@ -2,17 +2,17 @@
 
 Reproduces Section 5.1 / Appendix B of Daunhawer et al. (ICLR 2023) with the fused loss: encoders
 g1, g2 are trained with ``symmetric_infonce(g1(x1), g2(x2), similarity="euclidean")`` on fresh
-samples of the generative process of :mod:`mmcl_fast.sim_data` every step; afterwards every latent
-block is predicted from each encoder's standardised output (:mod:`mmcl_fast.evaluation`).
+samples of the generative process of :mod:`.sim_data` every step; afterwards every latent
+block is predicted from each encoder's standardised output (:mod:`..common.evaluation`).
 
     mmcl-fast simulate                                  # the quick default, a few minutes on CPU
     mmcl-fast simulate --preset table1b --out runs/t1b  # paper Table 1 (b), 300k steps per run
     mmcl-fast simulate --preset table1b --scale quick --seeds 1   # the same rows at CPU size
-    python -m mmcl_fast.simulate --preset quick --steps 500
+    python -m mmcl_fast.experiments.identifiability.simulate --preset quick --steps 500
 
 Library use::
 
-    from mmcl_fast.simulate import SimConfig, train
+    from mmcl_fast.experiments.identifiability.simulate import SimConfig, train
     result = train(SimConfig(steps=2000, batch_size=1024), out_dir="runs/x")
 """
 from __future__ import annotations
@@ -20,9 +20,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -30,10 +29,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config_flags import add_config_flags, config_overrides
-from .evaluation import accuracy_scores, r2_scores
-from .losses import symmetric_infonce
-from .lr_schedule import SCHEDULES, learning_rate
+from mmcl_fast import symmetric_infonce
+
+from ..common.config_flags import add_config_flags, config_overrides
+from ..common.evaluation import accuracy_scores, r2_scores
+from ..common.lr_schedule import SCHEDULES, learning_rate
 from .sim_data import DISCRETE_GROUPS, LatentSpec, MultimodalProcess
 
 PAPER_HIDDEN = (150, 750, 750, 750, 750, 150)
@@ -203,7 +203,8 @@ def summary(result: dict, kind: str | None = None) -> dict:
     e1, e2 = result["encoder1"], result["encoder2"]
     if kind is None:
         kind = "nonlinear" if "nonlinear" in e1["c"] else "linear"
-    pick = lambda e, f: e[f][kind] if f in e else float("nan")
+    def pick(e, f):
+        return e[f][kind] if f in e else float("nan")
     row = {"regression": kind,
            "content": (pick(e1, "c") + pick(e2, "c")) / 2,
            "style": (pick(e1, "s") + pick(e2, "s_tilde")) / 2,
@@ -314,7 +315,8 @@ def preset_runs(name: str, seeds: int = 3) -> list[tuple[str, SimConfig]]:
                  replace(base, discrete=d, n_classes=k, seed=s, steps=3_000_000 if d == "content" else 600_000))
                 for d in FIG5_GROUPS for k in FIG5_CLASSES for s in range(seeds)]
     if name == "fig7":  # validation loss vs encoding size; the elbow should sit at n_c
-        return [(f"enc={k} seed={s}", replace(base, encoding_size=k, seed=s)) for k in range(1, 11) for s in range(seeds)]
+        return [(f"enc={k} seed={s}", replace(base, encoding_size=k, seed=s))
+                for k in range(1, 11) for s in range(seeds)]
     raise ValueError(f"unknown preset {name!r}; choose from {PRESETS}")
 
 
@@ -328,7 +330,7 @@ def paper_table(name: str) -> dict | None:
     key = _PAPER_KEYS.get(name)
     if key is None:
         return None
-    data = json.loads(resources.files("mmcl_fast").joinpath("data/paper_results.json").read_text())
+    data = json.loads(resources.files(__package__).joinpath("data/paper_results.json").read_text())
     return data[key]
 
 
@@ -432,7 +434,8 @@ def run_preset(name: str, out_dir: Path, overrides: dict, seeds: int = 3, progre
     (out_dir / "results.json").write_text(json.dumps(rows, indent=1))
     with open(out_dir / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["p_change", "statistical", "causal", "discrete", "n_classes", "n_s", "n_m", "encoding_size", "seed", "steps",
+        w.writerow(["p_change", "statistical", "causal", "discrete", "n_classes", "n_s", "n_m", "encoding_size",
+                    "seed", "steps",
                     "content", "style", "modality", "val_loss", "train_seconds"])
         for r in rows:
             c = r["config"]
