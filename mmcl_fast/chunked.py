@@ -102,8 +102,8 @@ def lse_bwd(grad_row: Tensor, grad_col: Tensor, x: Tensor, y: Tensor, scale: Ten
     m, n = x.shape[0], y.shape[0]
     use_col = grad_col.numel() > 0
     yn = y.square().sum(1) if similarity == "euclidean" else None
-    dx = torch.zeros_like(x)
-    dy = torch.zeros_like(y)
+    dx = torch.zeros_like(x) if need_dx else None
+    dy = torch.zeros_like(y) if need_dy else None
     dscale = x.new_zeros((), dtype=torch.float64)
     step = _rows_per_chunk(n, x.shape[1], similarity)
     for i0 in range(0, m, step):
@@ -138,7 +138,8 @@ def lse_bwd(grad_row: Tensor, grad_col: Tensor, x: Tensor, y: Tensor, scale: Ten
 
 
 class ChunkedPairwiseLSE(torch.autograd.Function):
-    """Autograd wrapper of the chunked pair, the benchmarks' "chunked PyTorch" baseline."""
+    """Autograd wrapper of the chunked pair outside the op registry, so that one process can run
+    the losses on both the compiled and the pure-PyTorch implementation (the tests do)."""
 
     @staticmethod
     def forward(ctx, x, y, scale, similarity, mask_diag, compute_col):
