@@ -1,18 +1,20 @@
-// Thin launchers: validate, make inputs contiguous, allocate outputs and workspace, and pass raw
-// pointers plus the current stream to csrc/cuda/pairwise_lse.cu.
+// The CUDA implementations of lse_fwd / lse_bwd (registered by ops.cpp): check the arguments,
+// centre euclidean inputs, make inputs contiguous, allocate outputs and workspace, and pass raw
+// pointers plus the current stream to the kernels of csrc/cuda/pairwise_lse.cu.
 // Deterministic mode (column LSE by a second pass instead of an atomic merge) is selected by
 // torch.use_deterministic_algorithms(True) or MMCL_FAST_DETERMINISTIC=1.
+// The same file builds the host-emulated test backend (csrc/cuda/emulation), on CPU tensors.
 #include "cuda_launch.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
-#include <c10/cuda/CUDAStream.h>
-#include <c10/cuda/CUDAGuard.h>
 
 #include <cstdlib>
 #include <cstring>
 
+#include "cuda/launch_context.h"
 #include "cuda/pairwise_lse.cuh"
+#include "op_checks.h"
 #include "similarity.h"
 
 namespace mmcl_fast {
@@ -56,15 +58,18 @@ void check(cudaError_t err, const char* what) {
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> lse_fwd_cuda(const at::Tensor& x_in, const at::Tensor& y_in,
-                                                const at::Tensor& scale,
-                                                const std::string& similarity, bool mask_diag,
-                                                bool compute_col) {
-  c10::cuda::CUDAGuard guard(x_in.device());
-  TORCH_CHECK(at::isfinite(x_in).all().item<bool>(), "lse_fwd: x contains NaN or Inf; the loss would be NaN");
-  TORCH_CHECK(at::isfinite(y_in).all().item<bool>(), "lse_fwd: y contains NaN or Inf; the loss would be NaN");
-  auto x = x_in.contiguous(), y = y_in.contiguous();
+                                                const at::Tensor& scale, c10::string_view similarity,
+                                                bool mask_diag, bool compute_col) {
+  const std::string sim(similarity);
+  check_common("lse_fwd", x_in, y_in, scale, sim);
+  dtype_of(x_in.scalar_type());  // refuses dtypes the kernels lack
+  LaunchDeviceGuard guard(x_in.device());
+  check_finite("lse_fwd", "x", x_in);
+  check_finite("lse_fwd", "y", y_in);
+  const auto [xc, yc] = centred_if_euclidean(x_in, y_in, sim);
+  auto x = xc.contiguous(), y = yc.contiguous();
   auto s = device_scale(scale, x);
-  const auto p = problem(x, y, s, similarity, mask_diag);
+  const auto p = problem(x, y, s, sim, mask_diag);
   const bool det = deterministic();
   auto opts = x.options().dtype(at::kFloat);
   auto row = at::empty({x.size(0)}, opts);
@@ -72,7 +77,7 @@ std::tuple<at::Tensor, at::Tensor> lse_fwd_cuda(const at::Tensor& x_in, const at
   auto ws = at::empty({static_cast<int64_t>(cuda::lse_forward_workspace(p, compute_col, det)) + 1},
                       x.options().dtype(at::kByte));
   check(cuda::lse_forward(p, row.data_ptr<float>(), compute_col ? col.data_ptr<float>() : nullptr,
-                          compute_col, det, ws.data_ptr(), c10::cuda::getCurrentCUDAStream().stream()),
+                          compute_col, det, ws.data_ptr(), current_launch_stream()),
         "lse_forward");
   return {row, col};
 }
@@ -80,12 +85,17 @@ std::tuple<at::Tensor, at::Tensor> lse_fwd_cuda(const at::Tensor& x_in, const at
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cuda(
     const at::Tensor& grad_row, const at::Tensor& grad_col, const at::Tensor& x_in,
     const at::Tensor& y_in, const at::Tensor& scale, const at::Tensor& row_lse,
-    const at::Tensor& col_lse, const std::string& similarity, bool mask_diag,
+    const at::Tensor& col_lse, c10::string_view similarity, bool mask_diag,
     std::array<bool, 3> output_mask) {
-  c10::cuda::CUDAGuard guard(x_in.device());
-  auto x = x_in.contiguous(), y = y_in.contiguous();
+  const std::string sim(similarity);
+  check_common("lse_bwd", x_in, y_in, scale, sim);
+  dtype_of(x_in.scalar_type());
+  check_bwd(grad_row, grad_col, x_in, y_in, row_lse, col_lse, at::kFloat);  // LSEs are float32
+  LaunchDeviceGuard guard(x_in.device());
+  const auto [xc, yc] = centred_if_euclidean(x_in, y_in, sim);
+  auto x = xc.contiguous(), y = yc.contiguous();
   auto s = device_scale(scale, x);
-  const auto p = problem(x, y, s, similarity, mask_diag);
+  const auto p = problem(x, y, s, sim, mask_diag);
   auto f32 = [](const at::Tensor& t) { return t.to(at::kFloat).contiguous(); };
   auto gr = f32(grad_row), rl = f32(row_lse);
   const bool use_col = grad_col.numel() > 0;
@@ -101,7 +111,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cuda(
                            output_mask[0] ? dx.data_ptr() : nullptr,
                            output_mask[1] ? dy.data_ptr() : nullptr,
                            output_mask[2] ? dscale.data_ptr<float>() : nullptr, ws.data_ptr(),
-                           c10::cuda::getCurrentCUDAStream().stream()),
+                           current_launch_stream()),
         "lse_backward");
   return {dx, dy, output_mask[2] ? dscale.to(scale.scalar_type()).reshape(scale.sizes())
                                   : scale.new_empty({0})};

@@ -1,23 +1,23 @@
-// ATen-side launchers of the torch-free CUDA kernels (compiled only into CUDA builds).
+// The CUDA implementations of the operators (cuda_launch.cpp; compiled into CUDA builds, and into
+// the host-emulated test backend on CPU tensors).
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/string_view.h>
 
 #include <array>
-#include <string>
 #include <tuple>
 
 namespace mmcl_fast {
 
 std::tuple<at::Tensor, at::Tensor> lse_fwd_cuda(const at::Tensor& x, const at::Tensor& y,
-                                                const at::Tensor& scale,
-                                                const std::string& similarity, bool mask_diag,
-                                                bool compute_col);
+                                                const at::Tensor& scale, c10::string_view similarity,
+                                                bool mask_diag, bool compute_col);
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cuda(
     const at::Tensor& grad_row, const at::Tensor& grad_col, const at::Tensor& x,
     const at::Tensor& y, const at::Tensor& scale, const at::Tensor& row_lse,
-    const at::Tensor& col_lse, const std::string& similarity, bool mask_diag,
+    const at::Tensor& col_lse, c10::string_view similarity, bool mask_diag,
     std::array<bool, 3> output_mask);
 
 }  // namespace mmcl_fast

@@ -9,9 +9,15 @@ import os
 from pathlib import Path
 
 # Paths relative to the repository root.
-OP_SOURCES = ("csrc/ops.cpp", "csrc/cpu/pairwise_lse_cpu.cpp")          # the TORCH_LIBRARY ops
+OP_SOURCES = ("csrc/ops.cpp", "csrc/op_checks.cpp", "csrc/cpu/pairwise_lse_cpu.cpp")  # the TORCH_LIBRARY ops
 PYTHON_MODULE_SOURCES = ("csrc/python_module.cpp",)                      # the importable _C module
 CUDA_SOURCES = ("csrc/cuda/pairwise_lse.cu", "csrc/cuda_launch.cpp")     # built when torch has CUDA
+# The CUDA sources run on the CPU by the host emulator (csrc/cuda/emulation), as the test backend
+# mmcl_fast_emu (tests/emulated_cuda.py): the kernels included as C++, the launcher, the checks.
+EMULATED_CUDA_SOURCES = ("csrc/cuda/emulation/pairwise_lse_emulated.cpp", "csrc/cuda/emulation/cuda_emulation.cpp",
+                         "csrc/cuda_launch.cpp", "csrc/op_checks.cpp", "csrc/cuda/emulation/emulated_ops.cpp")
+EMULATED_CUDA_FLAGS = ("-DMMCL_FAST_CUDA_EMULATION", "-std=c++20", "-O2", "-Wall", "-Wextra")
+EMULATED_CUDA_INCLUDES = ("csrc", "csrc/cuda/emulation/include")
 _HASHED_SUFFIXES = (".cpp", ".h", ".cu", ".cuh")
 
 

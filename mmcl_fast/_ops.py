@@ -221,6 +221,12 @@ def has_cuda_kernels() -> bool:
     return bool(getattr(_state["module"], "with_cuda", False))
 
 
+def native_half_precision(device: torch.device) -> bool:
+    """True when the operator's kernels for ``device`` read float16/bfloat16 inputs as they are
+    (the CUDA kernels); elsewhere the losses upcast such inputs to float32 first."""
+    return device.type == "cuda" and has_cuda_kernels()
+
+
 def lse_dtype(dtype: torch.dtype) -> torch.dtype:
     """dtype of the LSE outputs: float32 for half/bfloat16 inputs, else the input dtype."""
     return torch.float32 if dtype in _LOW_PRECISION else dtype

@@ -98,8 +98,7 @@ def _kernel_inputs(similarity: str, *xs: Tensor) -> tuple[str, list[Tensor]]:
     """Normalise for cosine; upcast half precision where no half-precision kernel exists."""
     out = []
     for x in xs:
-        if x.dtype in (torch.float16, torch.bfloat16) and (
-                x.device.type != "cuda" or not _ops.has_cuda_kernels()):
+        if x.dtype in (torch.float16, torch.bfloat16) and not _ops.native_half_precision(x.device):
             x = x.float()
         if similarity == "cosine":
             x = F.normalize(x, dim=1)

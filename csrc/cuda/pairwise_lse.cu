@@ -16,16 +16,17 @@
 //                     and accumulates dA_ik += sum_j G_ij phi(a_ik, b_jk) into float rows the block
 //                     owns (no atomics), with phi = b (dot), 2 (b - a) (euclidean), -sign(a - b) (l1);
 //                     per-block partial sums of G_ij L_ij give dscale (reduced in block order).
-// TODO(GPU session): tensor-core (mma.sync / wgmma) tiles for dot/euclidean; this version uses
-// CUDA cores and is the correctness baseline for them.
+// The same source runs on the CPU under the host emulator of emulation/ (see kernel_launch.cuh).
 #include "pairwise_lse.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
 #include <cmath>
+#include <type_traits>
 
 #include "../similarity.h"
+#include "kernel_launch.cuh"
 
 namespace mmcl_fast {
 namespace cuda {
@@ -52,7 +53,7 @@ __device__ __forceinline__ unsigned long long pack_pair(float m, float s) {
 }
 
 __device__ void merge_pair(unsigned long long* addr, float m, float s) {
-  unsigned long long old = *addr, assumed;
+  unsigned long long old = relaxed_load(addr), assumed;
   do {
     assumed = old;
     const float m0 = __uint_as_float(static_cast<unsigned>(assumed & 0xffffffffu));
@@ -79,12 +80,12 @@ __device__ void logit_tile(const T* __restrict__ a, const T* __restrict__ b, int
       Bs[r][k] = (c0 + r < nb && k0 + k < D) ? to_f(b[(c0 + r) * D + k0 + k]) : 0.f;
     }
     __syncthreads();
-#pragma unroll
+MMCL_UNROLL
     for (int kk = 0; kk < BK; ++kk) {
-#pragma unroll
+MMCL_UNROLL
       for (int i = 0; i < 4; ++i) {
         const float av = As[tr + 16 * i][kk];
-#pragma unroll
+MMCL_UNROLL
         for (int j = 0; j < 4; ++j) {
           const float bv = Bs[tc + 16 * j][kk];
           acc[i][j] += SIM == kSimL1 ? fabsf(av - bv) : av * bv;
@@ -93,9 +94,9 @@ __device__ void logit_tile(const T* __restrict__ a, const T* __restrict__ b, int
     }
     __syncthreads();
   }
-#pragma unroll
+MMCL_UNROLL
   for (int i = 0; i < 4; ++i) {
-#pragma unroll
+MMCL_UNROLL
     for (int j = 0; j < 4; ++j) {
       const int r = tr + 16 * i, c = tc + 16 * j;
       const int64_t gr = r0 + r, gc = c0 + c;
@@ -119,8 +120,11 @@ __global__ void __launch_bounds__(THREADS)
 lse_rows_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t na, int64_t nb, int64_t D,
                 const float* __restrict__ scale, const float* an, const float* bn, bool mask,
                 float* __restrict__ row_lse, unsigned long long* col_pairs) {
-  __shared__ float As[BM][BK + 1], Bs[BN][BK + 1], Ls[BM][BN + 1];
-  __shared__ float rmax[BM], rsum[BM];
+  MMCL_SHARED(As, float[BM][BK + 1]);
+  MMCL_SHARED(Bs, float[BN][BK + 1]);
+  MMCL_SHARED(Ls, float[BM][BN + 1]);
+  MMCL_SHARED(rmax, float[BM]);
+  MMCL_SHARED(rsum, float[BM]);
   const int tid = threadIdx.x;
   const int64_t r0 = static_cast<int64_t>(blockIdx.x) * BM;
   const float s = *scale;
@@ -175,9 +179,12 @@ grad_rows_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t na, i
                  const float* __restrict__ scale, const float* an, const float* bn, bool mask,
                  const float* ga, const float* gb, const float* lse_a, const float* lse_b,
                  float* __restrict__ da_acc, float* dscale_part) {
-  __shared__ float As[BM][BK + 1], Bs[BN][BK + 1], Ls[BM][BN + 1];
-  __shared__ float Ad[BM][BKD + 1], Bd[BN][BKD + 1];
-  __shared__ float red[THREADS / 32];
+  MMCL_SHARED(As, float[BM][BK + 1]);
+  MMCL_SHARED(Bs, float[BN][BK + 1]);
+  MMCL_SHARED(Ls, float[BM][BN + 1]);
+  MMCL_SHARED(Ad, float[BM][BKD + 1]);
+  MMCL_SHARED(Bd, float[BN][BKD + 1]);
+  MMCL_SHARED(red, float[THREADS / 32]);
   const int tid = threadIdx.x;
   const int64_t r0 = static_cast<int64_t>(blockIdx.x) * BM;
   const float s = *scale;
@@ -209,7 +216,7 @@ grad_rows_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t na, i
         if (r0 + r >= na || k0 + k >= D) continue;
         const float av = Ad[r][k];
         float acc = 0.f;
-#pragma unroll 8
+MMCL_UNROLL_N(8)
         for (int c = 0; c < BN; ++c) acc += Ls[r][c] * phi<SIM>(av, Bd[c][k]);
         da_acc[(r0 + r) * D + k0 + k] += acc;
       }
@@ -291,8 +298,8 @@ struct Norms { float* x; float* y; };
 template <typename T>
 Norms launch_norms(const Problem& p, float* ws, cudaStream_t st) {
   Norms n{ws, ws + p.M};
-  sq_norms_kernel<T><<<blocks(p.M, 256), 256, 0, st>>>(static_cast<const T*>(p.x), p.M, p.D, n.x);
-  sq_norms_kernel<T><<<blocks(p.N, 256), 256, 0, st>>>(static_cast<const T*>(p.y), p.N, p.D, n.y);
+  launch_kernel(sq_norms_kernel<T>, blocks(p.M, 256), 256, st, static_cast<const T*>(p.x), p.M, p.D, n.x);
+  launch_kernel(sq_norms_kernel<T>, blocks(p.N, 256), 256, st, static_cast<const T*>(p.y), p.N, p.D, n.y);
   return n;
 }
 
@@ -315,15 +322,15 @@ cudaError_t lse_forward(const Problem& p, float* row_lse, float* col_lse, bool c
     constexpr int SIM = decltype(sim_c)::value;
     Norms n{nullptr, nullptr};
     if (SIM == kSimEuclid) n = launch_norms<T>(p, norms_ws, st);
-    if (atomic_cols) fill_pairs_kernel<<<blocks(p.N, 256), 256, 0, st>>>(pairs, p.N);
+    if (atomic_cols) launch_kernel(fill_pairs_kernel, blocks(p.N, 256), 256, st, pairs, p.N);
     const T* x = static_cast<const T*>(p.x);
     const T* y = static_cast<const T*>(p.y);
-    lse_rows_kernel<T, SIM><<<blocks(p.M, BM), THREADS, 0, st>>>(
+    launch_kernel(lse_rows_kernel<T, SIM>, blocks(p.M, BM), THREADS, st,
         x, y, p.M, p.N, p.D, p.scale, n.x, n.y, p.mask_diag, row_lse, atomic_cols ? pairs : nullptr);
     if (atomic_cols) {
-      finish_pairs_kernel<<<blocks(p.N, 256), 256, 0, st>>>(pairs, p.N, col_lse);
+      launch_kernel(finish_pairs_kernel, blocks(p.N, 256), 256, st, pairs, p.N, col_lse);
     } else if (compute_col) {
-      lse_rows_kernel<T, SIM><<<blocks(p.N, BM), THREADS, 0, st>>>(
+      launch_kernel(lse_rows_kernel<T, SIM>, blocks(p.N, BM), THREADS, st,
           y, x, p.N, p.M, p.D, p.scale, n.y, n.x, p.mask_diag, col_lse, nullptr);
     }
   });
@@ -361,19 +368,19 @@ cudaError_t lse_backward(const Problem& p, const float* grad_row, const float* g
     const T* y = static_cast<const T*>(p.y);
     // dX and dscale: rows of X against Y (skipped when neither is requested).
     if (dx != nullptr || dscale != nullptr)
-      grad_rows_kernel<T, SIM><<<blocks(p.M, BM), THREADS, 0, st>>>(
+      launch_kernel(grad_rows_kernel<T, SIM>, blocks(p.M, BM), THREADS, st,
           x, y, p.M, p.N, p.D, p.scale, n.x, n.y, p.mask_diag, grad_row, grad_col, row_lse,
           col_lse, dx_acc, parts);
     // dY: the swapped problem, whose G is G^T (skipped when not requested).
     if (dy != nullptr)
-      grad_rows_kernel<T, SIM><<<blocks(p.N, BM), THREADS, 0, st>>>(
+      launch_kernel(grad_rows_kernel<T, SIM>, blocks(p.N, BM), THREADS, st,
           y, x, p.N, p.M, p.D, p.scale, n.y, n.x, p.mask_diag, grad_col, grad_row, col_lse,
           row_lse, dy_acc, nullptr);
     if (dx != nullptr)
-      scale_out_kernel<T><<<blocks(p.M * p.D, 256), 256, 0, st>>>(dx_acc, p.M * p.D, p.scale, static_cast<T*>(dx));
+      launch_kernel(scale_out_kernel<T>, blocks(p.M * p.D, 256), 256, st, dx_acc, p.M * p.D, p.scale, static_cast<T*>(dx));
     if (dy != nullptr)
-      scale_out_kernel<T><<<blocks(p.N * p.D, 256), 256, 0, st>>>(dy_acc, p.N * p.D, p.scale, static_cast<T*>(dy));
-    if (dscale != nullptr) dscale_kernel<<<1, 32, 0, st>>>(parts, blocks(p.M, BM), p.scale, dscale);
+      launch_kernel(scale_out_kernel<T>, blocks(p.N * p.D, 256), 256, st, dy_acc, p.N * p.D, p.scale, static_cast<T*>(dy));
+    if (dscale != nullptr) launch_kernel(dscale_kernel, 1, 32, st, parts, blocks(p.M, BM), p.scale, dscale);
   });
   if (err != cudaSuccess) return err;
   return cudaGetLastError();

@@ -1,0 +1,58 @@
+// Argument checks and input preparation of the operators (see op_checks.h).
+#include "op_checks.h"
+
+#include <ATen/ATen.h>
+
+#include "similarity.h"
+
+namespace mmcl_fast {
+
+void check_common(const char* op, const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+                  const std::string& similarity) {
+  Similarity sim;
+  TORCH_CHECK(parse_similarity(similarity.c_str(), &sim), op, ": unknown similarity '", similarity,
+              "' (expected dot, euclidean or l1)");
+  TORCH_CHECK(x.dim() == 2, op, ": x must be 2-D (batch, dim), got ", x.sizes());
+  TORCH_CHECK(y.dim() == 2, op, ": y must be 2-D (batch, dim), got ", y.sizes());
+  TORCH_CHECK(x.size(1) == y.size(1), op, ": x and y must share the feature dimension, got ",
+              x.sizes(), " and ", y.sizes());
+  TORCH_CHECK(x.size(0) > 0 && y.size(0) > 0, op, ": empty batch (x ", x.sizes(), ", y ",
+              y.sizes(), ")");
+  TORCH_CHECK(x.scalar_type() == y.scalar_type(), op, ": x and y must have the same dtype, got ",
+              x.scalar_type(), " and ", y.scalar_type());
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), op, ": x and y must be floating point, got ",
+              x.scalar_type());
+  TORCH_CHECK(x.device() == y.device(), op, ": x and y must be on the same device, got ",
+              x.device(), " and ", y.device());
+  TORCH_CHECK(scale.numel() == 1, op, ": scale must hold exactly one element, got ", scale.sizes());
+  TORCH_CHECK(at::isFloatingType(scale.scalar_type()), op, ": scale must be floating point");
+}
+
+void check_finite(const char* op, const char* name, const at::Tensor& t) {
+  TORCH_CHECK(at::isfinite(t).all().item<bool>(), op, ": ", name,
+              " contains NaN or Inf; the loss would be NaN");
+}
+
+void check_bwd(const at::Tensor& grad_row, const at::Tensor& grad_col, const at::Tensor& x,
+               const at::Tensor& y, const at::Tensor& row_lse, const at::Tensor& col_lse,
+               at::ScalarType lse_dtype) {
+  TORCH_CHECK(grad_row.numel() == x.size(0) && row_lse.numel() == x.size(0),
+              "lse_bwd: grad_row and row_lse must have M = ", x.size(0), " elements");
+  TORCH_CHECK(grad_col.numel() == 0 || (grad_col.numel() == y.size(0) && col_lse.numel() == y.size(0)),
+              "lse_bwd: grad_col must be empty or have N = ", y.size(0),
+              " elements, with col_lse computed");
+  TORCH_CHECK(grad_row.scalar_type() == lse_dtype && row_lse.scalar_type() == lse_dtype,
+              "lse_bwd: grad_row and row_lse must have the LSE dtype ", lse_dtype, ", got ",
+              grad_row.scalar_type(), " and ", row_lse.scalar_type());
+}
+
+std::pair<at::Tensor, at::Tensor> centred_if_euclidean(const at::Tensor& x, const at::Tensor& y,
+                                                       const std::string& similarity) {
+  if (similarity != "euclidean") return {x, y};
+  const double count = double(x.size(0) + y.size(0));
+  const auto centre =
+      (x.sum(0, false, at::kDouble) + y.sum(0, false, at::kDouble)).div_(count).to(x.scalar_type());
+  return {x - centre, y - centre};
+}
+
+}  // namespace mmcl_fast

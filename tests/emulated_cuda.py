@@ -1,0 +1,59 @@
+"""The host-emulated CUDA backend for the tests: csrc/cuda compiled as C++ against the emulator of
+csrc/cuda/emulation and registered as ``torch.ops.mmcl_fast_emu`` for CPU tensors.
+
+``load()`` builds it once per test session (torch's JIT extension build, ~1 minute on 2 cores).
+``cpu_ops_run_emulated_cuda()`` routes ``mmcl_fast``'s operators on CPU tensors through it, so
+the public losses, their autograd and the launcher's checks all run the CUDA source.
+"""
+import contextlib
+import importlib.util
+import warnings
+from pathlib import Path
+
+import torch
+from torch.utils.cpp_extension import load as load_extension
+
+from mmcl_fast import _ops
+
+REPO = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("_build_config", REPO / "mmcl_fast" / "_build_config.py")
+build_config = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(build_config)
+
+_module = None
+
+
+def load():
+    """The compiled emulated backend (a Python module with the emulator's controls)."""
+    global _module
+    if _module is None:
+        _module = load_extension(
+            name="mmcl_fast_C_emu",
+            sources=[str(REPO / s) for s in build_config.EMULATED_CUDA_SOURCES],
+            extra_cflags=list(build_config.EMULATED_CUDA_FLAGS),
+            extra_include_paths=[str(REPO / d) for d in build_config.EMULATED_CUDA_INCLUDES],
+            verbose=False)
+    return _module
+
+
+@contextlib.contextmanager
+def cpu_ops_run_emulated_cuda(concurrent_blocks: int = 1):
+    """Within the block, ``torch.ops.mmcl_fast.lse_fwd/lse_bwd`` on CPU tensors run the emulated
+    CUDA implementation (half-precision inputs included); ``concurrent_blocks`` blocks run at once."""
+    module = load()
+    _ops.load_backend()
+    lib = torch.library.Library("mmcl_fast", "IMPL")
+    previous_blocks = module.concurrent_blocks()
+    module.set_concurrent_blocks(concurrent_blocks)
+    native_half = _ops.native_half_precision
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="(?s).*Overriding a previously registered kernel")
+            lib.impl("lse_fwd", torch.ops.mmcl_fast_emu.lse_fwd.default, "CPU")
+            lib.impl("lse_bwd", torch.ops.mmcl_fast_emu.lse_bwd.default, "CPU")
+        _ops.native_half_precision = lambda device: device.type in ("cpu", "cuda")
+        yield module
+    finally:
+        _ops.native_half_precision = native_half
+        module.set_concurrent_blocks(previous_blocks)
+        lib._destroy()
