@@ -1,26 +1,55 @@
-"""The CMake build: native library + dispatcher-level C++ test, and the nvcc compile check."""
+"""The CMake build: native library + dispatcher-level C++ test, the emulated CUDA kernels with
+their sanitizer and mutation tests, the nvcc compile check, and the launcher's compile check
+against CUDA torch headers."""
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests" / "native"))
+import torch_cuda_headers  # noqa: E402
+
+EMULATED_CTESTS = ("emulated_kernels", "emulated_kernels_tsan", "emulated_kernels_asan",
+                   "emulated_tsan_sees_missing_syncthreads", "emulated_tsan_sees_missing_syncwarp",
+                   "emulated_asan_sees_overrun")
+
+
+def _run(*cmd):
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
-def test_cmake_build_and_native_test(tmp_path):
+def test_cmake_build_native_and_emulated_tests(tmp_path):
     build = tmp_path / "build"
-    def run(*cmd):
-        return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
-
-    cfg = run("cmake", "-S", ".", "-B", str(build), "-DCMAKE_BUILD_TYPE=Release")
+    cfg = _run("cmake", "-S", ".", "-B", str(build), "-DCMAKE_BUILD_TYPE=Release")
     assert cfg.returncode == 0, cfg.stdout[-3000:] + cfg.stderr[-3000:]
     assert (build / "compile_commands.json").exists()
     if shutil.which("nvcc") and list((REPO / "csrc" / "cuda").glob("*.cu")):
         assert "compile-checking" in cfg.stdout
-    bld = run("cmake", "--build", str(build), "-j2")
+    bld = _run("cmake", "--build", str(build), "-j2")
     assert bld.returncode == 0, bld.stdout[-5000:] + bld.stderr[-3000:]
-    test = run("ctest", "--test-dir", str(build), "--output-on-failure")
+    test = _run("ctest", "--test-dir", str(build), "--output-on-failure")
     assert test.returncode == 0, test.stdout[-3000:]
+    for name in ("native_ops", *EMULATED_CTESTS):  # each one ran and passed
+        assert any(name in line and "Passed" in line.split(name, 1)[1] for line in test.stdout.splitlines()
+                   if f" {name} " in line), (name, test.stdout[-3000:])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
+def test_cuda_launcher_compiles_against_cuda_torch_headers(tmp_path):
+    """csrc/cuda_launch.cpp and ops.cpp's CUDA registration, compiled -Wall -Wextra -Werror against
+    the pinned torch's c10/cuda and ATen headers (plus the one header a CUDA build generates)."""
+    wheel, toolkit = torch_cuda_headers.find_cuda_wheel(), torch_cuda_headers.cuda_toolkit_include()
+    if wheel is None or toolkit is None:
+        pytest.skip(f"needs a CUDA torch wheel ({wheel}) and the CUDA toolkit headers ({toolkit})")
+    dirs = torch_cuda_headers.pinned_headers(tmp_path / "headers", wheel, toolkit)
+    build = tmp_path / "build"
+    cfg = _run("cmake", "-S", ".", "-B", str(build), f"-DMMCL_FAST_TORCH_CUDA_INCLUDE={';'.join(dirs)}")
+    assert cfg.returncode == 0 and "compile-checking the CUDA launcher" in cfg.stdout, cfg.stdout[-3000:]
+    bld = _run("cmake", "--build", str(build), "--target", "mmcl_fast_launcher_check", "-j2")
+    assert bld.returncode == 0, bld.stdout[-5000:] + bld.stderr[-3000:]
