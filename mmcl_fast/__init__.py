@@ -6,6 +6,7 @@ Public API::
     mf.symmetric_infonce(img, txt, temperature=0.07)             # CLIP loss
     mf.infonce(query, keys, labels=None, temperature=0.1)         # one direction, extra negatives
     mf.nt_xent(v1, v2, temperature=0.1)                           # SimCLR / NT-Xent
+    mf.symmetric_lpsimclr(h1, h2, h1_neg, h2_neg, temperature=1.0)  # the simulations' estimator
     mf.pairwise_lse(x, y, scale, "dot")                           # the underlying operator
     mf.backend_info()                                             # which implementation is active
     mf.ClipLoss(...)                          # drop-in for open_clip's ClipLoss (multi-process too)
@@ -16,9 +17,9 @@ Public API::
 from . import distributed
 from ._ops import backend_info, cpu_exp_rate, pairwise_lse
 from .clip_loss import ClipLoss
-from .losses import infonce, nt_xent, symmetric_infonce
+from .losses import infonce, lpsimclr, nt_xent, symmetric_infonce, symmetric_lpsimclr
 from .modules import NTXent, SymmetricInfoNCE
 
-__all__ = ["symmetric_infonce", "infonce", "nt_xent", "pairwise_lse", "backend_info", "cpu_exp_rate",
-           "ClipLoss", "SymmetricInfoNCE", "NTXent", "distributed"]
+__all__ = ["symmetric_infonce", "infonce", "nt_xent", "lpsimclr", "symmetric_lpsimclr", "pairwise_lse",
+           "backend_info", "cpu_exp_rate", "ClipLoss", "SymmetricInfoNCE", "NTXent", "distributed"]
 __version__ = "0.1.0"

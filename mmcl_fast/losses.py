@@ -233,3 +233,54 @@ def nt_xent(a: Tensor, b: Tensor, temperature: float | Tensor | None = None, *,
     neg_b = torch.logaddexp(_finite(bb_rows), _finite(ab_cols))
     pos = s * _positive_similarity(ka, kb, ksim)
     return _reduce(_softplus(torch.cat([neg_a, neg_b]) - torch.cat([pos, pos])), reduction)
+
+
+def lpsimclr(anchor: Tensor, positive: Tensor, negatives: Tensor, temperature: float | Tensor = 1.0, *,
+             alpha: float = 0.5, include_positive: bool = True, log_mean: bool = True,
+             reduction: str = "mean") -> Tensor:
+    r"""The Lp-SimCLR estimator (p = 2, squared norm) of the identifiability simulations, one direction.
+
+    Negatives come from their own batch (e.g. a second, independent batch through the anchor's
+    encoder), not from the other positives. With tau = ``temperature``,
+
+        pos_i   = ||anchor_i - positive_i||^2,      neg_ij = ||anchor_i - negatives_j||^2
+        denom_i = log mean( {exp(-neg_ij / tau)}_j  ∪  {exp(-pos_i / tau)} )
+        loss_i  = 2 [ alpha pos_i / tau + (1 - alpha) denom_i ]
+
+    The mean runs over the K negatives and the positive (K + 1 terms); ``include_positive=False``
+    leaves the positive out (K terms), ``log_mean=False`` takes the log-sum instead (the loss moves
+    by log(K + 1), the gradients do not). With the default alpha = 0.5, loss_i = pos_i / tau +
+    denom_i. The K negatives' LSE comes from the fused operator (never an M x K matrix); the
+    positive joins it through a log-add-exp. Half-precision inputs are computed in float32.
+    """
+    _check_pair(("anchor", "positive"), anchor, positive)
+    _check_pair(("anchor", "negatives"), anchor, negatives)
+    if anchor.shape[0] != positive.shape[0]:
+        raise ValueError(f"`anchor` and `positive` must hold the same number of pairs, got "
+                         f"{anchor.shape[0]} and {positive.shape[0]}")
+    _check_options("euclidean", reduction)
+    if not isinstance(alpha, Real) or not math.isfinite(alpha):
+        raise ValueError(f"`alpha` must be a finite number, got {alpha!r}")
+    if temperature is None:
+        raise ValueError("`temperature` must be given (the paper uses 1.0)")
+    s = _scale(temperature, None, anchor)
+    _, (ka, kp, kn) = _kernel_inputs("euclidean", anchor, positive, negatives)
+    row, _ = _ops.pairwise_lse(ka, kn, s, "euclidean", False, False)  # log sum_j exp(-neg_ij / tau)
+    pos = -_positive_similarity(ka, kp, "euclidean")
+    denom = torch.logaddexp(row, -s * pos) if include_positive else row
+    if log_mean:
+        denom = denom - math.log(negatives.shape[0] + (1 if include_positive else 0))
+    return _reduce(2.0 * (alpha * s * pos + (1.0 - alpha) * denom), reduction)
+
+
+def symmetric_lpsimclr(z1: Tensor, z2: Tensor, z1_negatives: Tensor, z2_negatives: Tensor,
+                       temperature: float | Tensor = 1.0, **options) -> Tensor:
+    r"""Both directions of :func:`lpsimclr`, averaged, as the simulations train it:
+
+        1/2 [ lpsimclr(z1, z2, z1_negatives) + lpsimclr(z2, z1, z2_negatives) ]
+
+    where ``z1_negatives`` / ``z2_negatives`` encode an independent batch with the same encoder
+    as ``z1`` / ``z2``. ``options`` are :func:`lpsimclr`'s keyword arguments.
+    """
+    return 0.5 * (lpsimclr(z1, z2, z1_negatives, temperature, **options)
+                  + lpsimclr(z2, z1, z2_negatives, temperature, **options))

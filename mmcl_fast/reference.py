@@ -48,6 +48,24 @@ def infonce(query, keys, labels=None, temperature=None, *, logit_scale=None, sim
     return _reduce(F.cross_entropy(logits, labels, reduction="none"), reduction)
 
 
+def lpsimclr(anchor, positive, negatives, temperature=1.0, *, alpha=0.5, include_positive=True,
+             log_mean=True, reduction="mean"):
+    """The estimator written out over the full M x K matrix of squared distances, in the order
+    of the simulations' original formulation: concatenate the positive's column, then logmeanexp."""
+    neg = (anchor[:, None, :] - negatives[None, :, :]).pow(2).sum(-1)
+    pos = (anchor - positive).pow(2).sum(-1)
+    terms = torch.cat([neg, pos[:, None]], dim=1) if include_positive else neg
+    denom = torch.logsumexp(-terms / temperature, dim=1)
+    if log_mean:
+        denom = denom - torch.log(torch.tensor(float(terms.shape[1]), dtype=terms.dtype))
+    return _reduce(2 * (alpha * pos / temperature + (1 - alpha) * denom), reduction)
+
+
+def symmetric_lpsimclr(z1, z2, z1_negatives, z2_negatives, temperature=1.0, **options):
+    return 0.5 * (lpsimclr(z1, z2, z1_negatives, temperature, **options)
+                  + lpsimclr(z2, z1, z2_negatives, temperature, **options))
+
+
 def nt_xent(a, b, temperature=None, *, logit_scale=None, similarity="cosine", reduction="mean"):
     n = a.shape[0]
     z = torch.cat([a, b])
