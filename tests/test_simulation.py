@@ -1,5 +1,6 @@
 """Generative process, evaluation and trainer of the numerical simulation."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -138,7 +139,7 @@ def test_short_training_reduces_the_loss_and_cli_writes_results(tmp_path):
     r = rows[0]
     first = simulate.Simulation(simulate.SimConfig(**{**r["config"], "hidden": tuple(r["config"]["hidden"])}))
     x1, x2, _ = first.process.sample(256, _gen(0))
-    assert r["final_train_loss"] < first.loss(x1, x2).item()  # trained below the initial loss
+    assert r["final_train_loss"] < first.loss(x1, x2, _gen(1)).item()  # trained below the initial loss
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved[0]["summary"].keys() >= {"content", "style", "modality"}
     assert (tmp_path / "results.csv").exists() and (tmp_path / "report.md").exists()
@@ -241,3 +242,36 @@ def test_quick_scale_applies_the_quick_hyperparameters_to_every_run_of_a_preset(
         assert (tuple(c["hidden"]), c["batch_size"], c["init"], c["lr"]) == ((64, 256, 256, 64), 512, "kaiming", 3e-3)
         assert c["steps"] == 3 and c["n_m"] == 0 and r["steps"] == 3   # explicit flags win
     assert "paper:" in (tmp_path / "report.md").read_text()
+
+
+def test_paper_presets_use_the_authors_estimator_widths_and_evaluation_size():
+    assert simulate.paper_hidden(15) == (150, 750, 750, 750, 750, 150)
+    for preset, d in (("table1b", 15), ("table4b", 10), ("table1a", 10)):
+        cfg = simulate.preset_runs(preset, seeds=1)[0][1]
+        assert cfg.loss == "lpsimclr" and cfg.eval_samples == 2 * 20480
+        sim = simulate.Simulation(replace(cfg, n_cond_draws=500))
+        assert [m.out_features for m in sim.g1 if isinstance(m, torch.nn.Linear)][:-1] == [10 * d, 50 * d, 50 * d,
+                                                                                          50 * d, 50 * d, 10 * d]
+    assert simulate.preset_runs("fig8", seeds=1)[0][1].steps == 3_000_000
+    assert simulate.preset_runs("quick")[0][1].loss == "symmetric_infonce"  # the tuned CPU default
+
+
+def test_statistical_dependence_shares_one_wishart_sigma_across_equal_blocks():
+    spec = LatentSpec(n_c=4, n_s=4, n_m=4, statistical=True)
+    sampler = LatentSampler(spec, seed=3)
+    assert not torch.equal(sampler.chol["c"], torch.eye(4))
+    for block in ("s", "m1", "m2"):
+        assert torch.equal(sampler.chol[block], sampler.chol["c"])
+    assert not torch.equal(LatentSampler(spec, seed=4).chol["c"], sampler.chol["c"])
+
+
+def test_lpsimclr_training_reduces_its_loss_and_validates_with_it(tmp_path):
+    cfg = _tiny(loss="lpsimclr", steps=40, batch_size=128)
+    sim = simulate.Simulation(cfg)
+    x1, x2, _ = sim.process.sample(512, _gen(5))
+    before = sim.loss(x1, x2, _gen(6)).item()
+    for _ in range(cfg.steps):
+        sim.step()
+    assert sim.loss(x1, x2, _gen(6)).item() < before
+    with pytest.raises(ValueError, match="loss must be one of"):
+        simulate.Simulation(_tiny(loss="nce"))

@@ -3,7 +3,9 @@
 Latents z = (c, s, m1, m2) (content, style, modality-specific), each block Gaussian:
 
 * independent:            every block ~ N(0, I);
-* statistical dependence: block ~ N(0, Sigma_block), Sigma_block ~ Wishart(n_block, I) (fixed seed);
+* statistical dependence: block ~ N(0, Sigma_block), Sigma_block ~ Wishart(n_block, I), each block's
+                          draw from its own generator seeded with the run's seed (as the authors'
+                          code does), so blocks of equal size share one Sigma;
 * causal dependence:      s <- s + B c + a with a_i, B_ij ~ N(0, 1), drawn once per run.
 
 Style change: s~ = s + mask * eps, mask_i ~ Bernoulli(p_change) per sample and dimension,
@@ -86,11 +88,13 @@ class LatentSampler:
 
     def __init__(self, spec: LatentSpec, seed: int = 0):
         self.spec = spec
-        rng = np.random.default_rng(seed)
         self.chol = {}
         for name, n in (("c", spec.n_c), ("s", spec.n_s), ("m1", spec.n_m), ("m2", spec.n_m)):
-            sigma = wishart_identity(n, rng) if (spec.statistical and n > 0) else np.eye(n)
+            # One generator per block, all seeded alike: Sigma_c = Sigma_s = Sigma_m1 = Sigma_m2
+            # whenever the sizes agree (the style-change noise uses Sigma_s too).
+            sigma = wishart_identity(n, np.random.default_rng(seed)) if (spec.statistical and n > 0) else np.eye(n)
             self.chol[name] = torch.from_numpy(np.linalg.cholesky(sigma) if n else sigma).float()
+        rng = np.random.default_rng([seed, 1])  # the causal map, independent of the Sigmas
         if spec.causal:
             self.a = torch.from_numpy(rng.standard_normal(spec.n_s)).float()
             self.B = torch.from_numpy(rng.standard_normal((spec.n_s, spec.n_c))).float()
