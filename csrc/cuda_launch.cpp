@@ -3,6 +3,8 @@
 // pointers plus the current stream to the kernels of csrc/cuda/pairwise_lse.cu.
 // Deterministic mode (column LSE by a second pass instead of an atomic merge) is selected by
 // torch.use_deterministic_algorithms(True) or MMCL_FAST_DETERMINISTIC=1.
+// No host synchronisation by default: the checks that read tensor data (finite inputs, a positive
+// scale) run only with MMCL_FAST_CHECKS=1 (mmcl_fast.set_checks(True)); see mmcl_fast/checks.py.
 // The same file builds the host-emulated test backend (csrc/cuda/emulation), on CPU tensors.
 #include "cuda_launch.h"
 
@@ -30,15 +32,22 @@ cuda::DType dtype_of(at::ScalarType t) {
   }
 }
 
+bool value_checks() {
+  const char* env = std::getenv("MMCL_FAST_CHECKS");
+  return env != nullptr && std::strcmp(env, "1") == 0;
+}
+
 bool deterministic() {
   const char* env = std::getenv("MMCL_FAST_DETERMINISTIC");
   return at::globalContext().deterministicAlgorithms() || (env != nullptr && std::strcmp(env, "1") == 0);
 }
 
+// The scale as a one-element float32 tensor on x's device (no sync unless value checks are on).
 at::Tensor device_scale(const at::Tensor& scale, const at::Tensor& x) {
   auto s = scale.to(x.device(), at::kFloat).reshape({1}).contiguous();
-  TORCH_CHECK(((s > 0) & at::isfinite(s)).all().item<bool>(),
-              "scale (1/temperature or logit_scale) must be positive and finite, got ", s.item<float>());
+  if (value_checks())
+    TORCH_CHECK(((s > 0) & at::isfinite(s)).all().item<bool>(),
+                "scale (1/temperature or logit_scale) must be positive and finite, got ", s.item<float>());
   return s;
 }
 
@@ -64,8 +73,10 @@ std::tuple<at::Tensor, at::Tensor> lse_fwd_cuda(const at::Tensor& x_in, const at
   check_common("lse_fwd", x_in, y_in, scale, sim);
   dtype_of(x_in.scalar_type());  // refuses dtypes the kernels lack
   LaunchDeviceGuard guard(x_in.device());
-  check_finite("lse_fwd", "x", x_in);
-  check_finite("lse_fwd", "y", y_in);
+  if (value_checks()) {
+    check_finite("lse_fwd", "x", x_in);
+    check_finite("lse_fwd", "y", y_in);
+  }
   const auto [xc, yc] = centred_if_euclidean(x_in, y_in, sim);
   auto x = xc.contiguous(), y = yc.contiguous();
   auto s = device_scale(scale, x);

@@ -9,6 +9,7 @@ Public API::
     mf.symmetric_lpsimclr(h1, h2, h1_neg, h2_neg, temperature=1.0)  # the simulations' estimator
     mf.pairwise_lse(x, y, scale, "dot")                           # the underlying operator
     mf.backend_info()                                             # which implementation is active
+    mf.set_checks(True)                   # NaN/scale/label checks on CUDA too (they sync the host)
     mf.ClipLoss(...)                          # drop-in for open_clip's ClipLoss (multi-process too)
     mf.SymmetricInfoNCE(temperature=0.07, learnable=True)         # modules owning the scale
     mf.NTXent(temperature=0.1)
@@ -16,10 +17,11 @@ Public API::
 """
 from . import distributed
 from ._ops import backend_info, cpu_exp_rate, pairwise_lse
+from .checks import set_checks
 from .clip_loss import ClipLoss
 from .losses import infonce, lpsimclr, nt_xent, symmetric_infonce, symmetric_lpsimclr
 from .modules import NTXent, SymmetricInfoNCE
 
 __all__ = ["symmetric_infonce", "infonce", "nt_xent", "lpsimclr", "symmetric_lpsimclr", "pairwise_lse",
-           "backend_info", "cpu_exp_rate", "ClipLoss", "SymmetricInfoNCE", "NTXent", "distributed"]
+           "backend_info", "cpu_exp_rate", "set_checks", "ClipLoss", "SymmetricInfoNCE", "NTXent", "distributed"]
 __version__ = "0.1.0"

@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from . import _ops, losses
+from .checks import value_checks
 from .losses import _check_options, _check_pair, _kernel_inputs, _positive_similarity, _scale
 
 # torch >= 2.10 names the single-tensor collectives *_single; older releases *_tensor.
@@ -160,7 +161,8 @@ def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None =
     if w == 1:
         return losses.symmetric_infonce(a, b, temperature, logit_scale=logit_scale,
                                         similarity=similarity)
-    check_equal_batches(a.shape[0], a.device, group)
+    if value_checks(a.device):
+        check_equal_batches(a.shape[0], a.device, group)
     s = _scale(temperature, logit_scale, a)
     ksim, (ka, kb) = _kernel_inputs(similarity, a, b)
     if ddp_scaling:

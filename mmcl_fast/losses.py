@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import _ops
+from .checks import value_checks
 
 SIMILARITIES = ("cosine", "dot", "euclidean", "l1")
 REDUCTIONS = ("mean", "sum", "none")
@@ -191,7 +192,8 @@ def infonce(query: Tensor, keys: Tensor, labels: Tensor | None = None,
             raise TypeError(f"`labels` must be an integer tensor, got {labels.dtype}")
         if labels.device != query.device:
             raise ValueError(f"`labels` is on {labels.device} but `query` on {query.device}")
-        if not torch.compiler.is_compiling() and bool(((labels < 0) | (labels >= n)).any()):
+        if (value_checks(labels.device) and not torch.compiler.is_compiling()
+                and bool(((labels < 0) | (labels >= n)).any())):
             raise ValueError(f"`labels` must lie in [0, {n})")
     s = _scale(temperature, logit_scale, query)
     ksim, (kq, kk) = _kernel_inputs(similarity, query, keys)

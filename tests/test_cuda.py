@@ -178,3 +178,47 @@ def test_emulated_float_to_half_rounds_to_nearest_even():
     values = torch.cat([wide, ties, -ties, edges])
     for bf16, dtype in ((False, torch.float16), (True, torch.bfloat16)):
         assert torch.equal(module.to_half_bits(values, bf16), values.to(dtype).view(torch.int16))
+
+
+# --- host synchronisation (mmcl_fast/checks.py) ---
+
+def _profiled_ops(fn):
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return {e.name for e in prof.events()}
+
+
+def _fwd_bwd(x, y, s):
+    row, col = torch.ops.mmcl_fast.lse_fwd(x, y, s, "euclidean", True, True)
+    torch.ops.mmcl_fast.lse_bwd(torch.ones_like(row), torch.ones_like(col), x, y, s, row, col, "euclidean", True,
+                                [True, True, True])
+
+
+SYNC_OPS = {"aten::item", "aten::_local_scalar_dense"}
+
+
+@pytest.mark.parametrize("deterministic", ["0", "1"])
+def test_cuda_launcher_does_not_sync_by_default_and_checks_on_request(device, deterministic, monkeypatch):
+    """Without MMCL_FAST_CHECKS the CUDA forward and backward read no tensor data on the host (no
+    .item() anywhere in the call tree, so the calls can be captured in a CUDA graph); with it, a
+    NaN input and a negative scale are refused."""
+    g = torch.Generator().manual_seed(2)
+    x, y = (torch.randn(70, 6, generator=g).to(device) for _ in range(2))
+    s = torch.tensor(2.0, device=device)
+    monkeypatch.delenv("MMCL_FAST_CHECKS", raising=False)
+    monkeypatch.setenv("MMCL_FAST_DETERMINISTIC", deterministic)
+    assert not SYNC_OPS & _profiled_ops(lambda: _fwd_bwd(x, y, s))
+    nan_x = x.clone()
+    nan_x[3, 1] = float("nan")
+    row, col = torch.ops.mmcl_fast.lse_fwd(nan_x, y, s, "dot", False, True)
+    assert torch.isnan(row[3]) and torch.isfinite(row[:3]).all()  # propagates, as in PyTorch
+    assert torch.isnan(col).all()  # every column sums over row 3
+    mf.set_checks(True)
+    try:
+        assert SYNC_OPS & _profiled_ops(lambda: _fwd_bwd(x, y, s))
+        with pytest.raises(RuntimeError, match="x contains NaN or Inf"):
+            torch.ops.mmcl_fast.lse_fwd(nan_x, y, s, "dot", False, True)
+        with pytest.raises(RuntimeError, match="must be positive and finite"):
+            torch.ops.mmcl_fast.lse_fwd(x, y, -s, "dot", False, True)
+    finally:
+        mf.set_checks(False)

@@ -48,6 +48,12 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float
 // exp(v - m) with a running max m = -inf (nothing seen yet) treated as 0, so exp(-inf) = 0.
 __device__ __forceinline__ float exp_offset(float m) { return m == -INFINITY ? 0.f : m; }
 
+// log(sum) from a running (max, sum): -inf for an empty sum, NaN when a NaN logit reached the sum
+// (fmaxf skips NaN, so the max alone cannot carry it).
+__device__ __forceinline__ float finish_lse(float m, float s) {
+  return s > 0.f ? m + logf(s) : (s == 0.f ? -INFINITY : __int_as_float(0x7fffffff));
+}
+
 __device__ __forceinline__ unsigned long long pack_pair(float m, float s) {
   return (static_cast<unsigned long long>(__float_as_uint(s)) << 32) | __float_as_uint(m);
 }
@@ -158,12 +164,13 @@ lse_rows_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t na, in
       for (int r = q * 16; r < q * 16 + 16; ++r) acc += expf(Ls[r][grp] - off);
       acc += __shfl_xor_sync(0xffffffffu, acc, 1);
       acc += __shfl_xor_sync(0xffffffffu, acc, 2);
-      if (q == 0 && c0 + grp < nb && m != -INFINITY) merge_pair(&col_pairs[c0 + grp], m, acc);
+      // an all-masked tile adds nothing; a NaN (acc NaN, m -inf) must still reach the column
+      if (q == 0 && c0 + grp < nb && (m != -INFINITY || acc != 0.f)) merge_pair(&col_pairs[c0 + grp], m, acc);
     }
     __syncthreads();
   }
   if (tid < BM && r0 + tid < na)
-    row_lse[r0 + tid] = rsum[tid] > 0.f ? rmax[tid] + logf(rsum[tid]) : -INFINITY;
+    row_lse[r0 + tid] = finish_lse(rmax[tid], rsum[tid]);
 }
 
 template <int SIM>
@@ -254,7 +261,7 @@ __global__ void finish_pairs_kernel(const unsigned long long* p, int64_t n, floa
   if (i >= n) return;
   const float m = __uint_as_float(static_cast<unsigned>(p[i] & 0xffffffffu));
   const float s = __uint_as_float(static_cast<unsigned>(p[i] >> 32));
-  lse[i] = s > 0.f ? m + logf(s) : -INFINITY;
+  lse[i] = finish_lse(m, s);
 }
 
 template <typename T>
