@@ -34,7 +34,7 @@ from torch import nn
 
 from mmcl_fast import symmetric_infonce, symmetric_lpsimclr
 
-from ..common.config_flags import add_config_flags, config_overrides
+from ..common.config_flags import add_config_flags, config_overrides, option
 from ..common.evaluation import accuracy_scores, r2_scores
 from ..common.lr_schedule import SCHEDULES, learning_rate
 from .sim_data import DISCRETE_GROUPS, LatentSpec, MultimodalProcess
@@ -52,35 +52,36 @@ def paper_hidden(d_in: int) -> tuple[int, ...]:
 @dataclass
 class SimConfig:
     # generative process
-    n_c: int = 5
-    n_s: int = 5
-    n_m: int = 5
-    p_change: float = 0.75
-    statistical: bool = False
-    causal: bool = False
-    discrete: str = ""               # "", "content", "style" or "modality" (paper Fig. 5)
-    n_classes: int = 5               # k classes per discrete component
-    multimodal: bool = True          # f1 != f2 and two encoders; False: the original setting
-    cond_threshold_ratio: float = 1e-3
-    n_cond_draws: int = 25_000
+    n_c: int = option(5, "content dimensions")
+    n_s: int = option(5, "style dimensions")
+    n_m: int = option(5, "modality-specific dimensions per modality (0: none)")
+    p_change: float = option(0.75, "probability that a style dimension changes between the modalities")
+    statistical: bool = option(False, "statistical dependence: each block ~ N(0, Wishart Sigma)")
+    causal: bool = option(False, "causal dependence: s <- s + B c + a")
+    discrete: str = option("", "discrete group (paper Fig. 5): content, style or modality; empty: none")
+    n_classes: int = option(5, "classes per discrete component")
+    multimodal: bool = option(True, "f1 != f2 and two encoders; false: the original setting (f1 = f2)")
+    cond_threshold_ratio: float = option(1e-3, "mixing layers are redrawn above this condition-number quantile")
+    n_cond_draws: int = option(25_000, "random matrices drawn to estimate that quantile")
     # model and optimisation (paper defaults, Table 2a)
-    encoding_size: int = 5
-    hidden: tuple[int, ...] | None = None   # None: paper_hidden(input dimension)
-    loss: str = "lpsimclr"           # the paper's estimator, or "symmetric_infonce" (in-batch negatives)
-    batch_size: int = 6144
-    steps: int = 300_000
-    lr: float = 1e-4
-    lr_schedule: str = "constant"    # "constant" (paper) or "cosine" (decays to 0 at `steps`)
-    init: str = "torch"              # "torch" (PyTorch's default, the paper's code) or "kaiming"
-    grad_clip: float = 2.0
-    temperature: float = 1.0
-    seed: int = 0
-    # evaluation: probes fit on the first half of the samples, scored on the second (the paper:
-    # 20,480 + 20,480)
-    eval_samples: int = 40960
-    nonlinear_eval: bool = True
-    intervention: bool = False
-    checkpoint_every: int = 2000
+    encoding_size: int = option(5, "encoder output dimension")
+    hidden: tuple[int, ...] | None = option(None, "encoder hidden widths (default: 10d, 50d x4, 10d for input d)")
+    loss: str = option("lpsimclr", "lpsimclr (the paper's estimator, negatives from a second batch) or "
+                       "symmetric_infonce (the batch's other pairs)")
+    batch_size: int = option(6144, "pairs per step")
+    steps: int = option(300_000, "training steps")
+    lr: float = option(1e-4, "Adam learning rate")
+    lr_schedule: str = option("constant", "constant (the paper) or cosine (decays to 0 at --steps)")
+    init: str = option("torch", "encoder init: torch (PyTorch's default, the paper's code) or kaiming")
+    grad_clip: float = option(2.0, "gradient-norm clipping threshold")
+    temperature: float = option(1.0, "loss temperature tau")
+    seed: int = option(0, "seed of the process, the encoders and the batches")
+    # evaluation
+    eval_samples: int = option(40960, "evaluation samples: probes fit on the first half, scored on the second "
+                               "(the paper: 20,480 + 20,480)")
+    nonlinear_eval: bool = option(True, "also fit kernel-ridge (or MLP-classifier) probes")
+    intervention: bool = option(False, "also evaluate under test-time interventions (paper Fig. 8)")
+    checkpoint_every: int = option(2000, "steps between checkpoints")
 
     def spec(self) -> LatentSpec:
         return LatentSpec(self.n_c, self.n_s, self.n_m, self.p_change, self.statistical, self.causal,
@@ -473,13 +474,14 @@ def run_preset(name: str, out_dir: Path, overrides: dict, seeds: int = 3, progre
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(prog="mmcl-fast simulate", description=__doc__,
                                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="quick", choices=PRESETS)
+    p.add_argument("--preset", default="quick", choices=PRESETS,
+                   help="quick (the CPU default), paper (one run), or a table/figure of the paper")
     p.add_argument("--out", default=None, help="output folder (default runs/simulate-PRESET)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per setting for table/figure presets")
     p.add_argument("--scale", choices=("paper", "quick"), default="paper",
                    help="table/figure presets: the paper's hyperparameters, or the quick preset's "
                         "encoder, batch, steps and optimiser (a CPU-sized version of every run)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_flags(p, SimConfig, {
         "lr_schedule": dict(choices=SCHEDULES),
         "init": dict(choices=INITS),

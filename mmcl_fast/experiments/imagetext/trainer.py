@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from torch import nn
 
 from mmcl_fast import nt_xent, symmetric_infonce
 
-from ..common.config_flags import add_config_flags, config_overrides
+from ..common.config_flags import add_config_flags, config_overrides, option
 from ..common.evaluation import classification_accuracy, r2_scores
 from ..common.lr_schedule import SCHEDULES, learning_rate
 from . import procedural_m3di as m3di
@@ -48,32 +48,33 @@ CHANCE = {"shape": 1 / 7, "x": 1 / 3, "y": 1 / 3, "phrasing": 1 / 5}
 @dataclass
 class ImageTextConfig:
     # data
-    image_size: int = 64
-    n_train: int = 10_000
-    n_val: int = 2_000                   # the probes' fitting set (the paper's code: val -> test)
-    n_test: int = 1_000
-    causal: bool = False
-    data_dir: str | None = None          # cache of the .npz splits (default: <out>/data)
+    image_size: int = option(64, "image side in pixels")
+    n_train: int = option(10_000, "training pairs")
+    n_val: int = option(2_000, "pairs the probes are fit on")
+    n_test: int = option(1_000, "pairs the probes are scored on")
+    causal: bool = option(False, "causal dependence between the latent factors")
+    data_dir: str | None = option(None, "cache of the .npz splits (default: <out>/data)")
     # model and optimisation. Quick CPU defaults; the paper: batch 256, lr 1e-5, 100k steps,
     # temperature 1, constant lr, no warmup, torchvision's default init. At temperature 1 a few
     # hundred CPU steps learn position but not shape; temperature 0.1, a cosine decay after a
     # 50-step warmup and residual blocks that start as identities were the best of a short
     # search (benchmarks/RESULTS.md).
-    encoding_size: int = 4
-    batch_size: int = 64
-    steps: int = 800
-    lr: float = 1e-3
-    lr_schedule: str = "cosine"          # or "constant" (the paper)
-    warmup_steps: int = 50               # linear lr ramp over the first steps (0: none)
-    zero_init_residual: bool = True      # ResNet blocks start as their shortcut (the paper: False)
-    grad_clip: float = 2.0
-    temperature: float = 0.1
-    loss: str = "symmetric_infonce"      # or "nt_xent"
-    seed: int = 0
-    checkpoint_every: int = 100
-    eval_every: int = 0                  # validation loss every N steps (0: only at the end)
-    threads: int = 0                     # torch threads (0: torch's default)
-    encoding_sizes: list[int] = field(default_factory=list)   # sweep (empty: one run)
+    encoding_size: int = option(4, "encoder output dimension")
+    batch_size: int = option(64, "pairs per step")
+    steps: int = option(800, "training steps")
+    lr: float = option(1e-3, "Adam learning rate")
+    lr_schedule: str = option("cosine", "cosine or constant (the paper)")
+    warmup_steps: int = option(50, "linear learning-rate ramp over the first steps (0: none)")
+    zero_init_residual: bool = option(True, "ResNet blocks start as their shortcut (the paper: false)")
+    grad_clip: float = option(2.0, "gradient-norm clipping threshold")
+    temperature: float = option(0.1, "loss temperature")
+    loss: str = option("symmetric_infonce", "symmetric_infonce or nt_xent")
+    seed: int = option(0, "seed of the data, the encoders and the batches")
+    checkpoint_every: int = option(100, "steps between checkpoints")
+    eval_every: int = option(0, "validation loss every N steps (0: only at the end)")
+    threads: int = option(0, "torch threads (0: torch's default)")
+    encoding_sizes: list[int] = option(default_factory=list,
+                                       help="sweep: one run per encoding size, plus the Fig. 3 plot (empty: one run)")
 
 
 class ImageEncoder(nn.Module):
@@ -317,8 +318,7 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     add_config_flags(p, ImageTextConfig, {
         "loss": dict(choices=("symmetric_infonce", "nt_xent")),
         "lr_schedule": dict(choices=SCHEDULES),
-        "encoding_sizes": dict(type=int, nargs="+",
-                               help="sweep: one run per encoding size, plus the Fig. 3 plot")})
+        "encoding_sizes": dict(type=int, nargs="+")})
     p.add_argument("--out", default="runs/imagetext", help="output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p

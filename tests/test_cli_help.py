@@ -1,0 +1,33 @@
+"""Every command-line flag of the trainers has a help text, taken from the config dataclasses."""
+import argparse
+import dataclasses
+
+import pytest
+
+from mmcl_fast.experiments.common.config_flags import add_config_flags, option
+from mmcl_fast.experiments.identifiability import simulate
+from mmcl_fast.experiments.imagetext import trainer
+
+
+@pytest.mark.parametrize("build, config", [(simulate.build_parser, simulate.SimConfig),
+                                           (trainer.build_parser, trainer.ImageTextConfig)])
+def test_every_flag_has_a_help_text(build, config):
+    parser = build()
+    flags = {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}
+    for f in dataclasses.fields(config):
+        assert f.name in flags, f.name
+        assert f.metadata["help"] in flags[f.name].help  # the text comes from the dataclass field
+    for dest, action in flags.items():
+        assert action.help and len(action.help) > 10, dest
+
+
+def test_a_config_field_without_help_is_refused():
+    @dataclasses.dataclass
+    class Bare:
+        documented: int = option(1, "a documented option")
+        bare: int = 2
+
+    with pytest.raises(ValueError, match="Bare.bare has no help text"):
+        add_config_flags(argparse.ArgumentParser(), Bare)
+    with pytest.raises(ValueError, match="needs a help text"):
+        option(3, "")
