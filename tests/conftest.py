@@ -21,6 +21,7 @@ os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 import pytest  # noqa: E402  (after the environment above)
 import torch  # noqa: E402
 from hypothesis import HealthCheck, settings  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 settings.register_profile(
     "default", deadline=None, max_examples=int(os.environ.get("MMCL_FAST_EXAMPLES", "40")),
@@ -30,6 +31,19 @@ settings.load_profile("default")
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 device_params = pytest.mark.parametrize(
     "device", [pytest.param(d, marks=pytest.mark.cuda) if d == "cuda" else d for d in DEVICES])
+
+
+class OpRecorder(TorchDispatchMode):
+    """Records (op, args) of every operator called from Python inside ``with OpRecorder() as rec``
+    (calls nested inside a C++ kernel are not seen)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls.append((func, args))
+        return func(*args, **(kwargs or {}))
 
 
 def rel_err(out, ref, floor=1e-6):

@@ -6,19 +6,16 @@ csrc/cuda/emulation and registered as ``torch.ops.mmcl_fast_emu`` for CPU tensor
 the public losses, their autograd and the launcher's checks all run the CUDA source.
 """
 import contextlib
-import importlib.util
 import warnings
 from pathlib import Path
 
 import torch
 from torch.utils.cpp_extension import load as load_extension
 
+from mmcl_fast import _build_config as build_config
 from mmcl_fast import _ops
 
 REPO = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("_build_config", REPO / "mmcl_fast" / "_build_config.py")
-build_config = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(build_config)
 
 _module = None
 

@@ -3,20 +3,11 @@ layer never reads tensor data back (no aten::_local_scalar_dense)."""
 import os
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import mmcl_fast as mf
 from mmcl_fast.checks import value_checks
 
-
-class _OpRecorder(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.names = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.names.append(str(func))
-        return func(*args, **(kwargs or {}))
+from conftest import OpRecorder
 
 
 def test_loss_call_reads_no_tensor_data_from_python():
@@ -24,10 +15,11 @@ def test_loss_call_reads_no_tensor_data_from_python():
     b = torch.randn(40, 8, requires_grad=True)
     scale = torch.tensor(10.0, requires_grad=True)
     for loss_fn in (mf.symmetric_infonce, mf.nt_xent):
-        with _OpRecorder() as rec:
+        with OpRecorder() as rec:
             loss_fn(a, b, logit_scale=scale).backward()
-        assert rec.names, "the recorder saw no ops"
-        assert not [n for n in rec.names if "_local_scalar_dense" in n or n.startswith("aten.item")], rec.names
+        names = [str(func) for func, _ in rec.calls]
+        assert names, "the recorder saw no ops"
+        assert not [n for n in names if "_local_scalar_dense" in n or n.startswith("aten.item")], names
 
 
 def test_value_checks_always_on_cpu_and_opt_in_elsewhere(monkeypatch):

@@ -1,13 +1,12 @@
 """PyTorch's custom-op conventions: opcheck, needs_input_grad, fake kernels and output dtypes."""
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import mmcl_fast as mf
 from mmcl_fast import chunked
 from mmcl_fast import reference as ref
 
-from conftest import rel_err
+from conftest import OpRecorder, rel_err
 
 mf.backend_info()  # the ops are registered at the first call
 LSE_FWD, LSE_BWD = torch.ops.mmcl_fast.lse_fwd.default, torch.ops.mmcl_fast.lse_bwd.default
@@ -38,15 +37,9 @@ def test_opcheck_backward(similarity, output_mask):
     torch.library.opcheck(LSE_BWD, (gr, gc, x, y, s, row, col, similarity, False, output_mask))
 
 
-class _Recorder(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.masks = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is LSE_BWD:
-            self.masks.append(list(args[9]))
-        return func(*args, **(kwargs or {}))
+def _bwd_masks(rec: OpRecorder) -> list[list[bool]]:
+    """The output_mask of every lse_bwd call the recorder saw."""
+    return [list(args[9]) for func, args in rec.calls if func is LSE_BWD]
 
 
 @pytest.mark.parametrize("similarity", ["cosine", "euclidean", "l1"])
@@ -57,9 +50,10 @@ def test_frozen_tower_skips_its_gradient(similarity, d):
     g = torch.Generator().manual_seed(d)
     img = torch.randn(33, d, generator=g, requires_grad=True)
     txt = torch.randn(33, d, generator=g)
-    with _Recorder() as rec:
+    with OpRecorder() as rec:
         mf.symmetric_infonce(img, txt, temperature=0.2, similarity=similarity).backward()
-    assert rec.masks and all(mask == [True, False, False] for mask in rec.masks), rec.masks
+    masks = _bwd_masks(rec)
+    assert masks and all(mask == [True, False, False] for mask in masks), masks
     assert txt.grad is None
     want_img = img.detach().double().requires_grad_()
     ref.symmetric_infonce(want_img, txt.double(), temperature=0.2, similarity=similarity).backward()
@@ -69,9 +63,10 @@ def test_frozen_tower_skips_its_gradient(similarity, d):
 def test_frozen_features_with_a_learnable_scale():
     a, b = torch.randn(20, 8), torch.randn(20, 8)
     log_scale = torch.tensor(1.5, requires_grad=True)
-    with _Recorder() as rec:
+    with OpRecorder() as rec:
         mf.symmetric_infonce(a, b, logit_scale=log_scale.exp()).backward()
-    assert all(mask == [False, False, True] for mask in rec.masks), rec.masks
+    masks = _bwd_masks(rec)
+    assert all(mask == [False, False, True] for mask in masks), masks
     want = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
     ref.symmetric_infonce(a.double(), b.double(), logit_scale=want.exp()).backward()
     assert rel_err(log_scale.grad, want.grad) < 1e-5
