@@ -152,6 +152,24 @@ def test_logit_scale_100_column_merge_is_exact(device, monkeypatch):
     assert rel_err(row.cpu(), torch.logsumexp(logits, 1)) < 1e-5
 
 
+@pytest.mark.parametrize("similarity", ["dot", "euclidean", "l1"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_opcheck_on_the_cuda_implementation(device, similarity, dtype):
+    """torch.library.opcheck (schema, fake kernel, autograd registration, AOT dispatch) with the
+    CUDA implementation behind both ops."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(7, 5, generator=g).to(device, dtype).requires_grad_()
+    y = torch.randn(9, 5, generator=g).to(device, dtype).requires_grad_()
+    s = torch.tensor(0.8, device=device, requires_grad=True)
+    fwd, bwd = torch.ops.mmcl_fast.lse_fwd.default, torch.ops.mmcl_fast.lse_bwd.default
+    torch.library.opcheck(fwd, (x, y, s, similarity, False, True))
+    torch.library.opcheck(fwd, (x[:7], y[:7], s, similarity, True, False))
+    row, col = fwd(x.detach(), y.detach(), s.detach(), similarity, False, True)
+    for mask in ([True, True, True], [False, True, False]):
+        torch.library.opcheck(bwd, (torch.rand_like(row), torch.rand_like(col), x.detach(), y.detach(), s.detach(),
+                                    row, col, similarity, False, mask))
+
+
 # --- the emulator's own conversions (no GPU needed) ---
 
 def test_emulated_half_to_float_is_exact_for_every_bit_pattern():
