@@ -275,3 +275,16 @@ def test_lpsimclr_training_reduces_its_loss_and_validates_with_it(tmp_path):
     assert sim.loss(x1, x2, _gen(6)).item() < before
     with pytest.raises(ValueError, match="loss must be one of"):
         simulate.Simulation(_tiny(loss="nce"))
+
+
+def test_preset_runs_live_in_folders_named_by_label_so_more_seeds_resume(tmp_path):
+    for name in ("table1b", "fig6", "fig7"):
+        dirs = [simulate.run_directory(label) for label, _ in simulate.preset_runs(name, seeds=3)]
+        assert len(set(dirs)) == len(dirs) and all("/" not in d and " " not in d for d in dirs)
+    tiny = dict(hidden=(8,), batch_size=32, steps=4, eval_samples=100, n_cond_draws=200, nonlinear_eval=False,
+                n_c=2, n_s=2, n_m=1)
+    one = simulate.run_preset("table4b", tmp_path, tiny, seeds=1, progress=False)
+    two = simulate.run_preset("table4b", tmp_path, tiny, seeds=2, progress=False)
+    assert len(one) == 5 and len(two) == 10
+    reused = [r for r in two if r["config"]["seed"] == 0]
+    assert [r["train_seconds"] for r in reused] == [r["train_seconds"] for r in one]  # not trained again

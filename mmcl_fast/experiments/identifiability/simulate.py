@@ -444,6 +444,12 @@ def plot_preset(name: str, rows: list[dict], path: Path) -> bool:
     return True
 
 
+def run_directory(label: str) -> str:
+    """The folder of one run, named by its label ("p=0.75 stat=1 caus=0 seed=0" ->
+    "p-0.75_stat-1_caus-0_seed-0"), so that a preset resumed with more seeds finds its earlier runs."""
+    return label.replace(" ", "_").replace("=", "-")
+
+
 def run_preset(name: str, out_dir: Path, overrides: dict, seeds: int = 3, progress: bool = True) -> list[dict]:
     """Run (or resume) every run of a preset; write results.csv/json, report.md and a figure."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -453,7 +459,7 @@ def run_preset(name: str, out_dir: Path, overrides: dict, seeds: int = 3, progre
         cfg = replace(cfg, **overrides)
         if progress:
             print(f"[{i + 1}/{len(runs)}] {label}")
-        rows.append(train(cfg, out_dir / f"run{i:03d}", progress=progress))
+        rows.append(train(cfg, out_dir / run_directory(label), progress=progress))
     (out_dir / "results.json").write_text(json.dumps(rows, indent=1))
     with open(out_dir / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
