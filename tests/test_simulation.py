@@ -151,7 +151,7 @@ def test_report_places_paper_numbers_next_to_results():
            "summary": {"content": 0.9, "style": 0.5, "modality": 0.0}}
     text = simulate.report("table1b", [row])
     assert "0.95, 0.01, 0.56, 0.23, 0.00, 0.00" in text  # paper row (0.75, stat, no causal)
-    assert len(simulate.preset_runs("table1b", seeds=3)) == 15
+    assert len(simulate.preset_runs("table1b", seeds=3)) == 3 * len(simulate.TABLE1_ROWS)
 
 
 @pytest.mark.parametrize("hidden", [(64, 256, 64), (150, 750, 150)])
@@ -285,6 +285,6 @@ def test_preset_runs_live_in_folders_named_by_label_so_more_seeds_resume(tmp_pat
                 n_c=2, n_s=2, n_m=1)
     one = simulate.run_preset("table4b", tmp_path, tiny, seeds=1, progress=False)
     two = simulate.run_preset("table4b", tmp_path, tiny, seeds=2, progress=False)
-    assert len(one) == 5 and len(two) == 10
+    assert len(one) == len(simulate.TABLE1_ROWS) and len(two) == 2 * len(simulate.TABLE1_ROWS)
     reused = [r for r in two if r["config"]["seed"] == 0]
     assert [r["train_seconds"] for r in reused] == [r["train_seconds"] for r in one]  # not trained again

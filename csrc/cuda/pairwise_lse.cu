@@ -1,4 +1,4 @@
-// CUDA kernels of the pairwise log-sum-exp operator (v1: exact, deterministic-capable, SIMT).
+// CUDA kernels of the pairwise log-sum-exp operator: exact, deterministic-capable, SIMT (CUDA cores).
 //
 // Formulas: see pairwise_lse.cuh. Everything is built from two generic "row" kernels over
 // (A, B) = (X, Y) or (Y, X), which is possible because the problem is symmetric:

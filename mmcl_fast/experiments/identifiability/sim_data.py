@@ -77,6 +77,11 @@ class LatentSpec:
         return self.n_c + self.n_s + self.n_m
 
 
+# Random streams derived from a run's seed: the mixing MLPs' condition-number threshold, and f1, f2.
+THRESHOLD_SEED_OFFSET = 1
+MIXING_SEED_OFFSETS = (101, 202)
+
+
 def wishart_identity(n: int, rng: np.random.Generator) -> np.ndarray:
     """One draw of Wishart(n, I_n): sum of n outer products of N(0, I_n) vectors."""
     g = rng.standard_normal((n, n))
@@ -140,7 +145,7 @@ class InvertibleMLP(nn.Module):
                  cond_threshold_ratio: float = 1e-3, n_cond_draws: int = 25_000):
         super().__init__()
         rng = np.random.default_rng(seed)
-        self.threshold = condition_threshold(d, cond_threshold_ratio, n_cond_draws, seed=seed + 1)
+        self.threshold = condition_threshold(d, cond_threshold_ratio, n_cond_draws, seed=seed + THRESHOLD_SEED_OFFSET)
         self.slope = slope
         weights = []
         for _ in range(n_layers):
@@ -178,8 +183,8 @@ class MultimodalProcess:
         self.spec, self.multimodal = spec, multimodal
         self.latents = LatentSampler(spec, seed=seed)
         kw = dict(cond_threshold_ratio=cond_threshold_ratio, n_cond_draws=n_cond_draws)
-        self.f1 = InvertibleMLP(spec.dim, seed=seed + 101, **kw)
-        self.f2 = InvertibleMLP(spec.dim, seed=seed + 202, **kw) if multimodal else self.f1
+        self.f1 = InvertibleMLP(spec.dim, seed=seed + MIXING_SEED_OFFSETS[0], **kw)
+        self.f2 = InvertibleMLP(spec.dim, seed=seed + MIXING_SEED_OFFSETS[1], **kw) if multimodal else self.f1
 
     def observe(self, z: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         z1 = torch.cat([z["c"], z["s"], z["m1"]], 1)

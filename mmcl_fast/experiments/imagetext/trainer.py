@@ -44,6 +44,8 @@ TEXT_FACTORS = {"shape": "content", "x": "content", "y": "content", "object_hue"
                 "phrasing": "text-specific"}
 CHANCE = {"shape": 1 / 7, "x": 1 / 3, "y": 1 / 3, "phrasing": 1 / 5}
 
+BATCH_SEED_OFFSET = 1   # the training batches' random stream, derived from the run's seed
+
 
 @dataclass
 class ImageTextConfig:
@@ -138,7 +140,7 @@ class ImageTextRun:
         self.text_encoder = TextEncoder(len(self.vocab), cfg.encoding_size)
         self.params = [*self.image_encoder.parameters(), *self.text_encoder.parameters()]
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr)
-        self.gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.gen = torch.Generator().manual_seed(cfg.seed + BATCH_SEED_OFFSET)
         self.step_count = 0
 
     def contrastive(self, zi: torch.Tensor, zt: torch.Tensor) -> torch.Tensor:
