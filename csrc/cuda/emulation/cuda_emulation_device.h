@@ -91,8 +91,13 @@ T from_bits(uint64_t bits) {
   return v;
 }
 
-inline void require_full_width(int width, const std::source_location& where) {
+inline int lane_id() { return this_thread.linear_tid & 31; }
+
+// The value of v held by lane `src_lane` (a full-width shuffle: width must be 32).
+template <typename T>
+T shuffle_from(unsigned mask, T v, int src_lane, int width, const std::source_location& where) {
   if (width != 32) fatal("warp shuffles with width != 32 are not emulated", where);
+  return from_bits<T>(warp_exchange(mask, to_bits(v), src_lane, false, where));
 }
 
 }  // namespace cuda_emulation
@@ -133,36 +138,28 @@ inline void __syncwarp(unsigned mask = 0xffffffffu, std::source_location where =
 template <typename T>
 T __shfl_sync(unsigned mask, T v, int src_lane, int width = warpSize,
               std::source_location where = std::source_location::current()) {
-  namespace e = ::mmcl_fast::cuda_emulation;
-  e::require_full_width(width, where);
-  return e::from_bits<T>(e::warp_exchange(mask, e::to_bits(v), src_lane & 31, false, where));
+  return ::mmcl_fast::cuda_emulation::shuffle_from(mask, v, src_lane & 31, width, where);
 }
 template <typename T>
 T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = warpSize,
                   std::source_location where = std::source_location::current()) {
   namespace e = ::mmcl_fast::cuda_emulation;
-  e::require_full_width(width, where);
   if (lane_mask < 0 || lane_mask > 31) e::fatal("__shfl_xor_sync lane mask outside [0, 31]", where);
-  const int lane = ::mmcl_fast::cuda_emulation::this_thread.linear_tid & 31;
-  return e::from_bits<T>(e::warp_exchange(mask, e::to_bits(v), lane ^ lane_mask, false, where));
+  return e::shuffle_from(mask, v, e::lane_id() ^ lane_mask, width, where);
 }
 template <typename T>
 T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = warpSize,
                    std::source_location where = std::source_location::current()) {
   namespace e = ::mmcl_fast::cuda_emulation;
-  e::require_full_width(width, where);
-  const int lane = e::this_thread.linear_tid & 31;
-  const int src = lane + static_cast<int>(delta);
-  return e::from_bits<T>(e::warp_exchange(mask, e::to_bits(v), src > 31 ? lane : src, false, where));
+  const int src = e::lane_id() + static_cast<int>(delta);
+  return e::shuffle_from(mask, v, src > 31 ? e::lane_id() : src, width, where);
 }
 template <typename T>
 T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = warpSize,
                  std::source_location where = std::source_location::current()) {
   namespace e = ::mmcl_fast::cuda_emulation;
-  e::require_full_width(width, where);
-  const int lane = e::this_thread.linear_tid & 31;
-  const int src = lane - static_cast<int>(delta);
-  return e::from_bits<T>(e::warp_exchange(mask, e::to_bits(v), src < 0 ? lane : src, false, where));
+  const int src = e::lane_id() - static_cast<int>(delta);
+  return e::shuffle_from(mask, v, src < 0 ? e::lane_id() : src, width, where);
 }
 inline unsigned __ballot_sync(unsigned mask, int predicate,
                               std::source_location where = std::source_location::current()) {
