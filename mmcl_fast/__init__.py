@@ -17,10 +17,10 @@ Public API::
 """
 from . import distributed
 from ._ops import backend_info, cpu_exp_rate, pairwise_lse
-from .checks import set_checks
 from .clip_loss import ClipLoss
 from .losses import infonce, lpsimclr, nt_xent, symmetric_infonce, symmetric_lpsimclr
 from .modules import NTXent, SymmetricInfoNCE
+from .validation import set_checks
 
 __all__ = ["symmetric_infonce", "infonce", "nt_xent", "lpsimclr", "symmetric_lpsimclr", "pairwise_lse",
            "backend_info", "cpu_exp_rate", "set_checks", "ClipLoss", "SymmetricInfoNCE", "NTXent", "distributed"]

@@ -5,8 +5,8 @@ import torch
 from torch import Tensor, nn
 
 from . import distributed as mdist
-from .checks import value_checks
-from .losses import _check_pair, infonce, symmetric_infonce
+from .losses import infonce, symmetric_infonce
+from .validation import check_pair, value_checks
 
 
 class ClipLoss(nn.Module):
@@ -59,7 +59,7 @@ class ClipLoss(nn.Module):
 
     def forward(self, image_features: Tensor, text_features: Tensor, logit_scale,
                 logit_bias: Tensor | float | None = None, output_dict: bool = False):
-        _check_pair(("image_features", "text_features"), image_features, text_features)
+        check_pair(("image_features", "text_features"), image_features, text_features)
         if image_features.shape[0] != text_features.shape[0]:
             raise ValueError("image_features and text_features must hold the same number of "
                              f"pairs, got {image_features.shape[0]} and {text_features.shape[0]}")

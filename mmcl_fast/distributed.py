@@ -25,8 +25,8 @@ import torch.distributed as dist
 from torch import Tensor
 
 from . import _ops, losses
-from .checks import value_checks
-from .losses import _check_options, _check_pair, _kernel_inputs, _positive_similarity, _scale
+from .operands import kernel_inputs, positive_similarity
+from .validation import check_options, check_pair, loss_scale, value_checks
 
 # torch >= 2.10 names the single-tensor collectives *_single; older releases *_tensor.
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
@@ -124,7 +124,7 @@ def sharded_symmetric_lse_loss(a: Tensor, b: Tensor, s: Tensor, kernel_similarit
     row, col_part = _ops.pairwise_lse(a, b_all, s, kernel_similarity, False, True)
     parts = _GatherRows.apply(col_part.unsqueeze(0), group)     # (W, B_g) column partials
     col = torch.logsumexp(parts, dim=0)[r * n:(r + 1) * n]
-    pos = s * _positive_similarity(a, b, kernel_similarity)
+    pos = s * positive_similarity(a, b, kernel_similarity)
     return (row.sum() + col.sum() - 2 * pos.sum()) / (2 * w * n)
 
 
@@ -152,19 +152,19 @@ def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None =
 
     Without an initialised process group (or with W = 1) this is the single-process loss.
     """
-    _check_pair(("a", "b"), a, b)
+    check_pair(("a", "b"), a, b)
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"`a` and `b` must hold the same number of pairs, got {a.shape[0]} and "
                          f"{b.shape[0]}")
-    _check_options(similarity, "mean")
+    check_options(similarity, "mean")
     w, _ = world(group)
     if w == 1:
         return losses.symmetric_infonce(a, b, temperature, logit_scale=logit_scale,
                                         similarity=similarity)
     if value_checks(a.device):
         check_equal_batches(a.shape[0], a.device, group)
-    s = _scale(temperature, logit_scale, a)
-    ksim, (ka, kb) = _kernel_inputs(similarity, a, b)
+    s = loss_scale(temperature, logit_scale, _ops.lse_dtype(a.dtype), a.device)
+    ksim, (ka, kb) = kernel_inputs(similarity, a, b)
     if ddp_scaling:
         ka, kb = _ScaleGrad.apply(ka, float(w)), _ScaleGrad.apply(kb, float(w))
     return _global_value(sharded_symmetric_lse_loss(ka, kb, s, ksim, group), group)

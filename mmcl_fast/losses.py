@@ -23,99 +23,13 @@ never a negative one, and the positive's gradient is -sigmoid(.) instead of p - 
 from __future__ import annotations
 
 import math
-from numbers import Real
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from . import _ops
-from .checks import value_checks
-
-SIMILARITIES = ("cosine", "dot", "euclidean", "l1")
-REDUCTIONS = ("mean", "sum", "none")
-
-
-def _check_features(name: str, t, dim_from: Tensor | None = None) -> None:
-    if not isinstance(t, Tensor):
-        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(t).__name__}")
-    if t.dim() != 2:
-        raise ValueError(f"`{name}` must be 2-D (batch, dim), got shape {tuple(t.shape)}")
-    if not t.is_floating_point():
-        raise TypeError(f"`{name}` must be a floating-point tensor, got {t.dtype}")
-    if t.shape[0] == 0:
-        raise ValueError(f"`{name}` is an empty batch (shape {tuple(t.shape)})")
-    if t.shape[1] == 0:
-        raise ValueError(f"`{name}` has zero features (shape {tuple(t.shape)})")
-
-
-def _check_pair(names: tuple[str, str], a, b) -> None:
-    _check_features(names[0], a)
-    _check_features(names[1], b)
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"`{names[0]}` and `{names[1]}` must have the same feature dimension, got "
-                         f"{tuple(a.shape)} and {tuple(b.shape)}")
-    if a.dtype != b.dtype:
-        raise TypeError(f"`{names[0]}` and `{names[1]}` must have the same dtype, got {a.dtype} "
-                        f"and {b.dtype}")
-    if a.device != b.device:
-        raise ValueError(f"`{names[0]}` and `{names[1]}` must be on the same device, got "
-                         f"{a.device} and {b.device}")
-
-
-def _check_options(similarity: str, reduction: str) -> None:
-    if similarity not in SIMILARITIES:
-        raise ValueError(f"`similarity` must be one of {SIMILARITIES}, got {similarity!r}")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"`reduction` must be one of {REDUCTIONS}, got {reduction!r}")
-
-
-def _scale(temperature, logit_scale, like: Tensor) -> Tensor:
-    """The one-element scale tensor s fed to the operator (differentiable when logit_scale is)."""
-    if (temperature is None) == (logit_scale is None):
-        raise ValueError("give exactly one of `temperature` and `logit_scale`")
-    dtype = _ops.lse_dtype(like.dtype)
-    if temperature is not None:
-        if isinstance(temperature, Tensor):
-            if temperature.numel() != 1:
-                raise ValueError(f"`temperature` must be a scalar, got shape {tuple(temperature.shape)}")
-            return 1.0 / temperature.reshape(()).to(device=like.device, dtype=dtype)
-        if not isinstance(temperature, Real) or not math.isfinite(temperature) or temperature <= 0:
-            raise ValueError(f"`temperature` must be a positive finite number, got {temperature!r}")
-        return torch.full((), 1.0 / float(temperature), dtype=dtype, device=like.device)
-    if isinstance(logit_scale, Tensor):
-        if logit_scale.numel() != 1:
-            raise ValueError("`logit_scale` must be a 0-dim or 1-element tensor, got shape "
-                             f"{tuple(logit_scale.shape)}")
-        if not logit_scale.is_floating_point():
-            raise TypeError(f"`logit_scale` must be floating point, got {logit_scale.dtype}")
-        return logit_scale.reshape(()).to(device=like.device, dtype=dtype)
-    if not isinstance(logit_scale, Real) or not math.isfinite(logit_scale) or logit_scale <= 0:
-        raise ValueError(f"`logit_scale` must be a positive finite number, got {logit_scale!r}")
-    return torch.full((), float(logit_scale), dtype=dtype, device=like.device)
-
-
-def _kernel_inputs(similarity: str, *xs: Tensor) -> tuple[str, list[Tensor]]:
-    """Normalise for cosine; upcast half precision where no half-precision kernel exists."""
-    out = []
-    for x in xs:
-        if x.dtype in (torch.float16, torch.bfloat16) and not _ops.native_half_precision(x.device):
-            x = x.float()
-        if similarity == "cosine":
-            x = F.normalize(x, dim=1)
-        out.append(x)
-    return ("dot" if similarity == "cosine" else similarity), out
-
-
-def _positive_similarity(a: Tensor, b: Tensor, kernel_similarity: str) -> Tensor:
-    """sim(a_i, b_i) row by row, O(M * D), in the (float32 or float64) precision of the LSEs."""
-    dtype = _ops.lse_dtype(a.dtype)
-    a, b = a.to(dtype), b.to(dtype)
-    if kernel_similarity == "dot":
-        return (a * b).sum(1)
-    if kernel_similarity == "euclidean":
-        return -(a - b).square().sum(1)
-    return -(a - b).abs().sum(1)
+from .operands import kernel_inputs, positive_similarity
+from .validation import check_finite_number, check_labels, check_options, check_pair, loss_scale
 
 
 def _softplus(z: Tensor) -> Tensor:
@@ -154,16 +68,16 @@ def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None =
     logits are never stored. Half-precision inputs on CPU are computed in float32 and the loss is
     returned in float32.
     """
-    _check_pair(("a", "b"), a, b)
+    check_pair(("a", "b"), a, b)
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"`a` and `b` must hold the same number of pairs, got {a.shape[0]} and "
                          f"{b.shape[0]} (use infonce for rectangular problems)")
-    _check_options(similarity, reduction)
-    s = _scale(temperature, logit_scale, a)
-    ksim, (ka, kb) = _kernel_inputs(similarity, a, b)
+    check_options(similarity, reduction)
+    s = loss_scale(temperature, logit_scale, _ops.lse_dtype(a.dtype), a.device)
+    ksim, (ka, kb) = kernel_inputs(similarity, a, b)
     # Negatives only: the positives L_ii sit on the masked diagonal.
     row_neg, col_neg = _ops.pairwise_lse(ka, kb, s, ksim, True, True)
-    pos = s * _positive_similarity(ka, kb, ksim)
+    pos = s * positive_similarity(ka, kb, ksim)
     return _reduce(0.5 * (_softplus(row_neg - pos) + _softplus(col_neg - pos)), reduction)
 
 
@@ -178,31 +92,23 @@ def infonce(query: Tensor, keys: Tensor, labels: Tensor | None = None,
     ``arange(M)``, which needs N >= M; keys beyond the labelled ones act as extra negatives
     (e.g. a memory queue). Reductions and the scale as in :func:`symmetric_infonce`.
     """
-    _check_pair(("query", "keys"), query, keys)
-    _check_options(similarity, reduction)
+    check_pair(("query", "keys"), query, keys)
+    check_options(similarity, reduction)
     m, n = query.shape[0], keys.shape[0]
     if labels is None:
         if n < m:
             raise ValueError(f"`keys` has {n} rows but `query` has {m}: without `labels` the "
                              "positives are keys[:M], so N >= M is required")
     else:
-        if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.shape[0] != m:
-            raise ValueError(f"`labels` must be a 1-D tensor with one entry per query ({m})")
-        if labels.dtype not in (torch.int64, torch.int32):
-            raise TypeError(f"`labels` must be an integer tensor, got {labels.dtype}")
-        if labels.device != query.device:
-            raise ValueError(f"`labels` is on {labels.device} but `query` on {query.device}")
-        if (value_checks(labels.device) and not torch.compiler.is_compiling()
-                and bool(((labels < 0) | (labels >= n)).any())):
-            raise ValueError(f"`labels` must lie in [0, {n})")
-    s = _scale(temperature, logit_scale, query)
-    ksim, (kq, kk) = _kernel_inputs(similarity, query, keys)
+        check_labels(labels, m, n, query.device)
+    s = loss_scale(temperature, logit_scale, _ops.lse_dtype(query.dtype), query.device)
+    ksim, (kq, kk) = kernel_inputs(similarity, query, keys)
     if labels is None:  # positives on the diagonal: mask them and use the softplus form
         row_neg, _ = _ops.pairwise_lse(kq, kk, s, ksim, True, False)
-        pos = s * _positive_similarity(kq, kk[:m], ksim)
+        pos = s * positive_similarity(kq, kk[:m], ksim)
         return _reduce(_softplus(row_neg - pos), reduction)
     row_lse, _ = _ops.pairwise_lse(kq, kk, s, ksim, False, False)
-    pos = s * _positive_similarity(kq, kk[labels.long()], ksim)
+    pos = s * positive_similarity(kq, kk[labels.long()], ksim)
     return _reduce(row_lse - pos, reduction)
 
 
@@ -217,13 +123,13 @@ def nt_xent(a: Tensor, b: Tensor, temperature: float | Tensor | None = None, *,
     denominator. ``reduction="mean"`` averages over the 2N anchors, ``"none"`` returns the 2N
     vector loss_k. Scale as in :func:`symmetric_infonce`.
     """
-    _check_pair(("a", "b"), a, b)
+    check_pair(("a", "b"), a, b)
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"`a` and `b` must hold the same number of pairs, got {a.shape[0]} and "
                          f"{b.shape[0]}")
-    _check_options(similarity, reduction)
-    s = _scale(temperature, logit_scale, a)
-    ksim, (ka, kb) = _kernel_inputs(similarity, a, b)
+    check_options(similarity, reduction)
+    s = loss_scale(temperature, logit_scale, _ops.lse_dtype(a.dtype), a.device)
+    ksim, (ka, kb) = kernel_inputs(similarity, a, b)
     # The 2N x 2N logits in three N x N blocks, each with its diagonal masked: for anchor a_k the
     # negatives are a_j (j != k) and b_j (j != k); for b_k, b_j and a_j (j != k). The a-b block
     # gives both directions in one pass (its columns are the b anchors' rows of the b-a block).
@@ -233,7 +139,7 @@ def nt_xent(a: Tensor, b: Tensor, temperature: float | Tensor | None = None, *,
     bb_rows, _ = _ops.pairwise_lse(kb, kb, s, ksim, True, False)
     neg_a = torch.logaddexp(_finite(aa_rows), _finite(ab_rows))
     neg_b = torch.logaddexp(_finite(bb_rows), _finite(ab_cols))
-    pos = s * _positive_similarity(ka, kb, ksim)
+    pos = s * positive_similarity(ka, kb, ksim)
     return _reduce(_softplus(torch.cat([neg_a, neg_b]) - torch.cat([pos, pos])), reduction)
 
 
@@ -255,20 +161,19 @@ def lpsimclr(anchor: Tensor, positive: Tensor, negatives: Tensor, temperature: f
     denom_i. The K negatives' LSE comes from the fused operator (never an M x K matrix); the
     positive joins it through a log-add-exp. Half-precision inputs are computed in float32.
     """
-    _check_pair(("anchor", "positive"), anchor, positive)
-    _check_pair(("anchor", "negatives"), anchor, negatives)
+    check_pair(("anchor", "positive"), anchor, positive)
+    check_pair(("anchor", "negatives"), anchor, negatives)
     if anchor.shape[0] != positive.shape[0]:
         raise ValueError(f"`anchor` and `positive` must hold the same number of pairs, got "
                          f"{anchor.shape[0]} and {positive.shape[0]}")
-    _check_options("euclidean", reduction)
-    if not isinstance(alpha, Real) or not math.isfinite(alpha):
-        raise ValueError(f"`alpha` must be a finite number, got {alpha!r}")
+    check_options("euclidean", reduction)
+    check_finite_number("alpha", alpha)
     if temperature is None:
         raise ValueError("`temperature` must be given (the paper uses 1.0)")
-    s = _scale(temperature, None, anchor)
-    _, (ka, kp, kn) = _kernel_inputs("euclidean", anchor, positive, negatives)
+    s = loss_scale(temperature, None, _ops.lse_dtype(anchor.dtype), anchor.device)
+    _, (ka, kp, kn) = kernel_inputs("euclidean", anchor, positive, negatives)
     row, _ = _ops.pairwise_lse(ka, kn, s, "euclidean", False, False)  # log sum_j exp(-neg_ij / tau)
-    pos = -_positive_similarity(ka, kp, "euclidean")
+    pos = -positive_similarity(ka, kp, "euclidean")
     denom = torch.logaddexp(row, -s * pos) if include_positive else row
     if log_mean:
         denom = denom - math.log(negatives.shape[0] + (1 if include_positive else 0))

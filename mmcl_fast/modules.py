@@ -7,7 +7,8 @@ import torch
 from torch import Tensor, nn
 
 from . import distributed as mdist
-from .losses import _check_options, nt_xent, symmetric_infonce
+from .losses import nt_xent, symmetric_infonce
+from .validation import check_options
 
 
 class _ScaledLoss(nn.Module):
@@ -27,7 +28,7 @@ class _ScaledLoss(nn.Module):
         if not 0 < 1 / max_temperature <= max_scale:
             raise ValueError("need 0 < 1 / max_temperature <= max_scale, got max_temperature="
                              f"{max_temperature}, max_scale={max_scale}")
-        _check_options(similarity, reduction)
+        check_options(similarity, reduction)
         log_s = torch.tensor(-math.log(temperature), dtype=torch.float32)
         if learnable:
             self.log_scale = nn.Parameter(log_s)

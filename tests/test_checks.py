@@ -1,11 +1,11 @@
-"""Data-dependent checks: where they run (mmcl_fast/checks.py) and that the CPU loss path's Python
+"""Data-dependent checks: where they run (mmcl_fast/validation.py) and that the CPU loss path's Python
 layer never reads tensor data back (no aten::_local_scalar_dense)."""
 import os
 
 import torch
 
 import mmcl_fast as mf
-from mmcl_fast.checks import value_checks
+from mmcl_fast.validation import value_checks
 
 from conftest import OpRecorder
 

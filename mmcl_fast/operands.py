@@ -1,0 +1,37 @@
+"""What the fused operator is fed, shared by the single-process and the distributed losses.
+
+``kernel_inputs`` maps a loss's similarity onto the operator's (cosine = dot on L2-normalised
+rows) and upcasts half precision where the device has no half-precision kernel;
+``positive_similarity`` is the O(M * D) positive-pair term sim(a_i, b_i) that the losses add
+outside the operator.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import _ops
+
+
+def kernel_inputs(similarity: str, *xs: Tensor) -> tuple[str, list[Tensor]]:
+    """Normalise for cosine; upcast half precision where no half-precision kernel exists."""
+    out = []
+    for x in xs:
+        if x.dtype in (torch.float16, torch.bfloat16) and not _ops.native_half_precision(x.device):
+            x = x.float()
+        if similarity == "cosine":
+            x = F.normalize(x, dim=1)
+        out.append(x)
+    return ("dot" if similarity == "cosine" else similarity), out
+
+
+def positive_similarity(a: Tensor, b: Tensor, kernel_similarity: str) -> Tensor:
+    """sim(a_i, b_i) row by row, O(M * D), in the (float32 or float64) precision of the LSEs."""
+    dtype = _ops.lse_dtype(a.dtype)
+    a, b = a.to(dtype), b.to(dtype)
+    if kernel_similarity == "dot":
+        return (a * b).sum(1)
+    if kernel_similarity == "euclidean":
+        return -(a - b).square().sum(1)
+    return -(a - b).abs().sum(1)
