@@ -5,12 +5,14 @@ import dataclasses
 import pytest
 
 from mmcl_fast.experiments.common.config_flags import add_config_flags, option
+from mmcl_fast.experiments.identifiability import config as simulation_config
 from mmcl_fast.experiments.identifiability import simulate
-from mmcl_fast.experiments.imagetext import trainer
+from mmcl_fast.experiments.imagetext import config as imagetext_config
+from mmcl_fast.experiments.imagetext import train_imagetext
 
 
-@pytest.mark.parametrize("build, config", [(simulate.build_parser, simulate.SimConfig),
-                                           (trainer.build_parser, trainer.ImageTextConfig)])
+@pytest.mark.parametrize("build, config", [(simulate.build_parser, simulation_config.SimConfig),
+                                           (train_imagetext.build_parser, imagetext_config.ImageTextConfig)])
 def test_every_flag_has_a_help_text(build, config):
     parser = build()
     flags = {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}

@@ -6,17 +6,15 @@ import pytest
 import torch
 from matplotlib import colors as mcolors
 
+from mmcl_fast.experiments.common.checkpoint import CheckpointMismatch, save_checkpoint
 from mmcl_fast.experiments.common.lr_schedule import learning_rate
 from mmcl_fast.experiments.imagetext import procedural_m3di as m3di
+from mmcl_fast.experiments.imagetext.config import ImageTextConfig
+from mmcl_fast.experiments.imagetext.encoders import TextEncoder
+from mmcl_fast.experiments.imagetext.evaluation import evaluate_factors
 from mmcl_fast.experiments.imagetext.resnet import ResNet18
-from mmcl_fast.experiments.imagetext.trainer import (
-    ImageTextConfig,
-    ImageTextRun,
-    TextEncoder,
-    evaluate_factors,
-    main,
-    train,
-)
+from mmcl_fast.experiments.imagetext.train_imagetext import main
+from mmcl_fast.experiments.imagetext.training import ImageTextRun, train
 
 
 def test_generator_is_deterministic_and_seeded():
@@ -138,13 +136,20 @@ def test_training_smoke_and_exact_resume(tmp_path):
     run = ImageTextRun(cfg, tmp_path / "b")
     for _ in range(10):
         run.step()
-    torch.save(run.state(), tmp_path / "b" / "checkpoint.pt")
+    save_checkpoint(run, tmp_path / "b" / "checkpoint.pt")
     train(cfg, tmp_path / "b", progress=False)
-    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
-    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     assert b["step"] == 20
-    for k, v in a["image_encoder"].items():
-        assert torch.equal(v, b["image_encoder"][k]), k
+    for k, v in a["state"]["image_encoder"].items():
+        assert torch.equal(v, b["state"]["image_encoder"][k]), k
+    # another configuration's checkpoint is refused, naming the field; free fields may change
+    with pytest.raises(CheckpointMismatch, match=r"temperature: 0.1 in the checkpoint, 0.5 now"):
+        train(ImageTextConfig(steps=20, lr_schedule="cosine", **{**SMALL, "temperature": 0.5}),
+              tmp_path / "b", progress=False)
+    again = train(ImageTextConfig(steps=20, lr_schedule="cosine", **{**SMALL, "checkpoint_every": 7}),
+                  tmp_path / "b", progress=False)
+    assert again["seconds"]["train"] < 5   # resumed at step 20: nothing left to train
 
 
 def test_cli_sweep_and_nt_xent(tmp_path):

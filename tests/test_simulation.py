@@ -1,13 +1,13 @@
 """Generative process, evaluation and trainer of the numerical simulation."""
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
 import torch
 
 from mmcl_fast.experiments.common.evaluation import accuracy_scores, r2_scores
-from mmcl_fast.experiments.identifiability import simulate
+from mmcl_fast.experiments.identifiability import config, encoders, figures, presets, report, simulate, training
 from mmcl_fast.experiments.identifiability.sim_data import (
     InvertibleMLP,
     LatentSampler,
@@ -113,23 +113,23 @@ def test_r2_of_a_bijection_is_one_and_of_noise_is_zero():
 def _tiny(**kw):
     base = dict(hidden=(16, 16), batch_size=64, steps=10, lr=1e-3, eval_samples=200,
                 n_cond_draws=500, nonlinear_eval=False, checkpoint_every=5)
-    return simulate.SimConfig(**{**base, **kw})
+    return config.SimConfig(**{**base, **kw})
 
 
 def test_training_resumes_exactly_from_a_checkpoint(tmp_path):
-    straight = simulate.train(_tiny(steps=10), tmp_path / "a", progress=False)
-    simulate.train(_tiny(steps=5), tmp_path / "b", progress=False)
-    resumed = simulate.train(_tiny(steps=10), tmp_path / "b", progress=False)
+    straight = training.train(_tiny(steps=10), tmp_path / "a", progress=False)
+    training.train(_tiny(steps=5), tmp_path / "b", progress=False)
+    resumed = training.train(_tiny(steps=10), tmp_path / "b", progress=False)
     assert resumed["steps"] == straight["steps"] == 10
-    sa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
-    sb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    sa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["state"]
+    sb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["state"]
     for k in sa["g1"]:
         assert torch.equal(sa["g1"][k], sb["g1"][k])
     assert resumed["val_loss"] == straight["val_loss"]
-    again = simulate.train(_tiny(steps=10), tmp_path / "b", progress=False)  # finished: reused
+    again = training.train(_tiny(steps=10), tmp_path / "b", progress=False)  # finished: reused
     assert again["train_seconds"] == resumed["train_seconds"] and again["eval_seconds"] == resumed["eval_seconds"]
-    with pytest.raises(ValueError, match="different configuration"):
-        simulate.train(_tiny(steps=12, lr=5e-4), tmp_path / "b", progress=False)
+    with pytest.raises(ValueError, match=r"different configuration \(lr: 0.001 in the checkpoint, 0.0005 now\)"):
+        training.train(_tiny(steps=12, lr=5e-4), tmp_path / "b", progress=False)
 
 
 def test_short_training_reduces_the_loss_and_cli_writes_results(tmp_path):
@@ -137,7 +137,7 @@ def test_short_training_reduces_the_loss_and_cli_writes_results(tmp_path):
                           "--eval-samples", "200", "--nonlinear-eval", "false", "--no-progress",
                           "--out", str(tmp_path)])
     r = rows[0]
-    first = simulate.Simulation(simulate.SimConfig(**{**r["config"], "hidden": tuple(r["config"]["hidden"])}))
+    first = training.Simulation(config.SimConfig(**{**r["config"], "hidden": tuple(r["config"]["hidden"])}))
     x1, x2, _ = first.process.sample(256, _gen(0))
     assert r["final_train_loss"] < first.loss(x1, x2, _gen(1)).item()  # trained below the initial loss
     saved = json.loads((tmp_path / "results.json").read_text())
@@ -146,12 +146,12 @@ def test_short_training_reduces_the_loss_and_cli_writes_results(tmp_path):
 
 
 def test_report_places_paper_numbers_next_to_results():
-    cfg = simulate.SimConfig(p_change=0.75, statistical=True, causal=False)
-    row = {"config": simulate.asdict(cfg), "val_loss": 1.0,
+    cfg = config.SimConfig(p_change=0.75, statistical=True, causal=False)
+    row = {"config": asdict(cfg), "val_loss": 1.0,
            "summary": {"content": 0.9, "style": 0.5, "modality": 0.0}}
-    text = simulate.report("table1b", [row])
+    text = report.report("table1b", [row])
     assert "0.95, 0.01, 0.56, 0.23, 0.00, 0.00" in text  # paper row (0.75, stat, no causal)
-    assert len(simulate.preset_runs("table1b", seeds=3)) == 3 * len(simulate.TABLE1_ROWS)
+    assert len(presets.preset_runs("table1b", seeds=3)) == 3 * len(presets.TABLE1_ROWS)
 
 
 @pytest.mark.parametrize("hidden", [(64, 256, 64), (150, 750, 150)])
@@ -159,13 +159,13 @@ def test_kaiming_init_keeps_the_encoding_scale_and_torch_init_shrinks_it(hidden)
     torch.manual_seed(3)
     x = torch.randn(2048, 15)
     with torch.no_grad():
-        std = {init: simulate.encoder(15, hidden, 5, init=init)(x).std(0) for init in ("torch", "kaiming")}
+        std = {init: encoders.encoder(15, hidden, 5, init=init)(x).std(0) for init in ("torch", "kaiming")}
     # variance-preserving: every output direction within a factor ~3 of the input's unit scale
     assert std["kaiming"].min() > 0.3 and std["kaiming"].max() < 3.0
     # PyTorch's default shrinks the scale by about 6x in variance per LeakyReLU layer
     assert std["torch"].max() < 0.2 * std["kaiming"].min()
     with pytest.raises(ValueError, match="init"):
-        simulate.encoder(15, hidden, 5, init="xavier")
+        encoders.encoder(15, hidden, 5, init="xavier")
 
 
 @pytest.mark.parametrize("group,block", [("content", "c"), ("style", "s"), ("modality", "m1")])
@@ -207,27 +207,27 @@ def test_accuracy_scores_of_a_class_code_and_of_noise():
 
 
 def test_discrete_content_run_reports_accuracy_and_fig5_report_and_plot(tmp_path):
-    cfg = simulate.SimConfig(discrete="content", n_classes=3, hidden=(32, 32), batch_size=128, steps=30,
+    cfg = config.SimConfig(discrete="content", n_classes=3, hidden=(32, 32), batch_size=128, steps=30,
                              eval_samples=300, nonlinear_eval=False, n_cond_draws=500)
-    result = simulate.train(cfg, progress=False)
+    result = training.train(cfg, progress=False)
     c = result["encoder1"]["c"]
     assert c["metric"] == "accuracy" and c["chance"] == pytest.approx(1 / 3) and 0.0 <= c["linear"] <= 1.0
     assert "metric" not in result["encoder1"]["s"]              # continuous blocks keep R^2
-    assert "c (accuracy)" in simulate.format_r2_table(result)
-    runs = simulate.preset_runs("fig5", seeds=1)
-    assert len(runs) == 3 * len(simulate.FIG5_CLASSES)
+    assert "c (accuracy)" in report.format_r2_table(result)
+    runs = presets.preset_runs("fig5", seeds=1)
+    assert len(runs) == 3 * len(presets.FIG5_CLASSES)
     assert {cfg.steps for _, cfg in runs} == {600_000, 3_000_000}
-    rows = [{"config": simulate.asdict(cfg), "val_loss": 1.0,
+    rows = [{"config": asdict(cfg), "val_loss": 1.0,
              "summary": {"content": 0.9, "style": 1 / cfg.n_classes, "modality": 0.0}} for _, cfg in runs]
-    text = simulate.report("fig5", rows)
+    text = report.report("fig5", rows)
     assert "| discrete | k | chance |" in text and "| style | 3 | 0.33 |" in text
-    assert simulate.plot_preset("fig5", rows, tmp_path / "fig5.png") and (tmp_path / "fig5.png").stat().st_size > 0
+    assert figures.plot_preset("fig5", rows, tmp_path / "fig5.png") and (tmp_path / "fig5.png").stat().st_size > 0
 
 
 def test_original_setting_without_modality_latents_evaluates_the_blocks_it_has():
-    cfg = simulate.SimConfig(multimodal=False, n_m=0, hidden=(16,), batch_size=64, steps=2,
+    cfg = config.SimConfig(multimodal=False, n_m=0, hidden=(16,), batch_size=64, steps=2,
                              eval_samples=200, nonlinear_eval=False, n_cond_draws=500)
-    result = simulate.train(cfg, progress=False)
+    result = training.train(cfg, progress=False)
     assert set(result["encoder1"]) == {"c", "s", "s_tilde"}
     assert np.isnan(result["summary"]["modality"]) and np.isfinite(result["summary"]["content"])
 
@@ -245,15 +245,15 @@ def test_quick_scale_applies_the_quick_hyperparameters_to_every_run_of_a_preset(
 
 
 def test_paper_presets_use_the_authors_estimator_widths_and_evaluation_size():
-    assert simulate.paper_hidden(15) == (150, 750, 750, 750, 750, 150)
+    assert config.paper_hidden(15) == (150, 750, 750, 750, 750, 150)
     for preset, d in (("table1b", 15), ("table4b", 10), ("table1a", 10)):
-        cfg = simulate.preset_runs(preset, seeds=1)[0][1]
+        cfg = presets.preset_runs(preset, seeds=1)[0][1]
         assert cfg.loss == "lpsimclr" and cfg.eval_samples == 2 * 20480
-        sim = simulate.Simulation(replace(cfg, n_cond_draws=500))
+        sim = training.Simulation(replace(cfg, n_cond_draws=500))
         assert [m.out_features for m in sim.g1 if isinstance(m, torch.nn.Linear)][:-1] == [10 * d, 50 * d, 50 * d,
                                                                                           50 * d, 50 * d, 10 * d]
-    assert simulate.preset_runs("fig8", seeds=1)[0][1].steps == 3_000_000
-    assert simulate.preset_runs("quick")[0][1].loss == "symmetric_infonce"  # the tuned CPU default
+    assert presets.preset_runs("fig8", seeds=1)[0][1].steps == 3_000_000
+    assert presets.preset_runs("quick")[0][1].loss == "symmetric_infonce"  # the tuned CPU default
 
 
 def test_statistical_dependence_shares_one_wishart_sigma_across_equal_blocks():
@@ -267,24 +267,24 @@ def test_statistical_dependence_shares_one_wishart_sigma_across_equal_blocks():
 
 def test_lpsimclr_training_reduces_its_loss_and_validates_with_it(tmp_path):
     cfg = _tiny(loss="lpsimclr", steps=40, batch_size=128)
-    sim = simulate.Simulation(cfg)
+    sim = training.Simulation(cfg)
     x1, x2, _ = sim.process.sample(512, _gen(5))
     before = sim.loss(x1, x2, _gen(6)).item()
     for _ in range(cfg.steps):
         sim.step()
     assert sim.loss(x1, x2, _gen(6)).item() < before
     with pytest.raises(ValueError, match="loss must be one of"):
-        simulate.Simulation(_tiny(loss="nce"))
+        training.Simulation(_tiny(loss="nce"))
 
 
 def test_preset_runs_live_in_folders_named_by_label_so_more_seeds_resume(tmp_path):
     for name in ("table1b", "fig6", "fig7"):
-        dirs = [simulate.run_directory(label) for label, _ in simulate.preset_runs(name, seeds=3)]
+        dirs = [presets.run_directory(label) for label, _ in presets.preset_runs(name, seeds=3)]
         assert len(set(dirs)) == len(dirs) and all("/" not in d and " " not in d for d in dirs)
     tiny = dict(hidden=(8,), batch_size=32, steps=4, eval_samples=100, n_cond_draws=200, nonlinear_eval=False,
                 n_c=2, n_s=2, n_m=1)
-    one = simulate.run_preset("table4b", tmp_path, tiny, seeds=1, progress=False)
-    two = simulate.run_preset("table4b", tmp_path, tiny, seeds=2, progress=False)
-    assert len(one) == len(simulate.TABLE1_ROWS) and len(two) == 2 * len(simulate.TABLE1_ROWS)
+    one = presets.run_preset("table4b", tmp_path, tiny, seeds=1, progress=False)
+    two = presets.run_preset("table4b", tmp_path, tiny, seeds=2, progress=False)
+    assert len(one) == len(presets.TABLE1_ROWS) and len(two) == 2 * len(presets.TABLE1_ROWS)
     reused = [r for r in two if r["config"]["seed"] == 0]
     assert [r["train_seconds"] for r in reused] == [r["train_seconds"] for r in one]  # not trained again

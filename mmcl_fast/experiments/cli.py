@@ -1,7 +1,7 @@
 """The ``mmcl-fast`` command line.
 
     mmcl-fast simulate [--preset NAME] ...   the identifiability simulation (identifiability.simulate)
-    mmcl-fast train-imagetext [...]          image/text pairs (imagetext.trainer)
+    mmcl-fast train-imagetext [...]          image/text pairs (imagetext.train_imagetext)
     mmcl-fast bench [--full] [--out DIR]     forward+backward time / memory vs. naive and chunked
     mmcl-fast info                           which operator backend is active
 """
@@ -41,8 +41,8 @@ def main(argv=None) -> None:
     sim = sub.add_parser("simulate", help="numerical simulation of Daunhawer et al. (ICLR 2023)")
     simulate_parser(sim)
     sim.set_defaults(func=lambda a: simulate_main(args=a))
-    from .imagetext.trainer import build_parser as imagetext_parser
-    from .imagetext.trainer import main as imagetext_main
+    from .imagetext.train_imagetext import build_parser as imagetext_parser
+    from .imagetext.train_imagetext import main as imagetext_main
     it = sub.add_parser("train-imagetext", help="image/text pairs of the procedural Multimodal3DIdent")
     imagetext_parser(it)
     it.set_defaults(func=lambda a: imagetext_main(args=a))

@@ -1,0 +1,63 @@
+"""The paper's simulation figures from a preset's results: Fig. 5 (scores vs number of classes),
+Fig. 6 (R^2 vs n_s / n_m), Fig. 7 (validation loss vs encoding size)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+FIG5_GROUPS = ("style", "modality", "content")   # the discrete group of the paper's panels a, b, c
+
+
+def plot_preset(name: str, rows: list[dict], path: Path) -> bool:
+    """Figures where the paper has one: fig5 (scores vs k), fig6 (R^2 vs n_s / n_m), fig7 (val
+    loss vs encoding size)."""
+    if name not in ("fig5", "fig6", "fig7"):
+        return False
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if name == "fig5":
+        groups = [d for d in FIG5_GROUPS if any(r["config"]["discrete"] == d for r in rows)]
+        fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.5), squeeze=False)
+        for ax, d in zip(axes[0], groups):
+            sub = [r for r in rows if r["config"]["discrete"] == d]
+            ks = sorted({r["config"]["n_classes"] for r in sub})
+            for col in ("content", "style", "modality"):
+                v = [[r["summary"][col] for r in sub if r["config"]["n_classes"] == k] for k in ks]
+                metric = "accuracy" if col == d else "R²"
+                ax.errorbar(ks, [np.mean(x) for x in v], yerr=[np.std(x) for x in v], fmt="-o", capsize=3,
+                            label=f"{col} ({metric})")
+            ax.plot(ks, [1 / k for k in ks], ":", c="gray", label="chance (1/k)")
+            ax.set_title(f"discrete {d}")
+            ax.set_xlabel("k (classes)")
+            ax.set_ylim(-0.05, 1.05)
+            ax.legend(fontsize=7)
+        axes[0][0].set_ylabel("nonlinear R² / accuracy")
+    elif name == "fig7":
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ks = sorted({r["config"]["encoding_size"] for r in rows})
+        v = [np.mean([r["val_loss"] for r in rows if r["config"]["encoding_size"] == k]) for k in ks]
+        ax.plot(ks, v, "-o")
+        ax.axvline(rows[0]["config"]["n_c"], ls=":", c="gray", label="n_c")
+        ax.set_xlabel("encoding size")
+        ax.set_ylabel("validation loss")
+        ax.legend()
+    else:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+        for ax, field_name in zip(axes, ("n_s", "n_m")):
+            sub = [r for r in rows if r["config"][field_name] != 5 or
+                   r["config"]["n_s" if field_name == "n_m" else "n_m"] == 5]
+            ns = sorted({r["config"][field_name] for r in sub})
+            for col in ("content", "style", "modality"):
+                ax.plot(ns, [np.mean([r["summary"][col] for r in sub if r["config"][field_name] == n]) for n in ns],
+                        "-o", label=col)
+            ax.set_xlabel(field_name)
+            ax.set_ylabel("R² (nonlinear)")
+            ax.set_ylim(-0.05, 1.05)
+            ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

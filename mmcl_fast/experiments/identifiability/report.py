@@ -1,0 +1,88 @@
+"""Tables of simulation results: a run's summary row, its per-factor table, and a preset's report
+next to the paper's numbers (``data/paper_results.json``)."""
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+import numpy as np
+
+_PAPER_KEYS = {"table1a": "table1_original_setting_f1_eq_f2", "table1b": "table1_multimodal_setting_f1_ne_f2",
+               "table4a": "table4_no_modality_latents_original", "table4b": "table4_no_modality_latents_multimodal",
+               "fig8": "figure8_test_time_interventions"}
+
+
+def paper_table(name: str) -> dict | None:
+    key = _PAPER_KEYS.get(name)
+    if key is None:
+        return None
+    data = json.loads(resources.files(__package__).joinpath("data/paper_results.json").read_text())
+    return data[key]
+
+
+def summary(result: dict, kind: str | None = None) -> dict:
+    """Table-1 columns: content (mean over both encoders), style (s from g1, s~ from g2),
+    modality (m1 from g1, m2 from g2), each the R^2 of the `kind` regression (default: nonlinear
+    when it was evaluated, else linear; recorded under "regression"), or the classification
+    accuracy for a discrete block (Fig. 5)."""
+    e1, e2 = result["encoder1"], result["encoder2"]
+    if kind is None:
+        kind = "nonlinear" if "nonlinear" in e1["c"] else "linear"
+    def pick(e, f):
+        return e[f][kind] if f in e else float("nan")
+    row = {"regression": kind,
+           "content": (pick(e1, "c") + pick(e2, "c")) / 2,
+           "style": (pick(e1, "s") + pick(e2, "s_tilde")) / 2,
+           "modality": (pick(e1, "m1") + pick(e2, "m2")) / 2}
+    if "intervention_encoder1" in result:
+        i1, i2 = result["intervention_encoder1"], result["intervention_encoder2"]
+        row["content_c"] = (pick(i1, "c") + pick(i2, "c")) / 2
+        row["content_c_prime"] = (pick(i1, "c_prime") + pick(i2, "c_prime")) / 2
+    return row
+
+
+def format_r2_table(result: dict) -> str:
+    """R^2 of every factor from each encoder, linear and nonlinear (classification accuracy,
+    logistic / MLP, for discrete blocks)."""
+    lines = ["| factor | g1 linear | g1 nonlinear | g2 linear | g2 nonlinear |", "|---|---|---|---|---|"]
+    for f in ("c", "s", "s_tilde", "m1", "m2"):
+        cells = []
+        for e in ("encoder1", "encoder2"):
+            r = result[e].get(f)
+            cells += ["—", "—"] if r is None else [f"{r['linear']:.3f}", f"{r.get('nonlinear', float('nan')):.3f}"]
+            acc = r is not None and r.get("metric") == "accuracy"
+        lines.append(f"| {f}{' (accuracy)' if acc else ''} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def report(name: str, rows: list[dict]) -> str:
+    """Markdown table of a preset's results (mean ± sd over seeds), next to the paper's numbers.
+    Scores are nonlinear R^2, or accuracy for the discrete group of a Fig. 5 run."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        c = r["config"]
+        key = (c["p_change"], c["statistical"], c["causal"], c["n_s"], c["n_m"], c["encoding_size"],
+               c.get("discrete", ""), c.get("n_classes", 5))
+        groups.setdefault(key, []).append(r)
+    discrete = any(k[6] for k in groups)
+    paper = paper_table(name)
+    cols = ["content", "style", "modality"] + (["content_c", "content_c_prime"] if name == "fig8" else [])
+    head = ("| p(chg.) | stat. | caus. | n_s | n_m | enc | " + ("discrete | k | chance | " if discrete else "")
+            + "seeds | " + " | ".join(cols) + " | val loss |")
+    if paper:
+        head += " paper: " + ", ".join(paper["columns"][3:]) + " |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for key, rs in sorted(groups.items()):
+        stats = []
+        for col in cols:
+            v = [r["summary"].get(col, float("nan")) for r in rs]
+            stats.append(f"{np.mean(v):.2f} ± {np.std(v):.2f}")
+        vl = np.mean([r["val_loss"] for r in rs])
+        line = (f"| {key[0]} | {int(key[1])} | {int(key[2])} | {key[3]} | {key[4]} | {key[5]} | "
+                + (f"{key[6] or '—'} | {key[7]} | {1 / key[7]:.2f} | " if discrete else "")
+                + f"{len(rs)} | " + " | ".join(stats) + f" | {vl:.3f} |")
+        if paper:
+            match = [p for p in paper["rows"] if (p[0], p[1], p[2]) == key[:3]]
+            line += " " + (", ".join(f"{x:.2f}" for x in match[0][3:]) if match else "—") + " |"
+        lines.append(line)
+    return "\n".join(lines)
