@@ -13,9 +13,13 @@
 // differences directly.
 //
 // Work is split into W row chunks, one per worker. A worker streams over (tile_m x tile_n) logit
-// tiles: each tile is computed once (BLAS for dot/euclidean; vectorised loops over Y^T for l1 and
-// for D <= 16) and feeds both the online row LSE (owned by the worker) and the worker's private column partials
-// (running max + sum of exp). Column partials are merged in worker order, so results are
+// tiles: each tile is computed once (BLAS for dot/euclidean; register-blocked vectorised loops
+// over Y^T for D <= 16 and for l1) and feeds both the online row LSE (owned by the worker) and
+// the worker's private column partials (running max + sum of exp). The forward reads a tile
+// twice: one sweep for its row and column maxima, one for the sums. Where the tile's row and
+// column offsets lie within shared_exp_spread of each other, one exponential per logit serves
+// both sums (exp(L - c_j) = exp(L - r_i) exp(r_i - t) exp(t - c_j)); the backward's
+// G = gr P + gc Q likewise needs one. Column partials are merged in worker order, so results are
 // deterministic for a fixed thread count. The backward recomputes tiles; dX rows are owned,
 // dY is accumulated per worker and summed in worker order. Extra memory is
 // O(W * (N + tile_m * tile_n)) in the forward and O(W * N * D) (capped) in the backward:
@@ -31,6 +35,7 @@
 #include <array>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../similarity.h"
@@ -71,22 +76,6 @@ struct Operands {
   bool streamed;
 };
 
-template <typename T>
-T max_of(const T* p, int64_t n) {
-  using V = Vectorized<T>;
-  int64_t c = 0;
-  T m = neg_inf<T>();
-  if (n >= V::size()) {
-    V acc(neg_inf<T>());
-    for (; c + V::size() <= n; c += V::size()) acc = at::vec::maximum(acc, V::loadu(p + c));
-    T lanes[V::size()];
-    acc.store(lanes);
-    for (int64_t l = 0; l < V::size(); ++l) m = std::max(m, lanes[l]);
-  }
-  for (; c < n; ++c) m = std::max(m, p[c]);
-  return m;
-}
-
 // sum_c exp(p[c] - off)
 template <typename T>
 T sum_exp(const T* p, int64_t n, T off) {
@@ -115,7 +104,41 @@ void logit_tile(const Operands<T>& op, int64_t i0, int64_t tm, int64_t j0, int64
   //           l1 -s sum |x - y|.
   // BLAS:     dot s x.y ; euclidean 2s x.y - s|x|^2 - s|y|^2 (norm terms added below).
   const T alpha = (l1 || (euclid && op.streamed)) ? -op.s : (euclid ? T(2) * op.s : op.s);
-  if (op.streamed) {
+  if (op.streamed && D <= kSmallD) {
+    // Register-blocked: one accumulator per vector of columns runs over the D features, and the
+    // tile is written once.
+    const V valpha(alpha);
+    for (int64_t r = 0; r < tm; ++r) {
+      T* Lr = L + r * ldl;
+      const T* xr = op.x + (i0 + r) * D;
+      const T* yt = op.yt + j0;
+      int64_t c = 0;
+      for (; c + V::size() <= tn; c += V::size()) {
+        V acc(T(0));
+        for (int64_t k = 0; k < D; ++k) {
+          const V yv = V::loadu(yt + k * op.N + c);
+          if (l1) {
+            acc = acc + (V(xr[k]) - yv).abs();
+          } else if (euclid) {
+            const V d = V(xr[k]) - yv;
+            acc = at::vec::fmadd(d, d, acc);
+          } else {
+            acc = at::vec::fmadd(V(xr[k]), yv, acc);
+          }
+        }
+        (acc * valpha).store(Lr + c);
+      }
+      for (; c < tn; ++c) {
+        T acc = 0;
+        for (int64_t k = 0; k < D; ++k) {
+          const T d = xr[k] - yt[k * op.N + c];
+          acc += l1 ? std::abs(d) : (euclid ? d * d : xr[k] * yt[k * op.N + c]);
+        }
+        Lr[c] = alpha * acc;
+      }
+    }
+  } else if (op.streamed) {
+    // l1 with more than kSmallD features: rows of Y^T stream through the tile row (kept in L1).
     const V valpha(alpha);
     for (int64_t r = 0; r < tm; ++r) {
       T* Lr = L + r * ldl;
@@ -126,21 +149,9 @@ void logit_tile(const Operands<T>& op, int64_t i0, int64_t tm, int64_t j0, int64
         const V vx(xk);
         const T* ytk = op.yt + k * op.N + j0;
         int64_t c = 0;
-        if (l1) {
-          for (; c + V::size() <= tn; c += V::size())
-            (V::loadu(Lr + c) + (vx - V::loadu(ytk + c)).abs()).store(Lr + c);
-          for (; c < tn; ++c) Lr[c] += std::abs(xk - ytk[c]);
-        } else if (euclid) {
-          for (; c + V::size() <= tn; c += V::size()) {
-            const V d = vx - V::loadu(ytk + c);
-            at::vec::fmadd(d, d, V::loadu(Lr + c)).store(Lr + c);
-          }
-          for (; c < tn; ++c) Lr[c] += (xk - ytk[c]) * (xk - ytk[c]);
-        } else {
-          for (; c + V::size() <= tn; c += V::size())
-            at::vec::fmadd(vx, V::loadu(ytk + c), V::loadu(Lr + c)).store(Lr + c);
-          for (; c < tn; ++c) Lr[c] += xk * ytk[c];
-        }
+        for (; c + V::size() <= tn; c += V::size())
+          (V::loadu(Lr + c) + (vx - V::loadu(ytk + c)).abs()).store(Lr + c);
+        for (; c < tn; ++c) Lr[c] += std::abs(xk - ytk[c]);
       }
       int64_t c = 0;
       for (; c + V::size() <= tn; c += V::size()) (V::loadu(Lr + c) * valpha).store(Lr + c);
@@ -183,13 +194,52 @@ RowPartition partition_rows(int64_t M, int64_t max_workers) {
   return {tm, std::min<int64_t>(threads, n_tiles), n_tiles};
 }
 
+// Largest spread, in log units, between a tile's largest row offset and its smallest column
+// offset for which one exponential per logit serves both the row and the column sums:
+//   exp(L_ij - c_j) = exp(L_ij - r_i) * exp(r_i - t) * exp(t - c_j),   t = max_i r_i,
+// where the last factor stays below exp(spread) (finite), and a term exp(L_ij - t) lost to
+// underflow (below e^-87 in float) weighs less than e^-(87 - spread) of its column's total:
+// e^-17 in float, under float32's epsilon e^-15.9. Tiles with a wider spread use two exponentials.
+template <typename T>
+constexpr T shared_exp_spread() { return std::is_same_v<T, float> ? T(70) : T(600); }
+
+template <typename T>
+T horizontal_sum(const Vectorized<T>& v) {
+  T lanes[Vectorized<T>::size()];
+  v.store(lanes);
+  T s = 0;
+  for (int64_t l = 0; l < Vectorized<T>::size(); ++l) s += lanes[l];
+  return s;
+}
+
+template <typename T>
+T horizontal_max(const Vectorized<T>& v) {
+  T lanes[Vectorized<T>::size()];
+  v.store(lanes);
+  T m = neg_inf<T>();
+  for (int64_t l = 0; l < Vectorized<T>::size(); ++l) m = std::max(m, lanes[l]);
+  return m;
+}
+
+// out[c] = exp(sign * (a[c] - b)) for c < n (a vectorised exp of offsets).
+template <typename T>
+void exp_of_offsets(const T* a, T b, T sign, int64_t n, T* out) {
+  using V = Vectorized<T>;
+  const V vb(b), vsign(sign);
+  int64_t c = 0;
+  for (; c + V::size() <= n; c += V::size()) (vsign * (V::loadu(a + c) - vb)).exp_u20().store(out + c);
+  for (; c < n; ++c) out[c] = std::exp(sign * (a[c] - b));
+}
+
 template <typename T>
 void forward_rows(const Operands<T>& op, bool mask_diag, bool compute_col, int64_t r0, int64_t r1,
                   int64_t tm, T* row_lse, T* cmax, double* csum) {
   using V = Vectorized<T>;
-  std::vector<T> tile(tm * kTileN), tcol(kTileN), tsum(kTileN), rmax(tm);
+  std::vector<T> tile(tm * kTileN), tcol(kTileN), tsum(kTileN), coff(kTileN), cscale(kTileN);
+  std::vector<T> rmax(tm), trow(tm), roff(tm), rscale(tm);
   std::vector<double> rsum(tm);
   const int64_t N = op.N;
+  const V vninf(neg_inf<T>());
   for (int64_t i0 = r0; i0 < r1; i0 += tm) {
     const int64_t mt = std::min(tm, r1 - i0);
     std::fill(rmax.begin(), rmax.end(), neg_inf<T>());
@@ -204,41 +254,84 @@ void forward_rows(const Operands<T>& op, bool mask_diag, bool compute_col, int64
           if (c >= 0 && c < nt) L[r * kTileN + c] = neg_inf<T>();
         }
       }
-      // Online row log-sum-exp.
+      // Pass 1: the tile's row maxima, and (compute_col) its column maxima, in one sweep.
+      if (compute_col) std::fill(tcol.begin(), tcol.begin() + nt, neg_inf<T>());
       for (int64_t r = 0; r < mt; ++r) {
         const T* Lr = L + r * kTileN;
-        const T nm = std::max(rmax[r], max_of(Lr, nt));
-        if (nm == neg_inf<T>()) continue;
-        rsum[r] = rsum[r] * std::exp(double(rmax[r]) - double(nm)) + double(sum_exp(Lr, nt, nm));
-        rmax[r] = nm;
-      }
-      if (!compute_col) continue;
-      // Online column log-sum-exp, vectorised across columns.
-      std::copy(L, L + nt, tcol.begin());
-      for (int64_t r = 1; r < mt; ++r) {
-        const T* Lr = L + r * kTileN;
+        V vm = vninf;
         int64_t c = 0;
-        for (; c + V::size() <= nt; c += V::size())
-          at::vec::maximum(V::loadu(tcol.data() + c), V::loadu(Lr + c)).store(tcol.data() + c);
-        for (; c < nt; ++c) tcol[c] = std::max(tcol[c], Lr[c]);
+        for (; c + V::size() <= nt; c += V::size()) {
+          const V l = V::loadu(Lr + c);
+          vm = at::vec::maximum(vm, l);
+          if (compute_col) at::vec::maximum(V::loadu(tcol.data() + c), l).store(tcol.data() + c);
+        }
+        T m = horizontal_max(vm);
+        for (; c < nt; ++c) {
+          m = std::max(m, Lr[c]);
+          if (compute_col) tcol[c] = std::max(tcol[c], Lr[c]);
+        }
+        trow[r] = m;
       }
+      // Running row maxima; the row sums are rescaled to the new offsets.
+      T top = neg_inf<T>();
+      for (int64_t r = 0; r < mt; ++r) {
+        const T nm = std::max(rmax[r], trow[r]);
+        if (nm != rmax[r]) rsum[r] *= std::exp(double(rmax[r]) - double(exp_offset(nm)));
+        rmax[r] = nm;
+        roff[r] = exp_offset(nm);
+        top = std::max(top, roff[r]);
+      }
+      if (!compute_col) {
+        for (int64_t r = 0; r < mt; ++r) rsum[r] += double(sum_exp(L + r * kTileN, nt, roff[r]));
+        continue;
+      }
+      // Running column maxima, likewise.
+      T lowest = std::numeric_limits<T>::infinity();
       for (int64_t c = 0; c < nt; ++c) {
         const T nm = std::max(cmax[j0 + c], tcol[c]);
-        const T off = exp_offset(nm);
-        csum[j0 + c] *= std::exp(double(cmax[j0 + c]) - double(off));
+        if (nm != cmax[j0 + c]) csum[j0 + c] *= std::exp(double(cmax[j0 + c]) - double(exp_offset(nm)));
         cmax[j0 + c] = nm;
-        tcol[c] = off;
+        coff[c] = exp_offset(nm);
+        lowest = std::min(lowest, coff[c]);
       }
       std::fill(tsum.begin(), tsum.begin() + nt, T(0));
-      for (int64_t r = 0; r < mt; ++r) {
-        const T* Lr = L + r * kTileN;
-        int64_t c = 0;
-        for (; c + V::size() <= nt; c += V::size())
-          (V::loadu(tsum.data() + c) + (V::loadu(Lr + c) - V::loadu(tcol.data() + c)).exp_u20())
-              .store(tsum.data() + c);
-        for (; c < nt; ++c) tsum[c] += std::exp(Lr[c] - tcol[c]);
+      if (top - lowest <= shared_exp_spread<T>()) {
+        // Pass 2, one exponential per logit: e = exp(L - roff_r) feeds the row sum, and
+        // e * exp(roff_r - top) the column sum, rescaled by exp(top - coff_c) below.
+        exp_of_offsets(roff.data(), top, T(1), mt, rscale.data());
+        exp_of_offsets(coff.data(), top, T(-1), nt, cscale.data());
+        for (int64_t r = 0; r < mt; ++r) {
+          const T* Lr = L + r * kTileN;
+          const V voff(roff[r]), vscale(rscale[r]);
+          V acc(T(0));
+          int64_t c = 0;
+          for (; c + V::size() <= nt; c += V::size()) {
+            const V e = (V::loadu(Lr + c) - voff).exp_u20();
+            acc = acc + e;
+            at::vec::fmadd(e, vscale, V::loadu(tsum.data() + c)).store(tsum.data() + c);
+          }
+          T s = horizontal_sum(acc);
+          for (; c < nt; ++c) {
+            const T e = std::exp(Lr[c] - roff[r]);
+            s += e;
+            tsum[c] += e * rscale[r];
+          }
+          rsum[r] += double(s);
+        }
+        for (int64_t c = 0; c < nt; ++c) csum[j0 + c] += double(tsum[c]) * double(cscale[c]);
+      } else {
+        // Pass 2 with two exponentials per logit, one against each offset.
+        for (int64_t r = 0; r < mt; ++r) {
+          const T* Lr = L + r * kTileN;
+          rsum[r] += double(sum_exp(Lr, nt, roff[r]));
+          int64_t c = 0;
+          for (; c + V::size() <= nt; c += V::size())
+            (V::loadu(tsum.data() + c) + (V::loadu(Lr + c) - V::loadu(coff.data() + c)).exp_u20())
+                .store(tsum.data() + c);
+          for (; c < nt; ++c) tsum[c] += std::exp(Lr[c] - coff[c]);
+        }
+        for (int64_t c = 0; c < nt; ++c) csum[j0 + c] += double(tsum[c]);
       }
-      for (int64_t c = 0; c < nt; ++c) csum[j0 + c] += double(tsum[c]);
     }
     for (int64_t r = 0; r < mt; ++r)
       row_lse[i0 + r] = rsum[r] > 0 ? T(double(rmax[r]) + std::log(rsum[r])) : neg_inf<T>();
@@ -287,34 +380,51 @@ void backward_rows(const Operands<T>& op, bool mask_diag, const T* gr, const T* 
   // dx == nullptr / dy_acc == nullptr: that gradient is not requested and its work is skipped
   // (colsum_g, the euclidean column correction of dY, is then null too).
   const bool col_sums = colsum_g != nullptr;
-  std::vector<T> Lbuf(tm * kTileN), Gbuf(tm * kTileN), gc_off(kTileN), gcol(kTileN);
+  std::vector<T> Lbuf(tm * kTileN), Gbuf(tm * kTileN), gc_off(kTileN), gcol(kTileN), w(kTileN);
+  std::vector<T> roff(tm), rscale(tm);
   std::vector<double> rowsum_g(tm);
   double dscale = 0;
   for (int64_t i0 = r0; i0 < r1; i0 += tm) {
     const int64_t mt = std::min(tm, r1 - i0);
     std::fill(rowsum_g.begin(), rowsum_g.end(), 0.0);
+    T top = neg_inf<T>();
+    for (int64_t r = 0; r < mt; ++r) {
+      roff[r] = exp_offset(rlse[i0 + r]);
+      top = std::max(top, roff[r]);
+    }
+    exp_of_offsets(roff.data(), top, T(1), mt, rscale.data());
     for (int64_t j0 = 0; j0 < N; j0 += kTileN) {
       const int64_t nt = std::min(kTileN, N - j0);
       T* L = Lbuf.data();
       T* G = Gbuf.data();
       logit_tile(op, i0, mt, j0, nt, L, kTileN);
-      if (gc)
-        for (int64_t c = 0; c < nt; ++c) gc_off[c] = exp_offset(clse[j0 + c]);
+      // With P = exp(L - roff_r) (row softmax) and Q = exp(L - coff_c) (column softmax),
+      // G = gr_r P + gc_c Q. Where the tile's offsets allow (shared_exp_spread), Q is P times
+      // rscale_r exp(top - coff_c), so G = P (gr_r + rscale_r w_c), w_c = gc_c exp(top - coff_c):
+      // one exponential per logit instead of two.
+      bool shared = false;
+      if (gc) {
+        T lowest = std::numeric_limits<T>::infinity();
+        for (int64_t c = 0; c < nt; ++c) {
+          gc_off[c] = exp_offset(clse[j0 + c]);
+          lowest = std::min(lowest, gc_off[c]);
+        }
+        shared = top - lowest <= shared_exp_spread<T>();
+        if (shared) {
+          exp_of_offsets(gc_off.data(), top, T(-1), nt, w.data());
+          for (int64_t c = 0; c < nt; ++c) w[c] *= gc[j0 + c];
+        }
+      }
       if (col_sums) std::fill(gcol.begin(), gcol.begin() + nt, T(0));
       for (int64_t r = 0; r < mt; ++r) {
         const T* Lr = L + r * kTileN;
         T* Gr = G + r * kTileN;
         const T a = gr ? gr[i0 + r] : T(0);
-        const T roff = exp_offset(rlse[i0 + r]);
         const int64_t cd = mask_diag ? i0 + r - j0 : -1;  // masked column of this row, if in tile
-        const V va(a), voff(roff);
+        const V va(a), voff(roff[r]), vrs(rscale[r]);
         // One pass: G_rc, and the running sums of G_rc * L_rc (dscale) and G_rc (euclidean).
         V acc_gl(T(0)), acc_g(T(0));
-        int64_t c = 0;
-        for (; c + V::size() <= nt; c += V::size()) {
-          const V l = V::loadu(Lr + c);
-          V g = gr ? va * (l - voff).exp_u20() : V(T(0));
-          if (gc) g = g + V::loadu(gc + j0 + c) * (l - V::loadu(gc_off.data() + c)).exp_u20();
+        auto consume = [&](V g, const V& l, int64_t c) {
           g.store(Gr + c);
           if (cd >= c && cd < c + V::size()) {  // zero the masked diagonal entry
             Gr[cd] = T(0);
@@ -323,16 +433,30 @@ void backward_rows(const Operands<T>& op, bool mask_diag, const T* gr, const T* 
           acc_gl = at::vec::fmadd(g, l, acc_gl);
           acc_g = acc_g + g;
           if (col_sums) (V::loadu(gcol.data() + c) + g).store(gcol.data() + c);
+        };
+        int64_t c = 0;
+        if (shared) {
+          for (; c + V::size() <= nt; c += V::size()) {
+            const V l = V::loadu(Lr + c);
+            consume((l - voff).exp_u20() * at::vec::fmadd(vrs, V::loadu(w.data() + c), va), l, c);
+          }
+        } else {
+          for (; c + V::size() <= nt; c += V::size()) {
+            const V l = V::loadu(Lr + c);
+            V g = gr ? va * (l - voff).exp_u20() : V(T(0));
+            if (gc) g = g + V::loadu(gc + j0 + c) * (l - V::loadu(gc_off.data() + c)).exp_u20();
+            consume(g, l, c);
+          }
         }
-        T lanes[V::size()];
-        acc_gl.store(lanes);
-        T gl = 0, gsum = 0;
-        for (int64_t l = 0; l < V::size(); ++l) gl += lanes[l];
-        acc_g.store(lanes);
-        for (int64_t l = 0; l < V::size(); ++l) gsum += lanes[l];
+        T gl = horizontal_sum(acc_gl), gsum = horizontal_sum(acc_g);
         for (; c < nt; ++c) {
-          T g = gr ? a * std::exp(Lr[c] - roff) : T(0);
-          if (gc) g += gc[j0 + c] * std::exp(Lr[c] - gc_off[c]);
+          T g;
+          if (shared) {
+            g = std::exp(Lr[c] - roff[r]) * (a + rscale[r] * w[c]);
+          } else {
+            g = gr ? a * std::exp(Lr[c] - roff[r]) : T(0);
+            if (gc) g += gc[j0 + c] * std::exp(Lr[c] - gc_off[c]);
+          }
           if (c == cd) g = T(0);
           Gr[c] = g;
           gl += g * Lr[c];
@@ -348,50 +472,66 @@ void backward_rows(const Operands<T>& op, bool mask_diag, const T* gr, const T* 
       if (op.streamed) {
         // dy_acc is D x N.  l1: d sim/d x_ik = -sign(x_ik - y_jk) = -d sim/d y_jk.
         // dot/euclidean: dx_ik += alpha sum_j G_ij y_jk ; dy_jk += alpha sum_i G_ij x_ik.
+        // Each sum runs in one register accumulator: dX over the tile's columns (rows of G, in
+        // L1), dY over its rows (a column strip of G, 8 KB), so no partial is re-read per k.
         const bool l1 = op.sim == Similarity::L1;
         const T alpha = l1 ? s : (euclid ? T(2) * s : s);
-        const V zero(T(0)), valpha(alpha);
-        for (int64_t r = 0; r < mt; ++r) {
-          const T* Gr = G + r * kTileN;
-          const T* xr = op.x + (i0 + r) * D;
-          T* dxr = dx ? dx + (i0 + r) * D : nullptr;
-          for (int64_t k = 0; k < D; ++k) {
-            const T xk = xr[k];
-            const V vx(xk), vax(alpha * xk);
-            const T* ytk = op.yt + k * N + j0;
-            T* dytk = dy_acc ? dy_acc + k * N + j0 : nullptr;
-            V acc(T(0));
-            int64_t c = 0;
-            if (l1) {
-              for (; c + V::size() <= nt; c += V::size()) {
-                const V v = vx - V::loadu(ytk + c);
-                const V gs = V::loadu(Gr + c) * (v.gt(zero) - v.lt(zero));
-                acc = acc + gs;
-                if (dy_acc) at::vec::fmadd(valpha, gs, V::loadu(dytk + c)).store(dytk + c);
-              }
-            } else {
-              for (; c + V::size() <= nt; c += V::size()) {
-                const V g = V::loadu(Gr + c);
-                acc = at::vec::fmadd(g, V::loadu(ytk + c), acc);
-                if (dy_acc) at::vec::fmadd(vax, g, V::loadu(dytk + c)).store(dytk + c);
-              }
-            }
-            T lanes[V::size()];
-            acc.store(lanes);
-            T tot = 0;
-            for (int64_t l = 0; l < V::size(); ++l) tot += lanes[l];
-            for (; c < nt; ++c) {
+        const V zero(T(0));
+        auto sign = [&](const V& v) { return v.gt(zero) - v.lt(zero); };
+        if (dx) {
+          for (int64_t r = 0; r < mt; ++r) {
+            const T* Gr = G + r * kTileN;
+            const T* xr = op.x + (i0 + r) * D;
+            T* dxr = dx + (i0 + r) * D;
+            for (int64_t k = 0; k < D; ++k) {
+              const V vx(xr[k]);
+              const T* ytk = op.yt + k * N + j0;
+              V acc(T(0));
+              int64_t c = 0;
               if (l1) {
-                const T v = xk - ytk[c];
-                const T gs = Gr[c] * T((v > 0) - (v < 0));
-                tot += gs;
-                if (dy_acc) dytk[c] += alpha * gs;
+                for (; c + V::size() <= nt; c += V::size())
+                  acc = at::vec::fmadd(V::loadu(Gr + c), sign(vx - V::loadu(ytk + c)), acc);
               } else {
-                tot += Gr[c] * ytk[c];
-                if (dy_acc) dytk[c] += alpha * xk * Gr[c];
+                for (; c + V::size() <= nt; c += V::size())
+                  acc = at::vec::fmadd(V::loadu(Gr + c), V::loadu(ytk + c), acc);
               }
+              T tot = horizontal_sum(acc);
+              for (; c < nt; ++c) {
+                const T v = xr[k] - ytk[c];
+                tot += Gr[c] * (l1 ? T((v > 0) - (v < 0)) : ytk[c]);
+              }
+              dxr[k] += l1 ? -alpha * tot : alpha * tot;
             }
-            if (dx) dxr[k] += l1 ? -alpha * tot : alpha * tot;
+          }
+        }
+        if (dy_acc) {
+          const T* xt = op.x + i0 * D;  // the tile's rows of X, row-major (mt x D)
+          int64_t c = 0;
+          for (; c + V::size() <= nt; c += V::size()) {
+            for (int64_t k = 0; k < D; ++k) {
+              T* dyk = dy_acc + k * N + j0 + c;
+              const V yv = V::loadu(op.yt + k * N + j0 + c);
+              V acc(T(0));
+              if (l1) {
+                for (int64_t r = 0; r < mt; ++r)
+                  acc = at::vec::fmadd(V::loadu(G + r * kTileN + c), sign(V(xt[r * D + k]) - yv), acc);
+              } else {
+                for (int64_t r = 0; r < mt; ++r)
+                  acc = at::vec::fmadd(V::loadu(G + r * kTileN + c), V(xt[r * D + k]), acc);
+              }
+              at::vec::fmadd(V(alpha), acc, V::loadu(dyk)).store(dyk);
+            }
+          }
+          for (; c < nt; ++c) {
+            for (int64_t k = 0; k < D; ++k) {
+              const T yk = op.yt[k * N + j0 + c];
+              T acc = 0;
+              for (int64_t r = 0; r < mt; ++r) {
+                const T xk = xt[r * D + k];
+                acc += G[r * kTileN + c] * (l1 ? T((xk - yk > 0) - (xk - yk < 0)) : xk);
+              }
+              dy_acc[k * N + j0 + c] += alpha * acc;
+            }
           }
         }
       } else {
