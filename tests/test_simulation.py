@@ -288,3 +288,17 @@ def test_preset_runs_live_in_folders_named_by_label_so_more_seeds_resume(tmp_pat
     assert len(one) == len(presets.TABLE1_ROWS) and len(two) == 2 * len(presets.TABLE1_ROWS)
     reused = [r for r in two if r["config"]["seed"] == 0]
     assert [r["train_seconds"] for r in reused] == [r["train_seconds"] for r in one]  # not trained again
+
+
+def test_report_only_summarises_the_finished_runs_without_training(tmp_path, capsys):
+    tiny = dict(hidden=(8,), batch_size=32, steps=4, eval_samples=100, n_cond_draws=200, nonlinear_eval=False,
+                n_c=2, n_s=2, n_m=1)
+    with pytest.raises(SystemExit, match="no finished run"):
+        simulate.main(["--preset", "table4b", "--report-only", "--out", str(tmp_path)])
+    label, cfg = presets.preset_runs("table4b", seeds=2)[3]       # one run of ten finished
+    training.train(replace(cfg, **tiny), tmp_path / presets.run_directory(label), progress=False)
+    rows = simulate.main(["--preset", "table4b", "--seeds", "2", "--report-only", "--out", str(tmp_path)])
+    assert len(rows) == 1 and "1 of 10 runs finished" in capsys.readouterr().out
+    report_md = (tmp_path / "report.md").read_text()
+    assert report_md.count("\n") == 3      # header, separator, the one finished setting
+    assert len(list(tmp_path.glob("p-*"))) == 1                  # nothing else was trained

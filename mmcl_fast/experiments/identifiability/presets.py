@@ -75,6 +75,20 @@ def run_preset(name: str, out_dir: Path, overrides: dict, seeds: int = 3, progre
         if progress:
             print(f"[{i + 1}/{len(runs)}] {label}")
         rows.append(train(cfg, out_dir / run_directory(label), progress=progress))
+    write_preset_outputs(name, out_dir, rows)
+    return rows
+
+
+def finished_runs(name: str, out_dir: Path, seeds: int = 3) -> list[dict]:
+    """The results of a preset's runs that have finished in ``out_dir`` (others are skipped), for
+    a report while the rest still train."""
+    found = [out_dir / run_directory(label) / "results.json" for label, _ in preset_runs(name, seeds=seeds)]
+    return [json.loads(f.read_text()) for f in found if f.exists()]
+
+
+def write_preset_outputs(name: str, out_dir: Path, rows: list[dict]) -> None:
+    """results.json / results.csv (one row per run), report.md (mean ± sd per setting, next to
+    the paper) and the preset's figure, if it has one."""
     (out_dir / "results.json").write_text(json.dumps(rows, indent=1))
     with open(out_dir / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -86,7 +100,5 @@ def run_preset(name: str, out_dir: Path, overrides: dict, seeds: int = 3, progre
             w.writerow([c["p_change"], c["statistical"], c["causal"], c["discrete"], c["n_classes"], c["n_s"], c["n_m"],
                         c["encoding_size"], c["seed"], r["steps"], r["summary"]["content"],
                         r["summary"]["style"], r["summary"]["modality"], r["val_loss"], r["train_seconds"]])
-    text = report(name, rows)
-    (out_dir / "report.md").write_text(text + "\n")
+    (out_dir / "report.md").write_text(report(name, rows) + "\n")
     plot_preset(name, rows, out_dir / f"{name}.png")
-    return rows

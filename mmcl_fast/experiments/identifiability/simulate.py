@@ -16,7 +16,7 @@ from pathlib import Path
 from ..common.config_flags import add_config_flags, config_overrides
 from ..common.lr_schedule import SCHEDULES
 from .config import INITS, LOSSES, SimConfig
-from .presets import PRESETS, QUICK, run_preset
+from .presets import PRESETS, QUICK, finished_runs, preset_runs, run_preset, write_preset_outputs
 from .report import format_r2_table
 from .sim_data import DISCRETE_GROUPS
 
@@ -32,6 +32,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
                    help="table/figure presets: the paper's hyperparameters, or the quick preset's "
                         "encoder, batch, steps and optimiser (a CPU-sized version of every run)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the report of the preset's runs already finished in --out")
     add_config_flags(p, SimConfig, {
         "lr_schedule": dict(choices=SCHEDULES),
         "init": dict(choices=INITS),
@@ -51,6 +53,14 @@ def main(argv=None, args=None) -> list[dict]:
     if "seed" in overrides and args.preset not in ("quick", "paper"):
         raise SystemExit("--seed applies to single runs; table presets use --seeds")
     out = Path(args.out or f"runs/simulate-{args.preset}")
+    if args.report_only:
+        rows = finished_runs(args.preset, out, seeds=args.seeds)
+        if not rows:
+            raise SystemExit(f"no finished run of preset {args.preset!r} in {out}")
+        write_preset_outputs(args.preset, out, rows)
+        print((out / "report.md").read_text())
+        print(f"{len(rows)} of {len(preset_runs(args.preset, seeds=args.seeds))} runs finished; wrote {out}/")
+        return rows
     rows = run_preset(args.preset, out, overrides, seeds=args.seeds, progress=not args.no_progress)
     if len(rows) == 1:
         r = rows[0]
