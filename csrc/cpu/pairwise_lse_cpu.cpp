@@ -486,16 +486,19 @@ void backward_rows(const Operands<T>& op, bool mask_diag, const T* gr, const T* 
             for (int64_t k = 0; k < D; ++k) {
               const V vx(xr[k]);
               const T* ytk = op.yt + k * N + j0;
-              V acc(T(0));
+              // Two accumulators: consecutive FMAs do not wait on each other's latency.
+              V acc0(T(0)), acc1(T(0));
+              auto term = [&](int64_t c) {
+                const V yv = V::loadu(ytk + c);
+                return l1 ? sign(vx - yv) : yv;
+              };
               int64_t c = 0;
-              if (l1) {
-                for (; c + V::size() <= nt; c += V::size())
-                  acc = at::vec::fmadd(V::loadu(Gr + c), sign(vx - V::loadu(ytk + c)), acc);
-              } else {
-                for (; c + V::size() <= nt; c += V::size())
-                  acc = at::vec::fmadd(V::loadu(Gr + c), V::loadu(ytk + c), acc);
+              for (; c + 2 * V::size() <= nt; c += 2 * V::size()) {
+                acc0 = at::vec::fmadd(V::loadu(Gr + c), term(c), acc0);
+                acc1 = at::vec::fmadd(V::loadu(Gr + c + V::size()), term(c + V::size()), acc1);
               }
-              T tot = horizontal_sum(acc);
+              for (; c + V::size() <= nt; c += V::size()) acc0 = at::vec::fmadd(V::loadu(Gr + c), term(c), acc0);
+              T tot = horizontal_sum(acc0 + acc1);
               for (; c < nt; ++c) {
                 const T v = xr[k] - ytk[c];
                 tot += Gr[c] * (l1 ? T((v > 0) - (v < 0)) : ytk[c]);
@@ -511,15 +514,18 @@ void backward_rows(const Operands<T>& op, bool mask_diag, const T* gr, const T* 
             for (int64_t k = 0; k < D; ++k) {
               T* dyk = dy_acc + k * N + j0 + c;
               const V yv = V::loadu(op.yt + k * N + j0 + c);
-              V acc(T(0));
-              if (l1) {
-                for (int64_t r = 0; r < mt; ++r)
-                  acc = at::vec::fmadd(V::loadu(G + r * kTileN + c), sign(V(xt[r * D + k]) - yv), acc);
-              } else {
-                for (int64_t r = 0; r < mt; ++r)
-                  acc = at::vec::fmadd(V::loadu(G + r * kTileN + c), V(xt[r * D + k]), acc);
-              }
-              at::vec::fmadd(V(alpha), acc, V::loadu(dyk)).store(dyk);
+              // Four accumulators over the rows: independent FMA chains.
+              auto term = [&](int64_t r) {
+                const V xv(xt[r * D + k]);
+                return l1 ? sign(xv - yv) : xv;
+              };
+              V acc[4] = {V(T(0)), V(T(0)), V(T(0)), V(T(0))};
+              int64_t r = 0;
+              for (; r + 4 <= mt; r += 4)
+                for (int64_t u = 0; u < 4; ++u)
+                  acc[u] = at::vec::fmadd(V::loadu(G + (r + u) * kTileN + c), term(r + u), acc[u]);
+              for (; r < mt; ++r) acc[0] = at::vec::fmadd(V::loadu(G + r * kTileN + c), term(r), acc[0]);
+              at::vec::fmadd(V(alpha), (acc[0] + acc[1]) + (acc[2] + acc[3]), V::loadu(dyk)).store(dyk);
             }
           }
           for (; c < nt; ++c) {
