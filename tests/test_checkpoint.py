@@ -49,6 +49,9 @@ def test_round_trip_restores_weights_step_and_random_streams(tmp_path):
     assert torch.equal(b.net.weight, a.net.weight)
     assert torch.equal(torch.rand(4), want_global) and torch.equal(torch.rand(4, generator=b.gen), want_gen)
     assert not restore_checkpoint(Run(Cfg()), tmp_path / "absent.pt")
+    torch.save({"config": {}, "g1": {}}, tmp_path / "older.pt")      # another format: refused
+    with pytest.raises(CheckpointMismatch, match="not in this version's checkpoint format"):
+        restore_checkpoint(Run(Cfg()), tmp_path / "older.pt")
 
 
 def test_another_configuration_is_refused_naming_every_differing_field(tmp_path):

@@ -80,6 +80,9 @@ def restore_checkpoint(run: Checkpointable, path: str | Path, free_fields: Itera
     if not path.exists():
         return False
     ckpt = torch.load(path, weights_only=True)
+    if not {"config", "step", "state", "torch_rng"} <= ckpt.keys():
+        raise CheckpointMismatch(f"{path} is not in this version's checkpoint format (keys: {sorted(ckpt)}); "
+                                 "delete it to start the run over")
     diff = config_differences(ckpt["config"], asdict(run.cfg), free_fields)
     if diff:
         fields = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in diff.items())
