@@ -76,6 +76,24 @@ struct Operands {
   bool streamed;
 };
 
+template <typename T>
+T horizontal_sum(const Vectorized<T>& v) {
+  T lanes[Vectorized<T>::size()];
+  v.store(lanes);
+  T s = 0;
+  for (int64_t l = 0; l < Vectorized<T>::size(); ++l) s += lanes[l];
+  return s;
+}
+
+template <typename T>
+T horizontal_max(const Vectorized<T>& v) {
+  T lanes[Vectorized<T>::size()];
+  v.store(lanes);
+  T m = neg_inf<T>();
+  for (int64_t l = 0; l < Vectorized<T>::size(); ++l) m = std::max(m, lanes[l]);
+  return m;
+}
+
 // sum_c exp(p[c] - off)
 template <typename T>
 T sum_exp(const T* p, int64_t n, T off) {
@@ -84,10 +102,7 @@ T sum_exp(const T* p, int64_t n, T off) {
   int64_t c = 0;
   V acc(T(0));
   for (; c + V::size() <= n; c += V::size()) acc = acc + (V::loadu(p + c) - voff).exp_u20();
-  T lanes[V::size()];
-  acc.store(lanes);
-  T s = 0;
-  for (int64_t l = 0; l < V::size(); ++l) s += lanes[l];
+  T s = horizontal_sum(acc);
   for (; c < n; ++c) s += std::exp(p[c] - off);
   return s;
 }
@@ -202,24 +217,6 @@ RowPartition partition_rows(int64_t M, int64_t max_workers) {
 // e^-17 in float, under float32's epsilon e^-15.9. Tiles with a wider spread use two exponentials.
 template <typename T>
 constexpr T shared_exp_spread() { return std::is_same_v<T, float> ? T(70) : T(600); }
-
-template <typename T>
-T horizontal_sum(const Vectorized<T>& v) {
-  T lanes[Vectorized<T>::size()];
-  v.store(lanes);
-  T s = 0;
-  for (int64_t l = 0; l < Vectorized<T>::size(); ++l) s += lanes[l];
-  return s;
-}
-
-template <typename T>
-T horizontal_max(const Vectorized<T>& v) {
-  T lanes[Vectorized<T>::size()];
-  v.store(lanes);
-  T m = neg_inf<T>();
-  for (int64_t l = 0; l < Vectorized<T>::size(); ++l) m = std::max(m, lanes[l]);
-  return m;
-}
 
 // out[c] = exp(sign * (a[c] - b)) for c < n (a vectorised exp of offsets).
 template <typename T>
