@@ -2,6 +2,11 @@
 #include "op_checks.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+
+#include <cmath>
+#include <utility>
+#include <vector>
 
 #include "similarity.h"
 
@@ -28,9 +33,27 @@ void check_common(const char* op, const at::Tensor& x, const at::Tensor& y, cons
   TORCH_CHECK(at::isFloatingType(scale.scalar_type()), op, ": scale must be floating point");
 }
 
+namespace {
+
+// One serial pass on the calling thread for CPU float/double tensors (ATen's isfinite().all()
+// would open OpenMP regions); every other case goes through ATen.
+bool all_finite(const at::Tensor& t) {
+  if (t.is_cpu() && t.is_contiguous() &&
+      (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble)) {
+    return AT_DISPATCH_FLOATING_TYPES(t.scalar_type(), "all_finite", [&] {
+      const scalar_t* p = t.data_ptr<scalar_t>();
+      bool finite = true;
+      for (int64_t i = 0, n = t.numel(); i < n; ++i) finite &= std::isfinite(p[i]);
+      return finite;
+    });
+  }
+  return at::isfinite(t).all().item<bool>();
+}
+
+}  // namespace
+
 void check_finite(const char* op, const char* name, const at::Tensor& t) {
-  TORCH_CHECK(at::isfinite(t).all().item<bool>(), op, ": ", name,
-              " contains NaN or Inf; the loss would be NaN");
+  TORCH_CHECK(all_finite(t), op, ": ", name, " contains NaN or Inf; the loss would be NaN");
 }
 
 void check_bwd(const at::Tensor& grad_row, const at::Tensor& grad_col, const at::Tensor& x,
@@ -49,6 +72,30 @@ void check_bwd(const at::Tensor& grad_row, const at::Tensor& grad_col, const at:
 std::pair<at::Tensor, at::Tensor> centred_if_euclidean(const at::Tensor& x, const at::Tensor& y,
                                                        const std::string& similarity) {
   if (similarity != "euclidean") return {x, y};
+  if (x.is_cpu() && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble)) {
+    // Serial loops on the calling thread (the ATen expression below opens OpenMP regions).
+    const auto xc = x.contiguous(), yc = y.contiguous();
+    const int64_t D = x.size(1);
+    return AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "centred_if_euclidean", [&] {
+      std::vector<double> centre(D, 0.0);
+      for (const auto* t : {&xc, &yc}) {
+        const scalar_t* p = t->data_ptr<scalar_t>();
+        for (int64_t i = 0; i < t->size(0); ++i)
+          for (int64_t k = 0; k < D; ++k) centre[k] += double(p[i * D + k]);
+      }
+      std::vector<scalar_t> c(D);
+      for (int64_t k = 0; k < D; ++k) c[k] = scalar_t(centre[k] / double(x.size(0) + y.size(0)));
+      auto shifted = [&](const at::Tensor& t) {
+        auto out = at::empty_like(t);
+        const scalar_t* p = t.data_ptr<scalar_t>();
+        scalar_t* o = out.data_ptr<scalar_t>();
+        for (int64_t i = 0; i < t.size(0); ++i)
+          for (int64_t k = 0; k < D; ++k) o[i * D + k] = p[i * D + k] - c[k];
+        return out;
+      };
+      return std::make_pair(shifted(xc), shifted(yc));
+    });
+  }
   const double count = double(x.size(0) + y.size(0));
   const auto centre =
       (x.sum(0, false, at::kDouble) + y.sum(0, false, at::kDouble)).div_(count).to(x.scalar_type());

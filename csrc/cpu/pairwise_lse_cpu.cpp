@@ -12,7 +12,8 @@
 // 2 x.y - |x|^2 - |y|^2 works at the scale of the data's spread; streamed tiles (D <= 16) use the
 // differences directly.
 //
-// Work is split into W row chunks, one per worker. A worker streams over (tile_m x tile_n) logit
+// Work is split into W row chunks, one per worker slot; the slots run on the kernel's own pool
+// of sleeping helpers (worker_pool.h), never in OpenMP regions. A worker streams over (tile_m x tile_n) logit
 // tiles: each tile is computed once (BLAS for dot/euclidean; register-blocked vectorised loops
 // over Y^T for D <= 16 and for l1) and feeds both the online row LSE (owned by the worker) and
 // the worker's private column partials (running max + sum of exp). The forward reads a tile
@@ -40,6 +41,7 @@
 
 #include "../similarity.h"
 #include "blas.h"
+#include "worker_pool.h"
 
 namespace mmcl_fast {
 namespace {
@@ -346,20 +348,40 @@ Prepared<T> prepare(const at::Tensor& x_in, const at::Tensor& y_in, Similarity s
   Prepared<T> p;
   p.x = x_in.contiguous();
   p.y = y_in.contiguous();
-  const bool streamed = sim == Similarity::L1 || p.x.size(1) <= kSmallD;
-  if (streamed) p.yt = p.y.t().contiguous();
+  const int64_t M = p.x.size(0), N = p.y.size(0), D = p.x.size(1);
+  const bool streamed = sim == Similarity::L1 || D <= kSmallD;
+  // O((M + N) D) set-up in plain loops on the calling thread (ATen's copy and sum would each
+  // open an OpenMP region).
+  if (streamed) {
+    p.yt = at::empty({D, N}, p.y.options());
+    const T* y = p.y.template data_ptr<T>();
+    T* yt = p.yt.template data_ptr<T>();
+    for (int64_t j = 0; j < N; ++j)
+      for (int64_t k = 0; k < D; ++k) yt[k * N + j] = y[j * D + k];
+  }
   if (sim == Similarity::Euclidean && !streamed) {
-    p.xn = p.x.square().sum(1);
-    p.yn = p.y.square().sum(1);
+    auto squared_norms = [D](const at::Tensor& a) {
+      auto out = at::empty({a.size(0)}, a.options());
+      const T* ap = a.template data_ptr<T>();
+      T* o = out.template data_ptr<T>();
+      for (int64_t i = 0; i < a.size(0); ++i) {
+        T acc = 0;
+        for (int64_t k = 0; k < D; ++k) acc += ap[i * D + k] * ap[i * D + k];
+        o[i] = acc;
+      }
+      return out;
+    };
+    p.xn = squared_norms(p.x);
+    p.yn = squared_norms(p.y);
   }
   p.op = Operands<T>{p.x.template data_ptr<T>(),
                      p.y.template data_ptr<T>(),
                      p.yt.defined() ? p.yt.template data_ptr<T>() : nullptr,
                      p.xn.defined() ? p.xn.template data_ptr<T>() : nullptr,
                      p.yn.defined() ? p.yn.template data_ptr<T>() : nullptr,
-                     p.x.size(0),
-                     p.y.size(0),
-                     p.x.size(1),
+                     M,
+                     N,
+                     D,
                      sim,
                      static_cast<T>(s),
                      streamed};
@@ -574,21 +596,21 @@ std::tuple<at::Tensor, at::Tensor> lse_fwd_cpu(const at::Tensor& x, const at::Te
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lse_fwd_cpu", [&] {
     using T = scalar_t;
     auto prep = prepare<T>(x, y, sim, s);
-    const RowPartition part = partition_rows(M, at::get_num_threads());
+    const int64_t threads = at::get_num_threads();
+    const RowPartition part = partition_rows(M, threads);
     const int64_t W = part.workers;
     const int64_t ncol = compute_col ? N : 0;
     std::vector<T> cmax(W * ncol, neg_inf<T>());
     std::vector<double> csum(W * ncol, 0.0);
     T* rl = row_lse.data_ptr<T>();
-    at::parallel_for(0, W, 1, [&](int64_t b, int64_t e) {
+    run_slots(W, threads, [&](int64_t p) {
       SequentialBlasScope sequential_blas;
-      for (int64_t p = b; p < e; ++p)
-        forward_rows(prep.op, mask_diag, compute_col, part.begin(p, M), part.begin(p + 1, M),
-                     part.tile_m, rl, cmax.data() + p * ncol, csum.data() + p * ncol);
+      forward_rows(prep.op, mask_diag, compute_col, part.begin(p, M), part.begin(p + 1, M),
+                   part.tile_m, rl, cmax.data() + p * ncol, csum.data() + p * ncol);
     });
     if (compute_col) {
       T* cl = col_lse.data_ptr<T>();
-      at::parallel_for(0, N, 2048, [&](int64_t b, int64_t e) {
+      run_ranges(N, 2048, threads, [&](int64_t b, int64_t e) {
         for (int64_t j = b; j < e; ++j) {
           T m = neg_inf<T>();
           for (int64_t p = 0; p < W; ++p) m = std::max(m, cmax[p * N + j]);
@@ -615,8 +637,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cpu(
   const int64_t M = x.size(0), N = y.size(0), D = x.size(1);
   const bool use_col = grad_col.numel() > 0;
   const bool need_dx = output_mask[0], need_dy = output_mask[1];
-  auto dx = need_dx ? at::zeros({M, D}, x.options()) : x.new_empty({0});
-  auto dy = need_dy ? at::zeros({N, D}, y.options()) : y.new_empty({0});
+  // Zeroed inside the slots (dX rows by their owner, dY and the partials by the slot that
+  // accumulates into them), not by at::zeros: no OpenMP region anywhere in the op.
+  auto dx = need_dx ? at::empty({M, D}, x.options()) : x.new_empty({0});
+  auto dy = need_dy ? at::empty({N, D}, y.options()) : y.new_empty({0});
   double dscale_total = 0;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lse_bwd_cpu", [&] {
     using T = scalar_t;
@@ -630,15 +654,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cpu(
     // worker (whose accumulator is D x N), owns a zeroed partial.
     // Without a requested dY there are no partials and no cap on the workers.
     const int64_t partial_bytes = need_dy ? N * D * int64_t(sizeof(T)) : 0;
+    const int64_t threads = at::get_num_threads();
     const int64_t budget_workers =
-        need_dy ? 1 + kPartialBudgetBytes / std::max<int64_t>(1, partial_bytes) : at::get_num_threads();
+        need_dy ? 1 + kPartialBudgetBytes / std::max<int64_t>(1, partial_bytes) : threads;
     const RowPartition part = partition_rows(M, budget_workers);
     const int64_t W = part.workers;
     const bool streamed = prep.op.streamed;
     const int64_t own = streamed ? 0 : 1;
     std::vector<at::Tensor> partials;
     if (need_dy)
-      for (int64_t p = own; p < W; ++p) partials.push_back(at::zeros({N * D}, x.options()));
+      for (int64_t p = own; p < W; ++p) partials.push_back(at::empty({N * D}, x.options()));
     auto dy_ptr = [&](int64_t p) -> T* {
       if (!need_dy) return nullptr;
       return p < own ? dy.data_ptr<T>() : partials[p - own].data_ptr<T>();
@@ -646,21 +671,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cpu(
     const bool col_sums = euclid && need_dy;
     std::vector<double> colsum(col_sums ? W * N : 0, 0.0), dscale(W, 0.0);
     T* dxp = need_dx ? dx.data_ptr<T>() : nullptr;
-    at::parallel_for(0, W, 1, [&](int64_t b, int64_t e) {
+    run_slots(W, threads, [&](int64_t p) {
       SequentialBlasScope sequential_blas;
-      for (int64_t p = b; p < e; ++p)
-        backward_rows(prep.op, mask_diag, gr.data_ptr<T>(), use_col ? gc.data_ptr<T>() : nullptr,
-                      rl.data_ptr<T>(), use_col ? cl.data_ptr<T>() : nullptr, part.begin(p, M),
-                      part.begin(p + 1, M), part.tile_m, dxp, dy_ptr(p),
-                      col_sums ? colsum.data() + p * N : nullptr, &dscale[p]);
+      const int64_t r0 = part.begin(p, M), r1 = part.begin(p + 1, M);
+      if (dxp) std::fill(dxp + r0 * D, dxp + r1 * D, T(0));
+      if (T* acc = dy_ptr(p)) std::fill(acc, acc + N * D, T(0));
+      backward_rows(prep.op, mask_diag, gr.data_ptr<T>(), use_col ? gc.data_ptr<T>() : nullptr,
+                    rl.data_ptr<T>(), use_col ? cl.data_ptr<T>() : nullptr, r0, r1, part.tile_m,
+                    dxp, dy_ptr(p),
+                    col_sums ? colsum.data() + p * N : nullptr, &dscale[p]);
     });
     for (int64_t p = 0; p < W; ++p) dscale_total += dscale[p];
     if (!need_dy) return;
     T* dyp = dy.data_ptr<T>();
     const T* yp = prep.op.y;
-    at::parallel_for(0, N, 256, [&](int64_t b, int64_t e) {
+    const bool dy_accumulated = own == 1 && W >= 1;  // slot 0 zeroed dy and accumulated into it
+    run_ranges(N, 256, threads, [&](int64_t b, int64_t e) {
       for (int64_t j = b; j < e; ++j) {
         T* dyj = dyp + j * D;
+        if (!dy_accumulated) std::fill(dyj, dyj + D, T(0));
         for (int64_t p = own; p < W; ++p) {
           const T* src = partials[p - own].data_ptr<T>();
           if (streamed) {
