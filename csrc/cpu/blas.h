@@ -2,8 +2,8 @@
 //
 // Calls the Fortran sgemm_/dgemm_ that torch's MKL/OpenBLAS exports (weakly bound). If a torch
 // build does not export them, the same product runs through ATen's addmm_ on borrowed (from_blob)
-// views. The kernels call gemm from inside at::parallel_for workers, each on a small tile, so every
-// worker holds a SequentialBlasScope: MKL otherwise starts a nested OpenMP team per call, whose
+// views. The kernels call gemm from their worker slots (worker_pool.h), each on a small tile, so
+// every slot holds a SequentialBlasScope: MKL otherwise starts an OpenMP team per call, whose
 // spinning threads collapse throughput as soon as another process competes for the cores.
 #pragma once
 
