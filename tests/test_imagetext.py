@@ -1,5 +1,6 @@
 """Procedural Multimodal3DIdent generator, ResNet-18 and the image/text trainer."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,10 +11,10 @@ from mmcl_fast.experiments.common.checkpoint import CheckpointMismatch, save_che
 from mmcl_fast.experiments.common.lr_schedule import learning_rate
 from mmcl_fast.experiments.imagetext import procedural_m3di as m3di
 from mmcl_fast.experiments.imagetext.config import ImageTextConfig
-from mmcl_fast.experiments.imagetext.encoders import TextEncoder
+from mmcl_fast.experiments.imagetext.encoders import TextConvNet2D, TextEncoder
 from mmcl_fast.experiments.imagetext.evaluation import evaluate_factors
 from mmcl_fast.experiments.imagetext.resnet import ResNet18
-from mmcl_fast.experiments.imagetext.train_imagetext import main
+from mmcl_fast.experiments.imagetext.train_imagetext import build_parser, config_from_args, main
 from mmcl_fast.experiments.imagetext.training import ImageTextRun, train
 
 
@@ -131,7 +132,7 @@ def test_training_smoke_and_exact_resume(tmp_path):
     assert np.isfinite(res["val_loss"])
     assert set(res["scores"]["image"]) == {"shape", "x", "y", "object_hue", "rotation",
                                            "spot_pos", "spot_hue", "background_hue"}
-    assert set(res["scores"]["text"]) == {"shape", "x", "y", "object_hue", "phrasing"}
+    assert set(res["scores"]["text"]) == {"shape", "x", "y", "object_color_index", "phrasing", "object_hue"}
     # interrupted after 10 steps, resumed: the same parameters as the straight run
     run = ImageTextRun(cfg, tmp_path / "b")
     for _ in range(10):
@@ -171,7 +172,12 @@ def test_evaluation_detects_encoded_factors():
     for n_fit in (None, 400):        # halves, or the paper's protocol (fit on "val" = first 400)
         res = evaluate_factors(z, z, f, n_fit=n_fit)
         assert res["image"]["shape"]["score"] > 0.9 and res["image"]["x"]["score"] > 0.9
+        assert res["image"]["x"]["linear"] > 0.9       # x is linear in the code: logistic regression too
         assert res["image"]["y"]["score"] < 0.5 and abs(res["image"]["rotation"]["score"]) < 0.1
+        assert abs(res["image"]["rotation"]["circular"]) < 0.1
+        # the original's discrete text colour: the caption's colour name, not encoded here
+        colour = res["text"]["object_color_index"]
+        assert colour["metric"] == "accuracy" and colour["score"] < colour["chance"] + 0.1
     # the probe only sees [0, n_fit): labels after it that contradict the code are scored as wrong
     flipped = dict(f, shape=np.concatenate([f["shape"][:400], (f["shape"][400:] + 1) % 7]))
     assert evaluate_factors(z, z, flipped, n_fit=400)["image"]["shape"]["score"] < 0.1
@@ -216,3 +222,41 @@ def test_zero_init_residual_blocks_start_as_their_shortcut():
                for b in layer)
     # downsampling blocks still carry the signal through their projection shortcut
     assert zero(torch.randn(2, 3, 32, 32)).std() > 0
+
+
+def test_colour_index_is_the_captions_colour_name_and_follows_x_when_causal():
+    split = m3di.generate_split(60, seed=3, image_size=32, causal=True)
+    vocab = m3di.color_vocabulary()
+    idx = m3di.color_indices(split.factors["object_hue"], split.factors["palette"])
+    assert [vocab[k] for k in idx] == [m3di.parse_caption(c)["color"] for c in split.captions]
+    # causal data: the hue, hence the colour name, is tied to the x-position, and a code holding
+    # the hue predicts the colour name above its majority rate
+    rng = np.random.default_rng(1)
+    f = m3di.sample_latents(1200, rng, causal=True)
+    z = np.stack([np.cos(2 * np.pi * f["object_hue"]), np.sin(2 * np.pi * f["object_hue"]),
+                  rng.standard_normal(1200)], 1)
+    res = evaluate_factors(z, z, f)
+    assert res["text"]["object_color_index"]["score"] > res["text"]["object_color_index"]["chance"] + 0.1
+    assert res["image"]["object_hue"]["circular"] > 0.9 and res["text"]["object_hue"]["score"] > 0.5
+
+
+def test_original_text_convnet_layout_and_bad_lengths():
+    enc = TextConvNet2D(30, 5, sequence_length=24)
+    assert enc.head.in_features == 100 * 3 * 16          # the original's flattened size at 24 tokens
+    assert enc(torch.randint(0, 30, (4, 24))).shape == (4, 5)
+    with pytest.raises(ValueError, match="24 tokens"):
+        enc(torch.randint(0, 30, (4, 12)))
+    with pytest.raises(ValueError, match="sequence_length"):
+        TextConvNet2D(30, 5, sequence_length=4)
+    with pytest.raises(ValueError, match="text_encoder"):
+        ImageTextRun(ImageTextConfig(text_encoder="lstm", **SMALL), Path("/nonexistent"))
+
+
+def test_presets_and_flags_override_them():
+    quick = config_from_args(build_parser().parse_args([]))
+    assert quick.causal and quick.text_encoder == "conv2d" and quick.steps == 800
+    paper = config_from_args(build_parser().parse_args(["--preset", "paper"]))
+    assert (paper.loss, paper.temperature, paper.batch_size, paper.lr, paper.steps) == \
+        ("nt_xent", 1.0, 256, 1e-5, 100_000)
+    assert (paper.n_train, paper.n_val, paper.n_test, paper.lr_schedule) == (125_000, 10_000, 10_000, "constant")
+    assert config_from_args(build_parser().parse_args(["--preset", "paper", "--steps", "7"])).steps == 7

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from ..common.config_flags import option
 
 LOSSES = ("symmetric_infonce", "nt_xent")
+TEXT_ENCODERS = ("conv2d", "conv1d")
+TEXT_SEQUENCE_LENGTH = 24   # tokens per caption fed to the conv2d text encoder (padding after the words)
 BATCH_SEED_OFFSET = 1   # the training batches' random stream, derived from the run's seed
 
 
@@ -19,7 +21,8 @@ class ImageTextConfig:
     n_train: int = option(10_000, "training pairs")
     n_val: int = option(2_000, "pairs the probes are fit on")
     n_test: int = option(1_000, "pairs the probes are scored on")
-    causal: bool = option(False, "causal dependence between the latent factors")
+    causal: bool = option(True, "object hue tied to the x-position, the paper's main setting "
+                                "(false: independent factors)")
     data_dir: str | None = option(None, "cache of the .npz splits (default: <out>/data)")
     # model and optimisation. Quick CPU defaults; the paper: batch 256, lr 1e-5, 100k steps,
     # temperature 1, constant lr, no warmup, torchvision's default init. At temperature 1 a few
@@ -27,6 +30,8 @@ class ImageTextConfig:
     # 50-step warmup and residual blocks that start as identities were the best of a short
     # search (benchmarks/RESULTS.md).
     encoding_size: int = option(4, "encoder output dimension")
+    text_encoder: str = option("conv2d", "conv2d: the paper code's 2-D ConvNet over the token "
+                                         "embeddings; conv1d: this project's 1-D ConvNet")
     batch_size: int = option(64, "pairs per step")
     steps: int = option(800, "training steps")
     lr: float = option(1e-3, "Adam learning rate")
@@ -49,3 +54,16 @@ def resume_free_fields(cfg: ImageTextConfig) -> tuple[str, ...]:
     held-out split sizes, and the step budget unless the learning-rate schedule depends on it."""
     free = ("n_val", "n_test", "data_dir", "checkpoint_every", "eval_every", "threads", "encoding_sizes")
     return free if cfg.lr_schedule == "cosine" else (*free, "steps")
+
+
+# Values a preset sets; flags given on the command line override them.
+PRESETS = {
+    "quick": {},
+    # what the paper trained (its main_imgtxt.py defaults; App. B.1 data sizes): the original
+    # estimator (NT-Xent, negatives from both modalities, cosine, temperature 1), Adam 1e-5 with a
+    # constant rate, batch 256, 100k steps, torchvision's initialisation. GPU-sized.
+    "paper": {"loss": "nt_xent", "temperature": 1.0, "batch_size": 256, "lr": 1e-5,
+              "steps": 100_000, "lr_schedule": "constant", "warmup_steps": 0,
+              "zero_init_residual": False, "n_train": 125_000, "n_val": 10_000, "n_test": 10_000,
+              "causal": True, "text_encoder": "conv2d"},
+}

@@ -147,6 +147,18 @@ def color_names(hues: np.ndarray, palette_idx: np.ndarray) -> list[str]:
     return names
 
 
+def color_vocabulary() -> list[str]:
+    """Every colour name of the three palettes, sorted: the classes of ``object_color_index``."""
+    return sorted(t for _, tokens in _palettes() for t in tokens)
+
+
+def color_indices(hues: np.ndarray, palette_idx: np.ndarray) -> np.ndarray:
+    """The caption's colour name of each sample as an index into :func:`color_vocabulary`
+    (the original data set's ``object_color_index``, a discrete text factor)."""
+    index = {name: k for k, name in enumerate(color_vocabulary())}
+    return np.array([index[n] for n in color_names(hues, palette_idx)], dtype=np.int64)
+
+
 def caption(shape: int, x: int, y: int, color: str, phrasing: int) -> str:
     """The caption of one sample: template ``PHRASINGS[phrasing]`` filled with its words."""
     return PHRASINGS[phrasing].format(color=color, shape=SHAPES[shape], x=X_WORDS[x],

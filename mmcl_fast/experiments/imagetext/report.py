@@ -8,12 +8,13 @@ from .evaluation import IMAGE_FACTORS, TEXT_FACTORS
 
 def format_scores(results: dict) -> str:
     """Markdown table of one run's scores."""
-    lines = ["| modality | factor | role | metric | score |", "|---|---|---|---|---|"]
+    lines = ["| modality | factor | role | metric | score (MLP / kernel ridge) | linear | "
+             "(cos, sin) R^2 | chance |", "|---|---|---|---|---|---|---|---|"]
     for modality, table in results["scores"].items():
         for name, r in table.items():
-            chance = f" (chance {r['chance']:.2f})" if "chance" in r else ""
-            lines.append(f"| {modality} | {name} | {r['role']} | {r['metric']} | "
-                         f"{r['score']:.3f}{chance} |")
+            extra = [f"{r[k]:.3f}" if k in r else "" for k in ("linear", "circular", "chance")]
+            lines.append(f"| {modality} | {name} | {r['role']} | {r['metric']} | {r['score']:.3f} | "
+                         + " | ".join(extra) + " |")
     return "\n".join(lines)
 
 

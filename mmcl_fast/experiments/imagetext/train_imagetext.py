@@ -1,20 +1,16 @@
 """``mmcl-fast train-imagetext``: image/text pairs of the procedural Multimodal3DIdent (paper Sec. 5.2, Fig. 3).
 
-    mmcl-fast train-imagetext                               # quick CPU default, encoding size 4
-    mmcl-fast train-imagetext --encoding-sizes 2 3 4 5 6    # the Fig. 3 / Fig. 11 sweep + plot
-    mmcl-fast train-imagetext --causal true --out runs/causal   # hue tied to x (paper main)
-    python -m mmcl_fast.experiments.imagetext.train_imagetext --steps 100000 --batch-size 256 \
-        --lr 1e-5 --temperature 1 --lr-schedule constant --warmup-steps 0 --zero-init-residual false \
-        --n-train 125000 --n-val 10000 --n-test 10000          # the paper's hyperparameters
+    mmcl-fast train-imagetext                               # quick CPU default: causal data, size 4
+    mmcl-fast train-imagetext --encoding-sizes 2 3 4 5 6    # the Fig. 3 sweep + plot
+    mmcl-fast train-imagetext --causal false --out runs/indep   # independent factors (paper App. Fig. 11)
+    mmcl-fast train-imagetext --preset paper                # what the paper trained (GPU-sized)
 
-Image encoder: ResNet-18 (.resnet) -> LeakyReLU -> Linear(encoding size); text
-encoder: token embedding (a linear map of one-hot tokens) -> 4 Conv1d layers -> max over
-positions -> Linear. Loss: ``symmetric_infonce(..., similarity="cosine")`` (or ``nt_xent``),
-temperature 0.1 by default (the paper: 1.0). Evaluation as in the paper's code: probes fit on
-the validation split's encodings and scored on the test split, from each modality's encoding:
-MLP-classifier accuracy (one hidden layer) for discrete factors,
-kernel-ridge R^2 (the simulation's grid) for continuous ones; circular factors (hues, angles)
-are regressed as (cos, sin) pairs.
+Image encoder: ResNet-18 (.resnet) -> LeakyReLU -> Linear(encoding size); text encoder: the
+paper code's 2-D ConvNet over the token embeddings (.encoders.TextConvNet2D), or this project's
+1-D ConvNet with ``--text-encoder conv1d``. Loss: ``symmetric_infonce(..., similarity="cosine")``
+(or ``nt_xent``, the original estimator), temperature 0.1 by default (the paper: 1.0).
+Evaluation as in the paper's code (.evaluation): probes fit on the validation split's encodings
+and scored on the test split.
 """
 from __future__ import annotations
 
@@ -25,7 +21,7 @@ from pathlib import Path
 
 from ..common.config_flags import add_config_flags, config_overrides
 from ..common.lr_schedule import SCHEDULES
-from .config import LOSSES, ImageTextConfig
+from .config import LOSSES, PRESETS, TEXT_ENCODERS, ImageTextConfig
 from .report import format_scores, plot_sweep
 from .training import train
 
@@ -35,17 +31,24 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_flags(p, ImageTextConfig, {
         "loss": dict(choices=LOSSES),
+        "text_encoder": dict(choices=TEXT_ENCODERS),
         "lr_schedule": dict(choices=SCHEDULES),
         "encoding_sizes": dict(type=int, nargs="+")})
+    p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
+                   help="quick: the CPU-sized defaults; paper: what the paper trained (flags override)")
     p.add_argument("--out", default="runs/imagetext", help="output directory")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
+def config_from_args(args: argparse.Namespace) -> ImageTextConfig:
+    """The run's configuration: the preset's values, then the flags given on the command line."""
+    return replace(ImageTextConfig(), **{**PRESETS[args.preset], **config_overrides(args, ImageTextConfig)})
+
+
 def main(argv=None, args=None) -> dict:
     args = args if args is not None else build_parser().parse_args(argv)
-    overrides = config_overrides(args, ImageTextConfig)
-    cfg = replace(ImageTextConfig(), **overrides)
+    cfg = config_from_args(args)
     out = Path(args.out)
     if not cfg.encoding_sizes:
         res = train(cfg, out, progress=not args.quiet)

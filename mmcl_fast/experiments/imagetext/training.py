@@ -19,8 +19,8 @@ from mmcl_fast import nt_xent, symmetric_infonce
 from ..common.checkpoint import CHECKPOINT_NAME, restore_checkpoint, save_checkpoint
 from ..common.lr_schedule import learning_rate
 from . import procedural_m3di as m3di
-from .config import BATCH_SEED_OFFSET, LOSSES, ImageTextConfig, resume_free_fields
-from .encoders import ImageEncoder, TextEncoder
+from .config import BATCH_SEED_OFFSET, LOSSES, TEXT_ENCODERS, TEXT_SEQUENCE_LENGTH, ImageTextConfig, resume_free_fields
+from .encoders import ImageEncoder, TextConvNet2D, TextEncoder
 from .evaluation import evaluate_factors
 
 
@@ -35,6 +35,8 @@ class ImageTextRun:
     def __init__(self, cfg: ImageTextConfig, out_dir: Path):
         if cfg.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {cfg.loss!r}")
+        if cfg.text_encoder not in TEXT_ENCODERS:
+            raise ValueError(f"text_encoder must be one of {TEXT_ENCODERS}, got {cfg.text_encoder!r}")
         if cfg.encoding_size < 1 or cfg.batch_size < 2 or cfg.steps < 0:
             raise ValueError("need encoding_size >= 1, batch_size >= 2, steps >= 0")
         learning_rate(cfg.lr_schedule, cfg.lr, 0, cfg.steps, cfg.warmup_steps)   # rejects bad ones
@@ -47,11 +49,14 @@ class ImageTextRun:
                        for k, (name, n) in enumerate((("train", cfg.n_train), ("val", cfg.n_val),
                                                       ("test", cfg.n_test)))}
         self.vocab = m3di.Vocabulary(self.splits["train"].captions)
-        self.tokens = {k: torch.from_numpy(self.vocab.encode(s.captions, m3di.MAX_TOKENS))
+        conv2d = cfg.text_encoder == "conv2d"
+        length = TEXT_SEQUENCE_LENGTH if conv2d else m3di.MAX_TOKENS
+        self.tokens = {k: torch.from_numpy(self.vocab.encode(s.captions, length))
                        for k, s in self.splits.items()}
         torch.manual_seed(cfg.seed)
         self.image_encoder = ImageEncoder(cfg.encoding_size, cfg.zero_init_residual)
-        self.text_encoder = TextEncoder(len(self.vocab), cfg.encoding_size)
+        self.text_encoder = (TextConvNet2D(len(self.vocab), cfg.encoding_size, length) if conv2d
+                             else TextEncoder(len(self.vocab), cfg.encoding_size))
         self.params = [*self.image_encoder.parameters(), *self.text_encoder.parameters()]
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr)
         self.gen = torch.Generator().manual_seed(cfg.seed + BATCH_SEED_OFFSET)
