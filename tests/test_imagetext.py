@@ -159,6 +159,19 @@ def test_cli_sweep_and_nt_xent(tmp_path):
                 "--batch-size", "8", "--out", str(tmp_path), "--quiet"])
     assert set(out["runs"]) == {2, 3}
     assert (tmp_path / "sweep.png").stat().st_size > 0 and (tmp_path / "sweep.json").exists()
+
+
+def test_seeds_are_summarised_as_mean_and_sd(tmp_path):
+    out = main(["--steps", "2", "--seeds", "2", "--seed", "5", "--image-size", "32", "--n-train", "64",
+                "--n-val", "32", "--n-test", "40", "--batch-size", "8", "--out", str(tmp_path), "--quiet"])
+    assert [r["config"]["seed"] for r in out["runs"]] == [5, 6]
+    assert (tmp_path / "seed5" / "results.json").exists() and (tmp_path / "seed6" / "results.json").exists()
+    shape = [r["scores"]["image"]["shape"]["score"] for r in out["runs"]]
+    entry = out["summary"]["scores"]["image"]["shape"]["score"]
+    assert entry["mean"] == pytest.approx(np.mean(shape)) and entry["sd"] == pytest.approx(np.std(shape, ddof=1))
+    assert "± " in (tmp_path / "summary.md").read_text()
+    with pytest.raises(ValueError, match="seeds"):
+        main(["--seeds", "0", "--out", str(tmp_path / "x"), "--quiet"])
     with pytest.raises(ValueError, match="loss"):
         ImageTextRun(ImageTextConfig(loss="mse", **SMALL), tmp_path / "c")
 
@@ -260,3 +273,15 @@ def test_presets_and_flags_override_them():
         ("nt_xent", 1.0, 256, 1e-5, 100_000)
     assert (paper.n_train, paper.n_val, paper.n_test, paper.lr_schedule) == (125_000, 10_000, 10_000, "constant")
     assert config_from_args(build_parser().parse_args(["--preset", "paper", "--steps", "7"])).steps == 7
+
+
+def test_summary_statistics_of_known_scores():
+    from mmcl_fast.experiments.imagetext.report import summarize
+    runs = [{"val_loss": v, "scores": {"image": {"shape": {"role": "content", "metric": "accuracy",
+                                                           "score": s, "linear": s / 2}}}}
+            for v, s in ((1.0, 0.2), (2.0, 0.4), (3.0, 0.9))]
+    summ = summarize(runs)
+    assert summ["n"] == 3 and summ["val_loss"] == {"mean": 2.0, "sd": 1.0}
+    shape = summ["scores"]["image"]["shape"]
+    assert shape["score"]["mean"] == pytest.approx(0.5) and shape["score"]["sd"] == pytest.approx(0.3605551)
+    assert shape["linear"]["mean"] == pytest.approx(0.25) and "circular" not in shape

@@ -45,6 +45,7 @@ class ImageTextConfig:
     checkpoint_every: int = option(100, "steps between checkpoints")
     eval_every: int = option(0, "validation loss every N steps (0: only at the end)")
     threads: int = option(0, "torch threads (0: torch's default)")
+    seeds: int = option(1, "runs with seeds seed, seed+1, ...; scores reported as mean and sd")
     encoding_sizes: list[int] = option(default_factory=list,
                                        help="sweep: one run per encoding size, plus the Fig. 3 plot (empty: one run)")
 
@@ -52,7 +53,8 @@ class ImageTextConfig:
 def resume_free_fields(cfg: ImageTextConfig) -> tuple[str, ...]:
     """Fields that may differ from a checkpoint's when resuming: evaluation, bookkeeping and the
     held-out split sizes, and the step budget unless the learning-rate schedule depends on it."""
-    free = ("n_val", "n_test", "data_dir", "checkpoint_every", "eval_every", "threads", "encoding_sizes")
+    free = ("n_val", "n_test", "data_dir", "checkpoint_every", "eval_every", "threads", "encoding_sizes",
+            "seeds")
     return free if cfg.lr_schedule == "cosine" else (*free, "steps")
 
 
