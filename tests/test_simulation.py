@@ -302,3 +302,23 @@ def test_report_only_summarises_the_finished_runs_without_training(tmp_path, cap
     report_md = (tmp_path / "report.md").read_text()
     assert report_md.count("\n") == 3      # header, separator, the one finished setting
     assert len(list(tmp_path.glob("p-*"))) == 1                  # nothing else was trained
+
+
+def test_fig8_columns_come_from_the_intervened_samples(tmp_path):
+    res = training.train(_tiny(steps=4, intervention=True, p_change=0.75, statistical=True), tmp_path,
+                         progress=False)
+    assert set(res["intervention_encoder2"]) == {"c", "c_prime", "s", "s_tilde", "m1", "m2"}
+    # a result whose observational and interventional scores differ: the row takes the latter
+    def block(c, s, m):
+        return {"c": {"linear": c}, "c_prime": {"linear": 1 - c}, "s": {"linear": s},
+                "s_tilde": {"linear": s}, "m1": {"linear": m}, "m2": {"linear": m}}
+    result = {"encoder1": block(0.9, 0.8, 0.7), "encoder2": block(0.9, 0.8, 0.7),
+              "intervention_encoder1": block(0.1, 0.3, 0.05), "intervention_encoder2": block(0.1, 0.3, 0.05)}
+    row = report.summary(result)
+    assert (row["content_c"], row["content_c_prime"], row["style"], row["modality"]) == \
+        pytest.approx((0.1, 0.9, 0.3, 0.05))
+    assert (row["content"], row["style_observational"], row["modality_observational"]) == \
+        pytest.approx((0.9, 0.8, 0.7))
+    table = report.report("fig8", [{"config": res["config"], "summary": row, "val_loss": 1.0}])
+    assert table.splitlines()[0].startswith(
+        "| p(chg.) | stat. | caus. | n_s | n_m | enc | seeds | content_c | content_c_prime | style | modality |")

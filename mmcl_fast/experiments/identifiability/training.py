@@ -100,7 +100,8 @@ class Simulation:
         out = {"val_loss": val_loss, "encoder1": self._scores(h1, z), "encoder2": self._scores(h2, z)}
         if cfg.intervention:
             xi1, xi2, c_prime = self.process.intervene(z, g)
-            fac = {"c": z["c"], "c_prime": c_prime, "s": z["s"], "m1": z["m1"], "m2": z["m2"]}
+            fac = {"c": z["c"], "c_prime": c_prime, "s": z["s"], "s_tilde": z["s_tilde"],
+                   "m1": z["m1"], "m2": z["m2"]}
             out["intervention_encoder1"] = self._scores(self.g1(xi1), fac)
             out["intervention_encoder2"] = self._scores(self.g2(xi2), fac)
         return out
