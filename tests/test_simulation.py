@@ -126,6 +126,9 @@ def test_training_resumes_exactly_from_a_checkpoint(tmp_path):
     for k in sa["g1"]:
         assert torch.equal(sa["g1"][k], sb["g1"][k])
     assert resumed["val_loss"] == straight["val_loss"]
+    # the training-loss curve (Fig. 6 b/d) is checkpointed: the resumed run logs the same curve
+    assert [p[0] for p in straight["loss_curve"]] == list(range(1, 11))
+    assert resumed["loss_curve"] == straight["loss_curve"]
     again = training.train(_tiny(steps=10), tmp_path / "b", progress=False)  # finished: reused
     assert again["train_seconds"] == resumed["train_seconds"] and again["eval_seconds"] == resumed["eval_seconds"]
     with pytest.raises(ValueError, match=r"different configuration \(lr: 0.001 in the checkpoint, 0.0005 now\)"):
@@ -322,3 +325,12 @@ def test_fig8_columns_come_from_the_intervened_samples(tmp_path):
     table = report.report("fig8", [{"config": res["config"], "summary": row, "val_loss": 1.0}])
     assert table.splitlines()[0].startswith(
         "| p(chg.) | stat. | caus. | n_s | n_m | enc | seeds | content_c | content_c_prime | style | modality |")
+
+
+def test_fig6_plots_r2_and_the_training_loss_curves(tmp_path):
+    def row(n_s, n_m, seed):
+        return {"config": {"n_s": n_s, "n_m": n_m, "seed": seed},
+                "summary": {"content": 0.9, "style": 0.1 * n_s, "modality": 0.0},
+                "loss_curve": [[10 * k, 5.0 / k + 0.01 * seed] for k in range(1, 6)]}
+    rows = [row(n, 5, s) for n in (1, 5, 9) for s in (0, 1)] + [row(5, n, s) for n in (0, 9) for s in (0, 1)]
+    assert figures.plot_preset("fig6", rows, tmp_path / "fig6.png") and (tmp_path / "fig6.png").stat().st_size > 0

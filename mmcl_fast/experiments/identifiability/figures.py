@@ -1,5 +1,6 @@
 """The paper's simulation figures from a preset's results: Fig. 5 (scores vs number of classes),
-Fig. 6 (R^2 vs n_s / n_m), Fig. 7 (validation loss vs encoding size)."""
+Fig. 6 (R^2 vs n_s / n_m, and the training-loss curves of those runs), Fig. 7 (validation loss
+vs encoding size)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +11,8 @@ FIG5_GROUPS = ("style", "modality", "content")   # the discrete group of the pap
 
 
 def plot_preset(name: str, rows: list[dict], path: Path) -> bool:
-    """Figures where the paper has one: fig5 (scores vs k), fig6 (R^2 vs n_s / n_m), fig7 (val
-    loss vs encoding size)."""
+    """Figures where the paper has one: fig5 (scores vs k), fig6 (R^2 vs n_s / n_m and the
+    training-loss curves), fig7 (val loss vs encoding size)."""
     if name not in ("fig5", "fig6", "fig7"):
         return False
     import matplotlib
@@ -45,18 +46,30 @@ def plot_preset(name: str, rows: list[dict], path: Path) -> bool:
         ax.set_ylabel("validation loss")
         ax.legend()
     else:
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-        for ax, field_name in zip(axes, ("n_s", "n_m")):
+        # panels a/c: R^2 against n_s / n_m; b/d: the training-loss curves of those runs
+        fig, axes = plt.subplots(1, 4, figsize=(17, 3.5))
+        for (ax, ax_loss), field_name in zip((axes[:2], axes[2:]), ("n_s", "n_m")):
             sub = [r for r in rows if r["config"][field_name] != 5 or
                    r["config"]["n_s" if field_name == "n_m" else "n_m"] == 5]
             ns = sorted({r["config"][field_name] for r in sub})
             for col in ("content", "style", "modality"):
-                ax.plot(ns, [np.mean([r["summary"][col] for r in sub if r["config"][field_name] == n]) for n in ns],
-                        "-o", label=col)
+                v = [[r["summary"][col] for r in sub if r["config"][field_name] == n] for n in ns]
+                ax.errorbar(ns, [np.mean(x) for x in v], yerr=[np.std(x) for x in v], fmt="-o", capsize=3,
+                            label=col)
             ax.set_xlabel(field_name)
             ax.set_ylabel("R² (nonlinear)")
             ax.set_ylim(-0.05, 1.05)
             ax.legend()
+            for n in ns:
+                curves = [r["loss_curve"] for r in sub if r["config"][field_name] == n and r.get("loss_curve")]
+                if curves:
+                    length = min(len(c) for c in curves)
+                    steps = [c[0] for c in curves[0][:length]]
+                    ax_loss.plot(steps, np.mean([[p[1] for p in c[:length]] for c in curves], axis=0),
+                                 label=f"{field_name} = {n}")
+            ax_loss.set_xlabel("step")
+            ax_loss.set_ylabel("training loss")
+            ax_loss.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -52,6 +52,10 @@ class Simulation:
         self.opt = torch.optim.Adam(params, lr=cfg.lr)
         self.gen = torch.Generator().manual_seed(cfg.seed + BATCH_SEED_OFFSET)
         self.step_count = 0
+        # training-loss curve (paper Fig. 6 b/d): the mean loss of every curve_every steps
+        self.curve_every = max(1, cfg.steps // 200)
+        self.loss_curve: list[list[float]] = []
+        self._curve_sum, self._curve_n = 0.0, 0
 
     def loss(self, x1, x2, g: torch.Generator) -> torch.Tensor:
         """The configured estimator on the pair batch (x1, x2). ``lpsimclr`` draws its negatives
@@ -76,18 +80,27 @@ class Simulation:
         torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
         self.opt.step()
         self.step_count += 1
-        return loss.item()
+        value = loss.item()
+        self._curve_sum, self._curve_n = self._curve_sum + value, self._curve_n + 1
+        if self.step_count % self.curve_every == 0 or self.step_count == self.cfg.steps:
+            self.loss_curve.append([self.step_count, self._curve_sum / self._curve_n])
+            self._curve_sum, self._curve_n = 0.0, 0
+        return value
 
     # -- checkpoints (common.checkpoint adds the config, the step and torch's global RNG) ------
     def state_dict(self) -> dict:
         return {"g1": self.g1.state_dict(), "g2": self.g2.state_dict(), "opt": self.opt.state_dict(),
-                "gen": self.gen.get_state()}
+                "gen": self.gen.get_state(), "loss_curve": [list(p) for p in self.loss_curve],
+                "curve_partial": [self._curve_sum, self._curve_n]}
 
     def load_state_dict(self, state: dict) -> None:
         self.g1.load_state_dict(state["g1"])
         self.g2.load_state_dict(state["g2"])
         self.opt.load_state_dict(state["opt"])
         self.gen.set_state(state["gen"])
+        # checkpoints written before the curve was logged resume with the curve from here on
+        self.loss_curve = [list(p) for p in state.get("loss_curve", [])]
+        self._curve_sum, self._curve_n = state.get("curve_partial", [0.0, 0])
 
     # -- evaluation ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -155,7 +168,8 @@ def train(cfg: SimConfig, out_dir: str | Path | None = None, resume: bool = True
     result = sim.evaluate()
     result.update(config=asdict(cfg), steps=sim.step_count, train_seconds=train_s,
                   eval_seconds=time.perf_counter() - t1,
-                  final_train_loss=float(np.mean(losses[-50:])) if losses else None)
+                  final_train_loss=float(np.mean(losses[-50:])) if losses else None,
+                  loss_curve=sim.loss_curve)
     result["summary"] = summary(result)
     if out is not None:
         (out / "results.json").write_text(json.dumps(result, indent=1))
