@@ -58,7 +58,7 @@ def evaluate_factors(z_image: np.ndarray, z_text: np.ndarray, factors: dict[str,
                 res[name] = {"role": role, "metric": "accuracy",
                              "score": classification_accuracy(z, y, n_fit=n_fit),
                              "linear": classification_accuracy(z, y, linear=True, n_fit=n_fit),
-                             "chance": CHANCE.get(name, _majority_rate(y, fit))}
+                             "chance": CHANCE[name] if name in CHANCE else _majority_rate(y, fit)}
             else:
                 raw = r2_scores(z, {name: y}, n_fit=n_fit)[name]
                 circular = r2_scores(z, {name: _circular(y)}, n_fit=n_fit)[name]
