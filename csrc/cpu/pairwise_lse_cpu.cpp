@@ -203,7 +203,7 @@ struct RowPartition {
 };
 
 RowPartition partition_rows(int64_t M, int64_t max_workers) {
-  const int64_t threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), max_workers));
+  const int64_t threads = std::max<int64_t>(1, max_workers);
   // Small M: shrink the row tile so that every thread gets work.
   const int64_t per_thread = (M + threads - 1) / threads;
   const int64_t tm = std::min<int64_t>(kTileM, std::max<int64_t>(16, per_thread));
@@ -657,7 +657,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cpu(
     const int64_t threads = at::get_num_threads();
     const int64_t budget_workers =
         need_dy ? 1 + kPartialBudgetBytes / std::max<int64_t>(1, partial_bytes) : threads;
-    const RowPartition part = partition_rows(M, budget_workers);
+    const RowPartition part = partition_rows(M, std::min(threads, budget_workers));
     const int64_t W = part.workers;
     const bool streamed = prep.op.streamed;
     const int64_t own = streamed ? 0 : 1;
