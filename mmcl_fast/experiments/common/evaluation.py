@@ -20,7 +20,7 @@ from sklearn.preprocessing import StandardScaler
 KRR_GRID = {"alpha": [1.0, 0.1, 0.01, 0.001], "gamma": list(np.logspace(-2, 2, 4))}
 
 
-def _fit_size(n: int, n_fit: int | None) -> int:
+def fit_size(n: int, n_fit: int | None) -> int:
     """Samples [0, n_fit) fit the probe, [n_fit, n) score it (default: the first half)."""
     if n < 8:
         raise ValueError(f"need at least 8 samples to evaluate, got {n}")
@@ -35,7 +35,7 @@ def r2_scores(encoding: np.ndarray, factors: dict[str, np.ndarray], nonlinear: b
     """{factor: {"linear": R^2, "nonlinear": R^2}}: fit on the first ``n_fit`` samples (default
     half), scored on the rest."""
     n = encoding.shape[0]
-    half = _fit_size(n, n_fit)
+    half = fit_size(n, n_fit)
     h = StandardScaler().fit(encoding[:half]).transform(encoding)
     out = {}
     for name, y in factors.items():
@@ -61,7 +61,7 @@ def classification_accuracy(encoding: np.ndarray, labels: np.ndarray, seed: int 
 
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
-    half = _fit_size(len(labels), n_fit)
+    half = fit_size(len(labels), n_fit)
     h = StandardScaler().fit(encoding[:half]).transform(encoding)
     clf = (LogisticRegression(max_iter=1000) if linear
            else MLPClassifier(hidden_layer_sizes=(100,), max_iter=1000, random_state=seed))

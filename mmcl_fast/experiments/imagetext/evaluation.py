@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..common.evaluation import classification_accuracy, r2_scores
+from ..common.evaluation import classification_accuracy, fit_size, r2_scores
 from . import procedural_m3di as m3di
 
 # factor -> role, as in the paper's Table 3; the original's factor lists per modality
@@ -45,8 +45,7 @@ def evaluate_factors(z_image: np.ndarray, z_text: np.ndarray, factors: dict[str,
     """{modality: {factor: {"role", "metric", "score", "linear", ...}}} for the latents ``factors``
     (as drawn by ``procedural_m3di.sample_latents``); probes fit on the first ``n_fit`` samples
     (default half) and scored on the rest."""
-    n = len(z_image)
-    fit = n // 2 if n_fit is None else n_fit
+    fit = fit_size(len(z_image), n_fit)
     factors = dict(factors)
     factors["object_color_index"] = m3di.color_indices(factors["object_hue"], factors["palette"])
     out: dict[str, dict[str, dict]] = {}

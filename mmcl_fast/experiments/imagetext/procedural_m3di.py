@@ -24,6 +24,7 @@ background hue. Text-specific: phrasing.
 from __future__ import annotations
 
 import colorsys
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,7 @@ OBJECT_SCALE = 0.34                          # object radius, in half image widt
 GENERATOR_VERSION = 3                        # part of the cache file names: bump on any change
 
 
+@functools.lru_cache(maxsize=1)
 def _palettes() -> tuple[tuple[np.ndarray, list[str]], ...]:
     """(RGB array, single-token names) of the Tableau, CSS4 and XKCD palettes; the names are
     prefixed ("tab:", "css:", "xkcd:") so that no two palettes share a name."""
