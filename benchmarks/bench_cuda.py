@@ -4,13 +4,19 @@
 
 Forward+backward of the symmetric InfoNCE (cosine, logit_scale 100/7) timed with CUDA events
 (median of warm repetitions, inputs rotated among several sets) and peak extra memory
-(torch.cuda.max_memory_allocated minus the inputs), for bf16 and fp32, against:
-eager PyTorch (open_clip's formulation), torch.compile of it, and Inf-CL (`inf_cl.cal_inf_loss`)
-when it is installed. Effective TFLOP/s count 8 * B^2 * D (forward logits, backward dA and dB,
-and the backward's recomputation). Writes benchmarks/results/bench_cuda.json and prints a table.
+(torch.cuda.max_memory_allocated minus the inputs), for bf16 and fp32. The fused loss runs on
+both math paths of the kernels (MMCL_FAST_CUDA_PATH): `fused_simt` (CUDA cores) and `fused_tc`
+(tensor cores; fp32 as TF32), against eager PyTorch (open_clip's formulation), torch.compile of
+it, and Inf-CL (`inf_cl.cal_inf_loss`) when it is installed.
+
+Effective TFLOP/s count 8 * B^2 * D (forward logits, backward dA and dB, and the backward's
+recomputation); "of peak" divides them by the GPU's dense tensor-core peak for the dtype (bf16;
+TF32 for fp32), from PEAK_TFLOPS by device name or --peak-tflops. Writes
+benchmarks/results/bench_cuda.json and prints a table.
 """
 import argparse
 import json
+import os
 import statistics
 from pathlib import Path
 
@@ -27,8 +33,27 @@ def eager_clip(a, b, scale):
     return (F.cross_entropy(logits.float(), labels) + F.cross_entropy(logits.T.float(), labels)) / 2
 
 
-def fused_clip(a, b, scale):
-    return mf.symmetric_infonce(a, b, logit_scale=scale)
+def fused_on(path):
+    """The fused loss with the kernels' math path fixed to `path` (read by the launcher at every
+    call, forward and backward)."""
+    def fused_clip(a, b, scale):
+        os.environ["MMCL_FAST_CUDA_PATH"] = path
+        return mf.symmetric_infonce(a, b, logit_scale=scale)
+    return fused_clip
+
+
+# Dense (no sparsity) tensor-core peaks in TFLOP/s from NVIDIA's data sheets: (bf16/fp16, tf32).
+PEAK_TFLOPS = {"H100 80GB HBM3": (989.4, 494.7), "H100 SXM": (989.4, 494.7), "H100 PCIe": (756.0, 378.0),
+               "H100 NVL": (835.0, 417.5), "H200": (989.4, 494.7), "A100": (312.0, 156.0)}
+
+
+def peak_for(device_name, dtype, override):
+    if override is not None:
+        return override
+    for key, (half, tf32) in PEAK_TFLOPS.items():
+        if key in device_name:
+            return tf32 if dtype == "float32" else half
+    return None
 
 
 def infcl_clip(a, b, scale):
@@ -67,16 +92,20 @@ def main():
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[6144, 32768, 65536, 131072])
     p.add_argument("--dims", type=int, nargs="+", default=[5, 128, 768])
     p.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"])
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="dense tensor-core peak for the 'of peak' column (default: by device name)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "bench_cuda.json")
     args = p.parse_args()
-    methods = {"fused": fused_clip, "eager": eager_clip, "compiled": torch.compile(eager_clip)}
+    methods = {"fused_simt": fused_on("simt"), "fused_tc": fused_on("tc"), "eager": eager_clip,
+               "compiled": torch.compile(eager_clip)}
     try:
         import inf_cl  # noqa: F401
         methods["inf_cl"] = infcl_clip
     except ImportError:
         print("inf_cl not installed: Inf-CL column skipped")
     rows = []
-    print(f"device: {torch.cuda.get_device_name()}  backend: {mf.backend_info()}")
+    device = torch.cuda.get_device_name()
+    print(f"device: {device}  backend: {mf.backend_info()}")
     for dtype in args.dtypes:
         for D in args.dims:
             for B in args.batch_sizes:
@@ -84,17 +113,25 @@ def main():
                     rec = {"method": name, "B": B, "D": D, "dtype": dtype}
                     try:
                         rec.update(measure(fn, B, D, getattr(torch, dtype)))
+                        peak = peak_for(device, dtype, args.peak_tflops)
+                        rec["peak_tflops"] = peak
+                        rec["fraction_of_peak"] = rec["tflops"] / peak if peak else None
                     except torch.OutOfMemoryError:
                         rec["error"] = "out of memory"
                     except Exception as exc:  # noqa: BLE001 - report and go on
                         rec["error"] = f"{type(exc).__name__}: {exc}"[:200]
                     torch.cuda.empty_cache()
                     rows.append(rec)
-                    cells = (f"{rec['time_s'] * 1e3:9.2f} ms {rec['tflops']:7.1f} TFLOP/s "
-                             f"{rec['extra_mem_bytes'] / 2**20:9.1f} MiB") if "time_s" in rec else rec["error"]
-                    print(f"{dtype:9s} D={D:4d} B={B:7d} {name:9s} {cells}", flush=True)
+                    if "time_s" in rec:
+                        of_peak = f"{rec['fraction_of_peak']:6.1%}" if rec["fraction_of_peak"] is not None else "     ?"
+                        cells = (f"{rec['time_s'] * 1e3:9.2f} ms {rec['tflops']:7.1f} TFLOP/s {of_peak} of peak "
+                                 f"{rec['extra_mem_bytes'] / 2**20:9.1f} MiB")
+                    else:
+                        cells = rec["error"]
+                    print(f"{dtype:9s} D={D:4d} B={B:7d} {name:10s} {cells}", flush=True)
+    os.environ.pop("MMCL_FAST_CUDA_PATH", None)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"device": torch.cuda.get_device_name(), "results": rows}, indent=1))
+    args.out.write_text(json.dumps({"device": device, "results": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
     compute-sanitizer --tool memcheck python3 benchmarks/cuda_sanitizer_case.py
 
 Runs the fused losses on a 150 x 130 problem (three row blocks, tiles cut at the edges) for every
-dtype and similarity, in atomic and in deterministic mode, then synchronises. Exits non-zero if a
+dtype and similarity, on both math paths (CUDA cores and tensor cores, MMCL_FAST_CUDA_PATH), in
+atomic and in deterministic mode, then synchronises. Exits non-zero if a
 result is not finite.
 """
 import os
@@ -16,10 +17,13 @@ import mmcl_fast as mf
 def main():
     torch.manual_seed(0)
     ok = True
-    for deterministic in ("0", "1"):
+    for path, deterministic in ((p, d) for p in ("simt", "tc") for d in ("0", "1")):
+        os.environ["MMCL_FAST_CUDA_PATH"] = path
         os.environ["MMCL_FAST_DETERMINISTIC"] = deterministic
         for dtype in (torch.float32, torch.float16, torch.bfloat16):
             for sim in ("cosine", "dot", "euclidean", "l1"):
+                if path == "tc" and sim == "l1":
+                    continue
                 a = torch.randn(150, 130, device="cuda", dtype=dtype, requires_grad=True)
                 b = torch.randn(150, 130, device="cuda", dtype=dtype, requires_grad=True)
                 scale = torch.tensor(5.0, device="cuda", requires_grad=True)
@@ -28,7 +32,8 @@ def main():
                 torch.cuda.synchronize()
                 finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(a.grad).all())
                 ok &= finite
-                print(f"deterministic={deterministic} {dtype} {sim}: loss {loss.item():.4f} finite={finite}")
+                print(f"path={path} deterministic={deterministic} {dtype} {sim}: "
+                      f"loss {loss.item():.4f} finite={finite}")
     raise SystemExit(0 if ok else 1)
 
 

@@ -5,10 +5,12 @@
 #
 #   1. build   the extension with the machine's CUDA torch for its own GPU architecture
 #              (pip install --no-build-isolation --no-deps -e .; no download needed);
-#   2. tests   tests/test_cuda.py on the GPU (and under the emulator) + the op conventions;
+#   2. tests   tests/test_cuda.py on the GPU (and under the emulator), both math paths (SIMT and
+#              tensor cores), + the op conventions;
 #   3. sanitizers  compute-sanitizer memcheck, racecheck and synccheck on a small forward +
 #              backward of every kernel variant (benchmarks/cuda_sanitizer_case.py);
-#   4. bench   benchmarks/bench_cuda.py: fused vs eager PyTorch (open_clip's formulation),
+#   4. bench   benchmarks/bench_cuda.py: the fused loss on both paths (fused_simt, fused_tc, with
+#              TFLOP/s and the fraction of the dense peak) vs eager PyTorch (open_clip's formulation),
 #              torch.compile of it, and Inf-CL when importable.
 # Each step writes OUT_DIR/<step>.log; OUT_DIR/gpu_validate.json holds every step's status and
 # time, the device, and the benchmark rows. Later steps run even when an earlier one fails (except

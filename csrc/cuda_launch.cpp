@@ -3,6 +3,10 @@
 // pointers plus the current stream to the kernels of csrc/cuda/pairwise_lse.cu.
 // Deterministic mode (column LSE by a second pass instead of an atomic merge) is selected by
 // torch.use_deterministic_algorithms(True) or MMCL_FAST_DETERMINISTIC=1.
+// The math path (see cuda::MathPath): MMCL_FAST_CUDA_PATH=simt|tc|auto. auto (the default) takes
+// the tensor cores for float16/bfloat16 inputs, and for float32 inputs (as TF32) only when
+// torch.backends.cuda.matmul.allow_tf32 is set, as torch's own float32 matmuls do; tc forces
+// them, TF32 included; l1 runs on the CUDA cores whatever the setting.
 // No host synchronisation by default: the checks that read tensor data (finite inputs, a positive
 // scale) run only with MMCL_FAST_CHECKS=1 (mmcl_fast.set_checks(True)); see mmcl_fast/checks.py.
 // The same file builds the host-emulated test backend (csrc/cuda/emulation), on CPU tensors.
@@ -13,6 +17,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "cuda/launch_context.h"
 #include "cuda/pairwise_lse.cuh"
@@ -51,13 +56,24 @@ at::Tensor device_scale(const at::Tensor& scale, const at::Tensor& x) {
   return s;
 }
 
+cuda::MathPath math_path(at::ScalarType t) {
+  const char* env = std::getenv("MMCL_FAST_CUDA_PATH");
+  const std::string choice = env != nullptr ? env : "";
+  if (choice == "simt") return cuda::MathPath::Simt;
+  if (choice == "tc") return cuda::MathPath::TensorCore;
+  TORCH_CHECK(choice.empty() || choice == "auto",
+              "MMCL_FAST_CUDA_PATH must be 'simt', 'tc' or 'auto', got '", choice, "'");
+  if (t == at::kFloat && !at::globalContext().allowTF32CuBLAS()) return cuda::MathPath::Simt;
+  return cuda::MathPath::TensorCore;
+}
+
 cuda::Problem problem(const at::Tensor& x, const at::Tensor& y, const at::Tensor& s,
                       const std::string& similarity, bool mask_diag) {
   Similarity sim;
   TORCH_CHECK(parse_similarity(similarity.c_str(), &sim), "unknown similarity '", similarity, "'");
   return cuda::Problem{x.data_ptr(), y.data_ptr(), x.size(0), y.size(0), x.size(1),
                        dtype_of(x.scalar_type()), static_cast<int>(sim), s.data_ptr<float>(),
-                       mask_diag};
+                       mask_diag, math_path(x.scalar_type())};
 }
 
 void check(cudaError_t err, const char* what) {

@@ -320,6 +320,8 @@ def backend_info() -> dict:
         "cpu_blas": mod.cpu_blas() if hasattr(mod, "cpu_blas") else None,
         "cuda_kernels_compiled": has_cuda_kernels(),
         "cuda_available": torch.cuda.is_available(),
+        # MMCL_FAST_CUDA_PATH as the CUDA launcher reads it at every call (auto when unset)
+        "cuda_math_path": os.environ.get("MMCL_FAST_CUDA_PATH") or "auto",
     }
     if torch.cuda.is_available():
         info["cuda_devices"] = [

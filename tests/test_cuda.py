@@ -33,8 +33,21 @@ def device(request):
             yield "cpu"
 
 
+@pytest.fixture(params=["simt", "tc"])
+def path(request, monkeypatch):
+    """The kernels' math path (MMCL_FAST_CUDA_PATH): CUDA cores, or tensor cores (WMMA; float32 as
+    TF32; l1 runs SIMT either way)."""
+    monkeypatch.setenv("MMCL_FAST_CUDA_PATH", request.param)
+    return request.param
+
+
 LOSSES = [(mf.symmetric_infonce, ref.symmetric_infonce), (mf.infonce, ref.infonce), (mf.nt_xent, ref.nt_xent)]
 TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 2e-2}
+TF32_TOL = 5e-3  # float32 inputs on the tensor cores keep 10 mantissa bits
+
+
+def _tol(dtype, path):
+    return TF32_TOL if dtype == torch.float32 and path == "tc" else TOL[dtype]
 # Shapes around the 64-row/column tiles and the 16/32-wide feature slices of the kernels.
 SHAPES = [(1, 1, 1), (63, 65, 5), (64, 64, 130), (65, 65, 1), (257, 257, 5)]
 
@@ -47,7 +60,8 @@ def _inputs(m, n, d, sim, dtype, seed):
     return a, b
 
 
-def _check_losses(device, dtype, sim, a, b, scale=3.0):
+def _check_losses(device, dtype, sim, a, b, scale=3.0, tol=None):
+    tol = TOL[dtype] if tol is None else tol
     m, n = a.shape[0], b.shape[0]
     for fused, naive in LOSSES:
         if fused is not mf.infonce and m != n:
@@ -61,31 +75,105 @@ def _check_losses(device, dtype, sim, a, b, scale=3.0):
         grads = torch.autograd.grad(out, [ad, bd, sd])
         grads64 = torch.autograd.grad(want, [a64, b64, s64])
         assert grads[0].dtype == dtype and grads[1].dtype == dtype
-        assert rel_err(out, want, floor=1.0) < TOL[dtype], (fused.__name__, "loss")
+        assert rel_err(out, want, floor=1.0) < tol, (fused.__name__, "loss")
         for name, gg, g64 in zip(("da", "db", "dscale"), grads, grads64):
             if sim == "cosine" and a.shape[1] == 1 and name != "dscale":
                 # unit vectors in 1-D: the input gradient is exactly zero, what is left is rounding
-                assert gg.double().norm() < TOL[dtype], (fused.__name__, name)
+                assert gg.double().norm() < tol, (fused.__name__, name)
                 continue
-            assert rel_err(gg, g64, floor=1e-2) < TOL[dtype], (fused.__name__, name)
+            assert rel_err(gg, g64, floor=1e-2) < tol, (fused.__name__, name)
+
+
+# l1 has no tensor-core form: its "tc" run would repeat the SIMT one
+SIM_PATHS = [(sim, p) for sim in ("cosine", "dot", "euclidean", "l1") for p in ("simt", "tc")
+             if (sim, p) != ("l1", "tc")]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("sim", ["cosine", "dot", "euclidean", "l1"])
+@pytest.mark.parametrize("sim, math_path", SIM_PATHS)
 @pytest.mark.parametrize("m, n, d", SHAPES)
 @pytest.mark.parametrize("deterministic", [False, True])
-def test_cuda_matches_float64_reference(device, dtype, sim, m, n, d, deterministic, monkeypatch):
+def test_cuda_matches_float64_reference(device, dtype, sim, math_path, m, n, d, deterministic, monkeypatch):
     monkeypatch.setenv("MMCL_FAST_DETERMINISTIC", "1" if deterministic else "0")
+    monkeypatch.setenv("MMCL_FAST_CUDA_PATH", math_path)
     a, b = _inputs(m, n, d, sim, dtype, seed=m * 1000 + d)
-    _check_losses(device, dtype, sim, a, b)
+    _check_losses(device, dtype, sim, a, b, tol=_tol(dtype, math_path))
 
 
-@pytest.mark.parametrize("sim", ["dot", "euclidean", "l1"])
-def test_cuda_rectangular_many_tiles(device, sim, monkeypatch):
+@pytest.mark.parametrize("sim, math_path", [sp for sp in SIM_PATHS if sp[0] != "cosine"])
+def test_cuda_rectangular_many_tiles(device, sim, math_path, monkeypatch):
     """Three row blocks against five column tiles, with D spanning nine 16-wide slices."""
     monkeypatch.setenv("MMCL_FAST_DETERMINISTIC", "0")
+    monkeypatch.setenv("MMCL_FAST_CUDA_PATH", math_path)
     a, b = _inputs(130, 257, 130, sim, torch.float32, seed=7)
-    _check_losses(device, torch.float32, sim, a, b)
+    _check_losses(device, torch.float32, sim, a, b, tol=_tol(torch.float32, math_path))
+
+
+def _fwd_bwd_outputs(device, x, y):
+    s = torch.tensor(4.0, device=device)
+    row, col = torch.ops.mmcl_fast.lse_fwd(x, y, s, "dot", False, True)
+    dx, dy, ds = torch.ops.mmcl_fast.lse_bwd(torch.full_like(row, 0.3), torch.full_like(col, 0.7), x, y, s, row, col,
+                                             "dot", False, [True, True, True])
+    return torch.cat([row, col, dx.float().flatten(), dy.float().flatten(), ds.reshape(1)])
+
+
+def test_default_math_path_follows_dtype_and_allow_tf32(device, monkeypatch):
+    """auto: tensor cores for half inputs; float32 on the CUDA cores unless
+    torch.backends.cuda.matmul.allow_tf32 is set (then TF32: measurably coarser than SIMT, within
+    TF32's tolerance of float64)."""
+    monkeypatch.setenv("MMCL_FAST_DETERMINISTIC", "1")
+    g = torch.Generator().manual_seed(11)
+    x, y = (torch.nn.functional.normalize(torch.randn(100, 64, generator=g, dtype=torch.float64), dim=1)
+            for _ in range(2))
+    runs = {}
+    for dtype in (torch.float32, torch.float16):
+        xd, yd = x.to(device, dtype), y.to(device, dtype)
+        for choice in ("simt", "tc", "auto"):
+            monkeypatch.setenv("MMCL_FAST_CUDA_PATH", choice)
+            runs[dtype, choice] = _fwd_bwd_outputs(device, xd, yd)
+        previous = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            runs[dtype, "auto+tf32"] = _fwd_bwd_outputs(device, xd, yd)
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = previous
+    assert torch.equal(runs[torch.float16, "auto"], runs[torch.float16, "tc"])
+    assert torch.equal(runs[torch.float32, "auto"], runs[torch.float32, "simt"])
+    assert torch.equal(runs[torch.float32, "auto+tf32"], runs[torch.float32, "tc"])
+    xr, yr = x.float().double(), y.float().double()
+    logits = 4.0 * xr @ yr.T
+    G = 0.3 * torch.softmax(logits, 1) + 0.7 * torch.softmax(logits, 0)
+    want = torch.cat([torch.logsumexp(logits, 1), torch.logsumexp(logits, 0), (4.0 * G @ yr).flatten(),
+                      (4.0 * G.T @ xr).flatten(), (G * (xr @ yr.T)).sum().reshape(1)])
+    assert rel_err(runs[torch.float32, "simt"].cpu(), want) < 1e-5
+    assert 1e-6 < rel_err(runs[torch.float32, "tc"].cpu(), want) < TF32_TOL
+
+
+def test_math_path_setting_is_checked(device, monkeypatch):
+    monkeypatch.setenv("MMCL_FAST_CUDA_PATH", "fast")
+    x = torch.randn(8, 4, device=device)
+    with pytest.raises(RuntimeError, match="MMCL_FAST_CUDA_PATH must be 'simt', 'tc' or 'auto'"):
+        torch.ops.mmcl_fast.lse_fwd(x, x, torch.tensor(1.0, device=device), "dot", False, True)
+
+
+def test_float16_tensor_core_gradient_keeps_small_g(device, monkeypatch):
+    """G = g_i softmax_ij is of order 1e-5 / N here, deep in float16's subnormals: the kernels'
+    per-row power-of-two scaling of G before the float16 product keeps dX and dY within 5e-3 of
+    float64 (float16 G without it: 2.4e-2, simulated in float64)."""
+    monkeypatch.setenv("MMCL_FAST_CUDA_PATH", "tc")
+    g = torch.Generator().manual_seed(12)
+    x = (torch.randn(70, 40, generator=g, dtype=torch.float64) * 0.3).half().double()
+    y = (torch.randn(300, 40, generator=g, dtype=torch.float64) * 0.3).half().double()
+    s = torch.tensor(4.0, dtype=torch.float64)
+    gr, gc = torch.full((70,), 1e-5, dtype=torch.float64), torch.full((300,), 3e-6, dtype=torch.float64)
+    xh, yh, sf = x.to(device, torch.float16), y.to(device, torch.float16), s.float().to(device)
+    row, col = torch.ops.mmcl_fast.lse_fwd(xh, yh, sf, "dot", False, True)
+    dx, dy, _ = torch.ops.mmcl_fast.lse_bwd(gr.float().to(device), gc.float().to(device), xh, yh, sf, row, col,
+                                            "dot", False, [True, True, False])
+    logits = s * x @ y.T
+    G = gr[:, None] * torch.softmax(logits, 1) + gc[None, :] * torch.softmax(logits, 0)
+    assert rel_err(dx.cpu(), s * G @ y) < 5e-3
+    assert rel_err(dy.cpu(), s * G.T @ x) < 5e-3
 
 
 def test_half_precision_backward_takes_float32_lse(device):
@@ -154,7 +242,7 @@ def test_logit_scale_100_column_merge_is_exact(device, monkeypatch):
 
 @pytest.mark.parametrize("similarity", ["dot", "euclidean", "l1"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_opcheck_on_the_cuda_implementation(device, similarity, dtype):
+def test_opcheck_on_the_cuda_implementation(device, path, similarity, dtype):
     """torch.library.opcheck (schema, fake kernel, autograd registration, AOT dispatch) with the
     CUDA implementation behind both ops."""
     g = torch.Generator().manual_seed(4)

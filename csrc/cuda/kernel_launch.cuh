@@ -3,6 +3,7 @@
 //
 //   launch_kernel(kernel, grid, block, stream, args...)  kernel<<<grid, block, 0, stream>>>(args...)
 //   MMCL_SHARED(name, float[64][17]);                    __shared__ float name[64][17];
+//   MMCL_SHARED_ALIGNED(name, 32, T);                    __shared__ __align__(32) T name;
 //   MMCL_UNROLL / MMCL_UNROLL_N(8)                       #pragma unroll / #pragma unroll 8
 //   relaxed_load(p)                                      a load that may race with atomics
 #pragma once
@@ -39,6 +40,8 @@ __device__ __forceinline__ unsigned long long relaxed_load(const unsigned long l
 }  // namespace mmcl_fast
 
 #define MMCL_SHARED(name, ...) __shared__ ::mmcl_fast::cuda::shared_array<__VA_ARGS__> name
+#define MMCL_SHARED_ALIGNED(name, align, ...) \
+  __shared__ __align__(align) ::mmcl_fast::cuda::shared_array<__VA_ARGS__> name
 #define MMCL_PRAGMA(text) _Pragma(#text)
 #define MMCL_UNROLL MMCL_PRAGMA(unroll)
 #define MMCL_UNROLL_N(n) MMCL_PRAGMA(unroll n)

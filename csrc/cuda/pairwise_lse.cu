@@ -1,4 +1,5 @@
-// CUDA kernels of the pairwise log-sum-exp operator: exact, deterministic-capable, SIMT (CUDA cores).
+// CUDA kernels of the pairwise log-sum-exp operator: exact, deterministic-capable, with the tile
+// products on the CUDA cores (SIMT, fp32 FMAs) or on the tensor cores (WMMA), see MathPath.
 //
 // Formulas: see pairwise_lse.cuh. Everything is built from two generic "row" kernels over
 // (A, B) = (X, Y) or (Y, X), which is possible because the problem is symmetric:
@@ -16,11 +17,54 @@
 //                     and accumulates dA_ik += sum_j G_ij phi(a_ik, b_jk) into float rows the block
 //                     owns (no atomics), with phi = b (dot), 2 (b - a) (euclidean), -sign(a - b) (l1);
 //                     per-block partial sums of G_ij L_ij give dscale (reduced in block order).
-// The same source runs on the CPU under the host emulator of emulation/ (see kernel_launch.cuh).
+// Both kernels take the path as a template parameter; only the tile products differ (logit_tile_*,
+// grad_tile_*): the LSE bookkeeping, G, masks, NaN propagation and dscale are shared.
+// The same source runs on the CPU under the host emulator of emulation/ (see kernel_launch.cuh),
+// whose nvcuda::wmma keeps fragment layouts opaque (cuda_emulation_wmma.h).
+//
+// ---- Tensor-core design notes (for tuning on a GPU) ---------------------------------------------
+// Tiles. Block = 256 threads = 8 warps, 64 rows x 64 columns of the logit tile (BM x BN). Logits:
+//   warp w owns rows 16 (w % 4) and columns 32 (w / 4) .. +32 as two 16 x 16 accumulators; the
+//   features are staged KT = 32 at a time (both operands, input dtype, rows padded by 16 bytes),
+//   one mma step per 16 features (bf16/fp16, m16n16k16) or 8 (TF32, m16n16k8). Gradient: per
+//   64 x 32 slice of dA, warp w owns the 16 x 16 output block (16 (w % 4), 16 (w / 4)) and runs
+//   64 / K mma steps over the tile's columns; the slice goes through shared memory (Out) into
+//   the float32 dA rows the block owns, so there are no atomics and the result is deterministic.
+// Shared memory per block (ptxas, sm_80 and sm_90 alike; static limit 48 KiB):
+//   lse_rows  SIMT 26,624 B | TC bf16/fp16 28,160 B | TC TF32 36,352 B
+//   grad_rows SIMT 43,040 B | TC bf16/fp16 46,368-46,624 B | TC TF32 45,344-45,600 B
+//   (TC grad: Ls 17,408 + staging 2 x 5,120 (bf16) or 2 x 9,216 (TF32) + Out 9,216 + G in
+//   bf16/fp16 9,216 (TF32 reads G from Ls) + row sums/exponents 512.)
+// Registers per thread (ptxas, nvcc 13.0, -O3): sm_90 64-80, sm_80 64-101 (SIMT grad 101).
+// Occupancy (256-thread blocks; 64 K registers, 2,048 threads per SM):
+//   64 regs -> 4 blocks/SM by registers (32 warps, 50 %); 72-80 regs -> 3 blocks (24 warps).
+//   Shared memory: sm_90 (228 KiB/SM) fits 8 (bf16) or 6 (TF32) forward and 4 gradient blocks;
+//   sm_80 (164 KiB/SM) 5 (bf16) or 4 (TF32) forward and 3 gradient blocks. So the forward is register-bound at 3-4 blocks and the
+//   gradient at 3 (sm_80) or 3-4 (sm_90) blocks per SM.
+// Work actually done per pair (i, j), against the 8 D FLOPs the benchmark counts (8 B^2 D):
+//   forward 2 D (+2 D for the deterministic column pass); backward 2 x (2 D recompute + 2 D
+//   product) = 8 D; so 10 D performed. Exponentials: 2 (forward) + 4 (backward) per pair on the
+//   SFUs, which at D = 128 cost about as much time as the tensor-core work on an H100
+//   (6 / (132 SMs x 16 ex2/clk x 1.98 GHz) = 1.4 ps vs 10 x 128 / 989 TFLOP/s = 1.3 ps per pair).
+// Expected ceiling (arithmetic, not measured): WMMA compiles to mma.sync (no wgmma, no TMA), the
+//   staging is synchronous (no cp.async double buffering) and each warp reuses an A fragment only
+//   twice, so this path is shared-memory-bandwidth and latency bound: expect roughly 15-30 % of
+//   the dense bf16 peak at D = 768 (about 150-300 TFLOP/s on an H100 SXM), several times the
+//   SIMT path (fp32 FMA peak 67 TFLOP/s). The 600 TFLOP/s goal needs wgmma + TMA with 128 x 128
+//   (or 128 x 256) tiles and the exponentials overlapped with the next tile's products.
+// Sweep first, in this order (bench_cuda.py, B = 65,536, D = 768 and 128, bf16):
+//   1. BM x BN = 128 x 64 and 128 x 128 with 32 x 32 warp tiles (four accumulators per warp);
+//   2. KT = 64 and cp.async double-buffered staging;
+//   3. the gradient slice width (KT of the G B product) 32 -> 64, and Out kept in registers;
+//   4. __launch_bounds__(256, 3 or 4) against the register counts above;
+//   5. one backward kernel for dX and dY (one recompute; dY by a split reduction) to do 6 D, not
+//      10 D, per pair.
+// -------------------------------------------------------------------------------------------------
 #include "pairwise_lse.cuh"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <mma.h>
 
 #include <cmath>
 #include <type_traits>
@@ -32,7 +76,11 @@ namespace mmcl_fast {
 namespace cuda {
 namespace {
 
+namespace wmma = nvcuda::wmma;
+
 constexpr int BM = 64, BN = 64, BK = 16, BKD = 32, THREADS = 256;
+constexpr int LDS = BN + 4;  // row stride of the logit tile: a multiple of 4 floats, as wmma's ldm needs
+constexpr int kSimt = static_cast<int>(MathPath::Simt), kTensorCore = static_cast<int>(MathPath::TensorCore);
 constexpr int kSimDot = static_cast<int>(Similarity::Dot);
 constexpr int kSimEuclid = static_cast<int>(Similarity::Euclidean);
 constexpr int kSimL1 = static_cast<int>(Similarity::L1);
@@ -71,12 +119,24 @@ __device__ void merge_pair(unsigned long long* addr, float m, float s) {
   } while (old != assumed);
 }
 
-// Ls[r][c] = s * sim(a_{r0+r}, b_{c0+c}); -inf outside the matrix and on the masked diagonal.
+// The logit of a tile entry from its raw product acc (a.b, or sum |a - b| for l1):
+// s * sim(a_gr, b_gc), or -inf outside the matrix and on the masked diagonal.
+template <int SIM>
+__device__ __forceinline__ float logit_value(float acc, int64_t gr, int64_t gc, int64_t na, int64_t nb,
+                                             bool mask, float s, const float* an, const float* bn) {
+  if (gr >= na || gc >= nb || (mask && gr == gc)) return -INFINITY;
+  if (SIM == kSimDot) return s * acc;
+  if (SIM == kSimEuclid) return s * (2.f * acc - an[gr] - bn[gc]);
+  return -s * acc;
+}
+
+// SIMT: Ls[r][c] = s * sim(a_{r0+r}, b_{c0+c}), each thread a 4 x 4 register block, fp32 FMAs.
 template <typename T, int SIM>
-__device__ void logit_tile(const T* __restrict__ a, const T* __restrict__ b, int64_t na, int64_t nb,
-                           int64_t D, int64_t r0, int64_t c0, float s, const float* an,
-                           const float* bn, bool mask, float (*As)[BK + 1], float (*Bs)[BK + 1],
-                           float (*Ls)[BN + 1]) {
+__device__ void logit_tile_simt(const T* __restrict__ a, const T* __restrict__ b, int64_t na, int64_t nb,
+                                int64_t D, int64_t r0, int64_t c0, float s, const float* an,
+                                const float* bn, bool mask, float (*Ls)[LDS]) {
+  MMCL_SHARED(As, float[BM][BK + 1]);
+  MMCL_SHARED(Bs, float[BN][BK + 1]);
   const int tid = threadIdx.x, tr = tid / 16, tc = tid % 16;
   float acc[4][4] = {};
   for (int64_t k0 = 0; k0 < D; k0 += BK) {
@@ -105,30 +165,112 @@ MMCL_UNROLL
 MMCL_UNROLL
     for (int j = 0; j < 4; ++j) {
       const int r = tr + 16 * i, c = tc + 16 * j;
-      const int64_t gr = r0 + r, gc = c0 + c;
-      float v;
-      if (gr >= na || gc >= nb || (mask && gr == gc)) {
-        v = -INFINITY;
-      } else if (SIM == kSimDot) {
-        v = s * acc[i][j];
-      } else if (SIM == kSimEuclid) {
-        v = s * (2.f * acc[i][j] - an[gr] - bn[gc]);
-      } else {
-        v = -s * acc[i][j];
-      }
-      Ls[r][c] = v;
+      Ls[r][c] = logit_value<SIM>(acc[i][j], r0 + r, c0 + c, na, nb, mask, s, an, bn);
     }
   }
 }
 
+// --- tensor-core tiles (WMMA) ---------------------------------------------------------------
+// The operand type the tensor cores read: the input's own half type, or TF32 for float32 (one
+// mma step then covers 8 instead of 16 features).
+template <typename T> struct TcOperand { using type = T; static constexpr int K = 16; };
+template <> struct TcOperand<float> { using type = wmma::precision::tf32; static constexpr int K = 8; };
+
+constexpr int KT = 32;  // features staged per step (tensor-core path)
+// 16 bytes of row padding: keeps every ldm a multiple of 16 bytes and each 16-row fragment start
+// 32-byte aligned, and shifts consecutive rows by 4 banks.
+template <typename T> constexpr int kPad = 16 / static_cast<int>(sizeof(T));
+template <typename T> using StageRows = T[BM][KT + kPad<T>];
+
+// The two staging buffers of the tensor-core path, one pair per block, shared by the logit tile
+// and the gradient product (which runs after the tile is complete).
+template <typename T>
+__device__ __forceinline__ StageRows<T>& stage_a() {
+  MMCL_SHARED_ALIGNED(stage_a_rows, 32, StageRows<T>);
+  return stage_a_rows;
+}
+template <typename T>
+__device__ __forceinline__ StageRows<T>& stage_b() {
+  MMCL_SHARED_ALIGNED(stage_b_rows, 32, StageRows<T>);
+  return stage_b_rows;
+}
+
+// dst[r][k] = src[r0 + r][k0 + k] (zero outside the matrix), in the input type.
+template <typename T>
+__device__ void stage_rows(const T* __restrict__ src, int64_t n, int64_t D, int64_t r0, int64_t k0, StageRows<T>& dst) {
+  for (int e = threadIdx.x; e < BM * KT; e += THREADS) {
+    const int r = e / KT, k = e % KT;
+    dst[r][k] = (r0 + r < n && k0 + k < D) ? src[(r0 + r) * D + k0 + k] : from_f<T>(0.f);
+  }
+}
+
+// TF32 operands are rounded to nearest (the tensor cores would drop the low bits); half types
+// are used as loaded. Element-wise, so independent of the fragment layout.
+template <typename Frag>
+__device__ __forceinline__ void round_operand(Frag& f) {
+  if constexpr (std::is_same_v<typename Frag::element_type, float>) {
+MMCL_UNROLL
+    for (int i = 0; i < f.num_elements; ++i) f.x[i] = wmma::__float_to_tf32(f.x[i]);
+  }
+}
+
+// Tensor cores: Ls = the raw products a.b of the tile (64 x 64), then the logits in place.
+// Warp w computes rows 16 (w % 4) .. +16 and columns 32 (w / 4) .. +32 (two accumulators).
 template <typename T, int SIM>
+__device__ void logit_tile_tc(const T* __restrict__ a, const T* __restrict__ b, int64_t na, int64_t nb,
+                              int64_t D, int64_t r0, int64_t c0, float s, const float* an,
+                              const float* bn, bool mask, float (*Ls)[LDS]) {
+  using Op = TcOperand<T>;
+  StageRows<T>& As = stage_a<T>();
+  StageRows<T>& Bs = stage_b<T>();
+  const int warp = threadIdx.x / 32, wr = warp % 4, wc = warp / 4;
+  wmma::fragment<wmma::accumulator, 16, 16, Op::K, float> acc[2];
+  wmma::fill_fragment(acc[0], 0.f);
+  wmma::fill_fragment(acc[1], 0.f);
+  for (int64_t k0 = 0; k0 < D; k0 += KT) {
+    stage_rows(a, na, D, r0, k0, As);
+    stage_rows(b, nb, D, c0, k0, Bs);
+    __syncthreads();
+    const int64_t left = D - k0;  // skip the all-zero steps of a last partial slice
+    const int steps = static_cast<int>(left >= KT ? KT / Op::K : (left + Op::K - 1) / Op::K);
+    for (int st = 0; st < steps; ++st) {
+      const int kk = st * Op::K;
+      wmma::fragment<wmma::matrix_a, 16, 16, Op::K, typename Op::type, wmma::row_major> fa;
+      wmma::load_matrix_sync(fa, &As[16 * wr][kk], KT + kPad<T>);
+      round_operand(fa);
+MMCL_UNROLL
+      for (int f = 0; f < 2; ++f) {
+        wmma::fragment<wmma::matrix_b, 16, 16, Op::K, typename Op::type, wmma::col_major> fb;
+        wmma::load_matrix_sync(fb, &Bs[32 * wc + 16 * f][kk], KT + kPad<T>);
+        round_operand(fb);
+        wmma::mma_sync(acc[f], fa, fb, acc[f]);
+      }
+    }
+    __syncthreads();
+  }
+  wmma::store_matrix_sync(&Ls[16 * wr][32 * wc], acc[0], LDS, wmma::mem_row_major);
+  wmma::store_matrix_sync(&Ls[16 * wr][32 * wc + 16], acc[1], LDS, wmma::mem_row_major);
+  __syncthreads();
+  for (int e = threadIdx.x; e < BM * BN; e += THREADS) {
+    const int r = e / BN, c = e % BN;
+    Ls[r][c] = logit_value<SIM>(Ls[r][c], r0 + r, c0 + c, na, nb, mask, s, an, bn);
+  }
+}
+
+template <typename T, int SIM, int PATH>
+__device__ __forceinline__ void logit_tile(const T* __restrict__ a, const T* __restrict__ b, int64_t na,
+                                           int64_t nb, int64_t D, int64_t r0, int64_t c0, float s,
+                                           const float* an, const float* bn, bool mask, float (*Ls)[LDS]) {
+  if constexpr (PATH == kTensorCore) logit_tile_tc<T, SIM>(a, b, na, nb, D, r0, c0, s, an, bn, mask, Ls);
+  else logit_tile_simt<T, SIM>(a, b, na, nb, D, r0, c0, s, an, bn, mask, Ls);
+}
+
+template <typename T, int SIM, int PATH>
 __global__ void __launch_bounds__(THREADS)
 lse_rows_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t na, int64_t nb, int64_t D,
                 const float* __restrict__ scale, const float* an, const float* bn, bool mask,
                 float* __restrict__ row_lse, unsigned long long* col_pairs) {
-  MMCL_SHARED(As, float[BM][BK + 1]);
-  MMCL_SHARED(Bs, float[BN][BK + 1]);
-  MMCL_SHARED(Ls, float[BM][BN + 1]);
+  MMCL_SHARED_ALIGNED(Ls, 32, float[BM][LDS]);
   MMCL_SHARED(rmax, float[BM]);
   MMCL_SHARED(rsum, float[BM]);
   const int tid = threadIdx.x;
@@ -138,7 +280,7 @@ lse_rows_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t na, in
   __syncthreads();
   const int grp = tid >> 2, q = tid & 3;  // 4 threads per row (or column), 16 entries each
   for (int64_t c0 = 0; c0 < nb; c0 += BN) {
-    logit_tile<T, SIM>(a, b, na, nb, D, r0, c0, s, an, bn, mask, As, Bs, Ls);
+    logit_tile<T, SIM, PATH>(a, b, na, nb, D, r0, c0, s, an, bn, mask, Ls);
     __syncthreads();
     {  // online row LSE of row `grp`
       float m = -INFINITY;
@@ -180,55 +322,152 @@ __device__ __forceinline__ float phi(float av, float bv) {
   return av > bv ? -1.f : (av < bv ? 1.f : 0.f);
 }
 
+// SIMT: G in place of L, then dA_ik += sum_j G_ij phi(a_ik, b_jk) in float32 FMAs. Returns this
+// thread's share of sum_ij G_ij L_ij.
 template <typename T, int SIM>
+__device__ float grad_tile_simt(const T* __restrict__ a, const T* __restrict__ b, int64_t na, int64_t nb,
+                                int64_t D, int64_t r0, int64_t c0, const float* ga, const float* gb,
+                                const float* lse_a, const float* lse_b, float (*Ls)[LDS],
+                                float* __restrict__ da_acc) {
+  MMCL_SHARED(Ad, float[BM][BKD + 1]);
+  MMCL_SHARED(Bd, float[BN][BKD + 1]);
+  const int tid = threadIdx.x;
+  float gl = 0.f;
+  for (int e = tid; e < BM * BN; e += THREADS) {  // G in place of L
+    const int r = e / BN, c = e % BN;
+    const float l = Ls[r][c];
+    float g = 0.f;
+    if (l != -INFINITY) {
+      if (ga != nullptr) g += ga[r0 + r] * expf(l - exp_offset(lse_a[r0 + r]));
+      if (gb != nullptr) g += gb[c0 + c] * expf(l - exp_offset(lse_b[c0 + c]));
+      gl += g * l;
+    }
+    Ls[r][c] = g;
+  }
+  __syncthreads();
+  for (int64_t k0 = 0; k0 < D; k0 += BKD) {
+    for (int e = tid; e < BM * BKD; e += THREADS) {
+      const int r = e / BKD, k = e % BKD;
+      Ad[r][k] = (r0 + r < na && k0 + k < D) ? to_f(a[(r0 + r) * D + k0 + k]) : 0.f;
+      Bd[r][k] = (c0 + r < nb && k0 + k < D) ? to_f(b[(c0 + r) * D + k0 + k]) : 0.f;
+    }
+    __syncthreads();
+    for (int e = tid; e < BM * BKD; e += THREADS) {
+      const int r = e / BKD, k = e % BKD;
+      if (r0 + r >= na || k0 + k >= D) continue;
+      const float av = Ad[r][k];
+      float acc = 0.f;
+MMCL_UNROLL_N(8)
+      for (int c = 0; c < BN; ++c) acc += Ls[r][c] * phi<SIM>(av, Bd[c][k]);
+      da_acc[(r0 + r) * D + k0 + k] += acc;
+    }
+    __syncthreads();
+  }
+  return gl;
+}
+
+// Tensor cores (dot, euclidean): G row by row (4 threads per row) with its row sums, then
+// dA += G B per 64 x 32 slice of features on the tensor cores, G as the operand type:
+//   float16:  each row of G is scaled by 2^e_r, chosen so that the row's largest |G| lies in
+//             [2^14, 2^15): G is of order 1/B, which float16 would flush into its subnormals; the
+//             power of two is exact and is undone on the float32 product;
+//   bfloat16: G as bfloat16 (float32's range, 8 bits of mantissa);
+//   float32:  G read from Ls as TF32.
+// euclidean: phi = 2 (b - a), so dA_i = 2 (G B)_i - 2 a_i sum_j G_ij, the second term in float32.
+// Returns this thread's share of sum_ij G_ij L_ij.
+template <typename T, int SIM>
+__device__ float grad_tile_tc(const T* __restrict__ a, const T* __restrict__ b, int64_t na, int64_t nb,
+                              int64_t D, int64_t r0, int64_t c0, const float* ga, const float* gb,
+                              const float* lse_a, const float* lse_b, float (*Ls)[LDS],
+                              float* __restrict__ da_acc) {
+  using Op = TcOperand<T>;
+  constexpr bool kOwnG = !std::is_same_v<T, float>;  // float32's G operand is Ls itself
+  static_assert(BN + kPad<float> == LDS, "float32 G is read from Ls with the G operand's stride");
+  MMCL_SHARED_ALIGNED(Out, 32, float[BM][KT + 4]);
+  MMCL_SHARED(row_sum, float[BM]);
+  MMCL_SHARED(row_exp, int[BM]);
+  T (*Gs)[BN + kPad<T>];
+  if constexpr (kOwnG) {
+    MMCL_SHARED_ALIGNED(Gh, 32, T[BM][BN + kPad<T>]);
+    Gs = Gh;
+  } else {
+    Gs = Ls;
+  }
+  const int tid = threadIdx.x, grp = tid >> 2, q = tid & 3;
+  const int64_t gr = r0 + grp;
+  float gl = 0.f, gmax = 0.f, gsum = 0.f;
+  for (int c = q * 16; c < q * 16 + 16; ++c) {
+    const float l = Ls[grp][c];
+    float g = 0.f;
+    if (l != -INFINITY) {  // (rows and columns outside the matrix are -inf)
+      if (ga != nullptr) g += ga[gr] * expf(l - exp_offset(lse_a[gr]));
+      if (gb != nullptr) g += gb[c0 + c] * expf(l - exp_offset(lse_b[c0 + c]));
+      gl += g * l;
+    }
+    Ls[grp][c] = g;
+    gmax = fmaxf(gmax, fabsf(g));
+    gsum += g;
+  }
+  gmax = fmaxf(gmax, __shfl_xor_sync(0xffffffffu, gmax, 1));
+  gmax = fmaxf(gmax, __shfl_xor_sync(0xffffffffu, gmax, 2));
+  gsum += __shfl_xor_sync(0xffffffffu, gsum, 1);
+  gsum += __shfl_xor_sync(0xffffffffu, gsum, 2);
+  int e = 0;
+  if (std::is_same_v<T, __half> && gmax > 0.f && gmax <= 3.0e38f) {
+    frexpf(gmax, &e);
+    e = 15 - e;
+  }
+  if constexpr (kOwnG) {
+    for (int c = q * 16; c < q * 16 + 16; ++c) Gs[grp][c] = from_f<T>(ldexpf(Ls[grp][c], e));
+  }
+  if (q == 0) { row_sum[grp] = gsum; row_exp[grp] = e; }
+  StageRows<T>& Bs = stage_b<T>();
+  const int warp = tid / 32, wr = warp % 4, wc = warp / 4;
+  for (int64_t d0 = 0; d0 < D; d0 += KT) {
+    stage_rows(b, nb, D, c0, d0, Bs);  // Bs[j][k] = b[c0 + j][d0 + k]
+    __syncthreads();
+    wmma::fragment<wmma::accumulator, 16, 16, Op::K, float> acc;
+    wmma::fill_fragment(acc, 0.f);
+    for (int jj = 0; jj < BN; jj += Op::K) {
+      wmma::fragment<wmma::matrix_a, 16, 16, Op::K, typename Op::type, wmma::row_major> fg;
+      wmma::load_matrix_sync(fg, &Gs[16 * wr][jj], BN + kPad<T>);
+      round_operand(fg);
+      wmma::fragment<wmma::matrix_b, 16, 16, Op::K, typename Op::type, wmma::row_major> fb;
+      wmma::load_matrix_sync(fb, &Bs[jj][16 * wc], KT + kPad<T>);
+      round_operand(fb);
+      wmma::mma_sync(acc, fg, fb, acc);
+    }
+    wmma::store_matrix_sync(&Out[16 * wr][16 * wc], acc, KT + 4, wmma::mem_row_major);
+    __syncthreads();
+    for (int i = tid; i < BM * KT; i += THREADS) {
+      const int r = i / KT, k = i % KT;
+      if (r0 + r >= na || d0 + k >= D) continue;
+      float v = ldexpf(Out[r][k], -row_exp[r]);
+      if (SIM == kSimEuclid) v = 2.f * v - 2.f * to_f(a[(r0 + r) * D + d0 + k]) * row_sum[r];
+      da_acc[(r0 + r) * D + d0 + k] += v;
+    }
+    __syncthreads();
+  }
+  return gl;
+}
+
+template <typename T, int SIM, int PATH>
 __global__ void __launch_bounds__(THREADS)
 grad_rows_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t na, int64_t nb, int64_t D,
                  const float* __restrict__ scale, const float* an, const float* bn, bool mask,
                  const float* ga, const float* gb, const float* lse_a, const float* lse_b,
                  float* __restrict__ da_acc, float* dscale_part) {
-  MMCL_SHARED(As, float[BM][BK + 1]);
-  MMCL_SHARED(Bs, float[BN][BK + 1]);
-  MMCL_SHARED(Ls, float[BM][BN + 1]);
-  MMCL_SHARED(Ad, float[BM][BKD + 1]);
-  MMCL_SHARED(Bd, float[BN][BKD + 1]);
+  MMCL_SHARED_ALIGNED(Ls, 32, float[BM][LDS]);
   MMCL_SHARED(red, float[THREADS / 32]);
   const int tid = threadIdx.x;
   const int64_t r0 = static_cast<int64_t>(blockIdx.x) * BM;
   const float s = *scale;
   float gl = 0.f;  // sum of G_ij L_ij over this thread's entries
   for (int64_t c0 = 0; c0 < nb; c0 += BN) {
-    logit_tile<T, SIM>(a, b, na, nb, D, r0, c0, s, an, bn, mask, As, Bs, Ls);
+    logit_tile<T, SIM, PATH>(a, b, na, nb, D, r0, c0, s, an, bn, mask, Ls);
     __syncthreads();
-    for (int e = tid; e < BM * BN; e += THREADS) {  // G in place of L
-      const int r = e / BN, c = e % BN;
-      const float l = Ls[r][c];
-      float g = 0.f;
-      if (l != -INFINITY) {
-        if (ga != nullptr) g += ga[r0 + r] * expf(l - exp_offset(lse_a[r0 + r]));
-        if (gb != nullptr) g += gb[c0 + c] * expf(l - exp_offset(lse_b[c0 + c]));
-        gl += g * l;
-      }
-      Ls[r][c] = g;
-    }
-    __syncthreads();
-    for (int64_t k0 = 0; k0 < D; k0 += BKD) {
-      for (int e = tid; e < BM * BKD; e += THREADS) {
-        const int r = e / BKD, k = e % BKD;
-        Ad[r][k] = (r0 + r < na && k0 + k < D) ? to_f(a[(r0 + r) * D + k0 + k]) : 0.f;
-        Bd[r][k] = (c0 + r < nb && k0 + k < D) ? to_f(b[(c0 + r) * D + k0 + k]) : 0.f;
-      }
-      __syncthreads();
-      for (int e = tid; e < BM * BKD; e += THREADS) {
-        const int r = e / BKD, k = e % BKD;
-        if (r0 + r >= na || k0 + k >= D) continue;
-        const float av = Ad[r][k];
-        float acc = 0.f;
-MMCL_UNROLL_N(8)
-        for (int c = 0; c < BN; ++c) acc += Ls[r][c] * phi<SIM>(av, Bd[c][k]);
-        da_acc[(r0 + r) * D + k0 + k] += acc;
-      }
-      __syncthreads();
-    }
+    if constexpr (PATH == kTensorCore) gl += grad_tile_tc<T, SIM>(a, b, na, nb, D, r0, c0, ga, gb, lse_a, lse_b, Ls, da_acc);
+    else gl += grad_tile_simt<T, SIM>(a, b, na, nb, D, r0, c0, ga, gb, lse_a, lse_b, Ls, da_acc);
   }
   if (dscale_part != nullptr) {  // deterministic block reduction
     for (int o = 16; o > 0; o >>= 1) gl += __shfl_xor_sync(0xffffffffu, gl, o);
@@ -280,15 +519,25 @@ __global__ void dscale_kernel(const float* part, int64_t n, const float* scale, 
 inline unsigned blocks(int64_t n, int per) { return static_cast<unsigned>((n + per - 1) / per); }
 inline size_t align256(size_t b) { return (b + 255) & ~size_t(255); }
 
-// Calls f(T{}, std::integral_constant<int, SIM>{}) for the runtime dtype and similarity.
+template <int V> using Constant = std::integral_constant<int, V>;
+
+// Calls f(T{}, Constant<SIM>{}, Constant<PATH>{}) for the runtime dtype, similarity and path
+// (l1 has no tensor-core instantiation).
 template <typename F>
-cudaError_t dispatch(DType dt, int sim, F&& f) {
+cudaError_t dispatch(DType dt, int sim, MathPath path, F&& f) {
+  const bool tc = path == MathPath::TensorCore;
   auto by_sim = [&](auto tag) -> cudaError_t {
     using T = decltype(tag);
     switch (sim) {
-      case kSimDot: f(T{}, std::integral_constant<int, kSimDot>{}); return cudaSuccess;
-      case kSimEuclid: f(T{}, std::integral_constant<int, kSimEuclid>{}); return cudaSuccess;
-      case kSimL1: f(T{}, std::integral_constant<int, kSimL1>{}); return cudaSuccess;
+      case kSimDot:
+        if (tc) f(T{}, Constant<kSimDot>{}, Constant<kTensorCore>{});
+        else f(T{}, Constant<kSimDot>{}, Constant<kSimt>{});
+        return cudaSuccess;
+      case kSimEuclid:
+        if (tc) f(T{}, Constant<kSimEuclid>{}, Constant<kTensorCore>{});
+        else f(T{}, Constant<kSimEuclid>{}, Constant<kSimt>{});
+        return cudaSuccess;
+      case kSimL1: f(T{}, Constant<kSimL1>{}, Constant<kSimt>{}); return cudaSuccess;
       default: return cudaErrorInvalidValue;
     }
   };
@@ -312,6 +561,10 @@ Norms launch_norms(const Problem& p, float* ws, cudaStream_t st) {
 
 }  // namespace
 
+MathPath effective_path(const Problem& p) {
+  return p.path == MathPath::TensorCore && p.similarity != kSimL1 ? MathPath::TensorCore : MathPath::Simt;
+}
+
 size_t lse_forward_workspace(const Problem& p, bool compute_col, bool deterministic) {
   size_t b = align256(sizeof(float) * size_t(p.M + p.N));
   if (compute_col && !deterministic) b += align256(sizeof(unsigned long long) * size_t(p.N));
@@ -324,20 +577,20 @@ cudaError_t lse_forward(const Problem& p, float* row_lse, float* col_lse, bool c
   float* norms_ws = reinterpret_cast<float*>(ws);
   auto* pairs = reinterpret_cast<unsigned long long*>(ws + align256(sizeof(float) * size_t(p.M + p.N)));
   const bool atomic_cols = compute_col && !deterministic;
-  cudaError_t err = dispatch(p.dtype, p.similarity, [&](auto tag, auto sim_c) {
+  cudaError_t err = dispatch(p.dtype, p.similarity, effective_path(p), [&](auto tag, auto sim_c, auto path_c) {
     using T = decltype(tag);
-    constexpr int SIM = decltype(sim_c)::value;
+    constexpr int SIM = decltype(sim_c)::value, PATH = decltype(path_c)::value;
     Norms n{nullptr, nullptr};
     if (SIM == kSimEuclid) n = launch_norms<T>(p, norms_ws, st);
     if (atomic_cols) launch_kernel(fill_pairs_kernel, blocks(p.N, 256), 256, st, pairs, p.N);
     const T* x = static_cast<const T*>(p.x);
     const T* y = static_cast<const T*>(p.y);
-    launch_kernel(lse_rows_kernel<T, SIM>, blocks(p.M, BM), THREADS, st,
+    launch_kernel(lse_rows_kernel<T, SIM, PATH>, blocks(p.M, BM), THREADS, st,
         x, y, p.M, p.N, p.D, p.scale, n.x, n.y, p.mask_diag, row_lse, atomic_cols ? pairs : nullptr);
     if (atomic_cols) {
       launch_kernel(finish_pairs_kernel, blocks(p.N, 256), 256, st, pairs, p.N, col_lse);
     } else if (compute_col) {
-      launch_kernel(lse_rows_kernel<T, SIM>, blocks(p.N, BM), THREADS, st,
+      launch_kernel(lse_rows_kernel<T, SIM, PATH>, blocks(p.N, BM), THREADS, st,
           y, x, p.N, p.M, p.D, p.scale, n.y, n.x, p.mask_diag, col_lse, nullptr);
     }
   });
@@ -366,21 +619,21 @@ cudaError_t lse_backward(const Problem& p, const float* grad_row, const float* g
   cudaError_t err = cudaMemsetAsync(dx_acc, 0, sizeof(float) * size_t(p.M) * size_t(p.D), st);
   if (err == cudaSuccess) err = cudaMemsetAsync(dy_acc, 0, sizeof(float) * size_t(p.N) * size_t(p.D), st);
   if (err != cudaSuccess) return err;
-  err = dispatch(p.dtype, p.similarity, [&](auto tag, auto sim_c) {
+  err = dispatch(p.dtype, p.similarity, effective_path(p), [&](auto tag, auto sim_c, auto path_c) {
     using T = decltype(tag);
-    constexpr int SIM = decltype(sim_c)::value;
+    constexpr int SIM = decltype(sim_c)::value, PATH = decltype(path_c)::value;
     Norms n{nullptr, nullptr};
     if (SIM == kSimEuclid) n = launch_norms<T>(p, norms_ws, st);
     const T* x = static_cast<const T*>(p.x);
     const T* y = static_cast<const T*>(p.y);
     // dX and dscale: rows of X against Y (skipped when neither is requested).
     if (dx != nullptr || dscale != nullptr)
-      launch_kernel(grad_rows_kernel<T, SIM>, blocks(p.M, BM), THREADS, st,
+      launch_kernel(grad_rows_kernel<T, SIM, PATH>, blocks(p.M, BM), THREADS, st,
           x, y, p.M, p.N, p.D, p.scale, n.x, n.y, p.mask_diag, grad_row, grad_col, row_lse,
           col_lse, dx_acc, parts);
     // dY: the swapped problem, whose G is G^T (skipped when not requested).
     if (dy != nullptr)
-      launch_kernel(grad_rows_kernel<T, SIM>, blocks(p.N, BM), THREADS, st,
+      launch_kernel(grad_rows_kernel<T, SIM, PATH>, blocks(p.N, BM), THREADS, st,
           y, x, p.N, p.M, p.D, p.scale, n.y, n.x, p.mask_diag, grad_col, grad_row, col_lse,
           row_lse, dy_acc, nullptr);
     if (dx != nullptr)

@@ -17,6 +17,11 @@ namespace cuda {
 
 enum class DType : int { F32 = 0, F16 = 1, BF16 = 2 };
 
+// Which units compute the tile products. Simt: CUDA cores, float32 FMAs, every similarity.
+// TensorCore: WMMA tiles with float16/bfloat16 operands as given, float32 inputs as TF32, float32
+// accumulation; dot and euclidean only (l1 has no matrix-product form and always runs Simt).
+enum class MathPath : int { Simt = 0, TensorCore = 1 };
+
 struct Problem {
   const void* x;      // M x D, row-major
   const void* y;      // N x D, row-major
@@ -25,7 +30,11 @@ struct Problem {
   int similarity;     // mmcl_fast::Similarity
   const float* scale; // device pointer to s (> 0)
   bool mask_diag;
+  MathPath path = MathPath::Simt;
 };
+
+// The path the kernels take for p (TensorCore requested for l1 gives Simt).
+MathPath effective_path(const Problem& p);
 
 // Bytes of device workspace lse_forward needs (column (max, sum) pairs), 0 when !compute_col.
 size_t lse_forward_workspace(const Problem& p, bool compute_col, bool deterministic);

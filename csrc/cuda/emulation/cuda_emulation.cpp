@@ -95,12 +95,18 @@ class Barrier {
   unsigned site_line_ = 0;  // 0: no thread has arrived in this phase
 };
 
+constexpr size_t kCollectBytes = 256;  // per lane and warp_collect call
+
 struct Warp {
   Barrier barrier;
   int lanes = 32;
   unsigned full_mask = 0xffffffffu;
-  uint64_t values[32] = {};
+  uint64_t values[2][32] = {};  // warp_exchange's, used alternately (see there)
   uint64_t sequence[32] = {};  // number of exchanges each lane has published
+  // warp_collect's buffers, used alternately: a lane can write buffer p again only two
+  // collectives later, after every lane has passed the barrier of the one in between, and so has
+  // finished reading buffer p.
+  alignas(64) unsigned char collect[2][32][kCollectBytes] = {};
 };
 
 struct SharedAllocation {
@@ -345,22 +351,24 @@ uint64_t warp_exchange(unsigned mask, uint64_t bits, int src_lane, bool gather_a
   AnnotateIgnoreReadsBegin(__FILE__, __LINE__);
   AnnotateIgnoreWritesBegin(__FILE__, __LINE__);
 #endif
+  // One barrier per exchange: values[p] is written again only two collectives later, after every
+  // lane has passed the barrier of the one in between (and so has read values[p]).
   const uint64_t sequence = ++warp.sequence[lane];
-  warp.values[lane] = bits;
+  const int parity = static_cast<int>(sequence & 1);
+  warp.values[parity][lane] = bits;
   warp.barrier.arrive_and_wait(where, "warp collective");
   uint64_t result = 0;
   bool missing = false;
   if (gather_all) {
     for (int l = 0; l < warp.lanes; ++l) {
-      missing |= warp.sequence[l] != sequence;
-      result |= uint64_t(warp.values[l] != 0) << l;
+      missing |= warp.sequence[l] < sequence;
+      result |= uint64_t(warp.values[parity][l] != 0) << l;
     }
   } else {
     const int src = src_lane < warp.lanes ? src_lane : lane;
-    missing = warp.sequence[src] != sequence;
-    result = warp.values[src];
+    missing = warp.sequence[src] < sequence;
+    result = warp.values[parity][src];
   }
-  warp.barrier.arrive_and_wait(where, "warp collective");
 #if defined(__SANITIZE_THREAD__)
   AnnotateIgnoreWritesEnd(__FILE__, __LINE__);
   AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
@@ -368,6 +376,33 @@ uint64_t warp_exchange(unsigned mask, uint64_t bits, int src_lane, bool gather_a
 #endif
   if (missing) fatal("warp collective after some lanes of the warp returned (not emulated)", where);
   return result;
+}
+
+void warp_collect(unsigned mask, const void* mine, size_t bytes, void* all, const std::source_location& where) {
+  Warp& warp = this_warp(where);
+  const int lane = this_thread.linear_tid & 31;
+  if (mask != warp.full_mask || warp.lanes != 32) fatal("a warp-level matrix operation needs a full warp of 32 lanes", where);
+  if (bytes > kCollectBytes) fatal("warp_collect: more bytes per lane than the emulator's buffer", where);
+#if defined(__SANITIZE_THREAD__)
+  AnnotateIgnoreSyncBegin(__FILE__, __LINE__);
+  AnnotateIgnoreReadsBegin(__FILE__, __LINE__);
+  AnnotateIgnoreWritesBegin(__FILE__, __LINE__);
+#endif
+  const uint64_t sequence = ++warp.sequence[lane];
+  const int parity = static_cast<int>(sequence & 1);
+  std::memcpy(warp.collect[parity][lane], mine, bytes);
+  warp.barrier.arrive_and_wait(where, "warp collective");
+  bool missing = false;
+  for (int l = 0; l < 32; ++l) {
+    missing |= warp.sequence[l] < sequence;
+    std::memcpy(static_cast<char*>(all) + l * bytes, warp.collect[parity][l], bytes);
+  }
+#if defined(__SANITIZE_THREAD__)
+  AnnotateIgnoreWritesEnd(__FILE__, __LINE__);
+  AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
+  AnnotateIgnoreSyncEnd(__FILE__, __LINE__);
+#endif
+  if (missing) fatal("warp collective after some lanes of the warp returned (not emulated)", where);
 }
 
 void* block_shared(const void* key, size_t bytes, size_t alignment, const std::source_location& where) {

@@ -66,6 +66,11 @@ void sync_warp(unsigned mask, const std::source_location& where);
 // src_lane is outside the warp), or, with gather_all, the ballot of (bits != 0) over the warp.
 uint64_t warp_exchange(unsigned mask, uint64_t bits, int src_lane, bool gather_all,
                        const std::source_location& where);
+// Every lane of the (full, converged) warp passes `bytes` bytes at `mine`; each lane receives all
+// 32 lanes' bytes in lane order at `all` (32 * bytes). The warp-level tensor-core operations
+// (cuda_emulation_wmma.h) exchange their fragments this way; like a shuffle, the exchange is
+// hidden from ThreadSanitizer, since on a GPU the registers move inside one instruction.
+void warp_collect(unsigned mask, const void* mine, size_t bytes, void* all, const std::source_location& where);
 // The storage of one MMCL_SHARED declaration (`key` identifies it) in the running block.
 void* block_shared(const void* key, size_t bytes, size_t alignment, const std::source_location& where);
 
@@ -120,11 +125,15 @@ void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_
 }  // namespace cuda
 }  // namespace mmcl_fast
 
-#define MMCL_SHARED(name, ...)                                                                      \
+#define MMCL_SHARED(name, ...) MMCL_SHARED_ALIGNED(name, 1, __VA_ARGS__)
+// Shared storage aligned to at least `align` bytes (and to 16, the emulator's floor, which is
+// what an unannotated __shared__ array may get on a GPU: wmma's 32-byte rule needs the annotation).
+#define MMCL_SHARED_ALIGNED(name, align, ...)                                                       \
   static const char mmcl_shared_key_##name = 0;                                                     \
   auto& name = *static_cast<::mmcl_fast::cuda_emulation::shared_array<__VA_ARGS__>*>(               \
-      ::mmcl_fast::cuda_emulation::block_shared(&mmcl_shared_key_##name, sizeof(__VA_ARGS__),       \
-                                                alignof(__VA_ARGS__), std::source_location::current()))
+      ::mmcl_fast::cuda_emulation::block_shared(                                                    \
+          &mmcl_shared_key_##name, sizeof(__VA_ARGS__),                                             \
+          (align) > alignof(__VA_ARGS__) ? (align) : alignof(__VA_ARGS__), std::source_location::current()))
 #define MMCL_UNROLL
 #define MMCL_UNROLL_N(n)
 
