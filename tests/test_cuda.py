@@ -126,7 +126,7 @@ def test_default_math_path_follows_dtype_and_allow_tf32(device, monkeypatch):
     x, y = (torch.nn.functional.normalize(torch.randn(100, 64, generator=g, dtype=torch.float64), dim=1)
             for _ in range(2))
     runs = {}
-    for dtype in (torch.float32, torch.float16):
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
         xd, yd = x.to(device, dtype), y.to(device, dtype)
         for choice in ("simt", "tc", "auto"):
             monkeypatch.setenv("MMCL_FAST_CUDA_PATH", choice)
@@ -137,7 +137,9 @@ def test_default_math_path_follows_dtype_and_allow_tf32(device, monkeypatch):
             runs[dtype, "auto+tf32"] = _fwd_bwd_outputs(device, xd, yd)
         finally:
             torch.backends.cuda.matmul.allow_tf32 = previous
-    assert torch.equal(runs[torch.float16, "auto"], runs[torch.float16, "tc"])
+    for half in (torch.float16, torch.bfloat16):
+        assert torch.equal(runs[half, "auto"], runs[half, "tc"])
+        assert torch.equal(runs[half, "auto+tf32"], runs[half, "tc"])
     assert torch.equal(runs[torch.float32, "auto"], runs[torch.float32, "simt"])
     assert torch.equal(runs[torch.float32, "auto+tf32"], runs[torch.float32, "tc"])
     xr, yr = x.float().double(), y.float().double()

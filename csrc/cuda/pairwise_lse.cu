@@ -78,6 +78,14 @@ namespace {
 
 namespace wmma = nvcuda::wmma;
 
+// The tensor-core kernels need sm_80 (bf16 and TF32 WMMA). Device code compiled for an older
+// architecture keeps them as traps, and effective_path() never launches them there.
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+#define MMCL_FAST_TC_COMPILED 1
+#else
+#define MMCL_FAST_TC_COMPILED 0
+#endif
+
 constexpr int BM = 64, BN = 64, BK = 16, BKD = 32, THREADS = 256;
 constexpr int LDS = BN + 4;  // row stride of the logit tile: a multiple of 4 floats, as wmma's ldm needs
 constexpr int kSimt = static_cast<int>(MathPath::Simt), kTensorCore = static_cast<int>(MathPath::TensorCore);
@@ -170,6 +178,7 @@ MMCL_UNROLL
   }
 }
 
+#if MMCL_FAST_TC_COMPILED
 // --- tensor-core tiles (WMMA) ---------------------------------------------------------------
 // The operand type the tensor cores read: the input's own half type, or TF32 for float32 (one
 // mma step then covers 8 instead of 16 features).
@@ -256,6 +265,14 @@ MMCL_UNROLL
     Ls[r][c] = logit_value<SIM>(Ls[r][c], r0 + r, c0 + c, na, nb, mask, s, an, bn);
   }
 }
+
+#else  // device code for an architecture without bf16/TF32 WMMA: never launched there
+template <typename T, int SIM>
+__device__ void logit_tile_tc(const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, float, const float*,
+                              const float*, bool, float (*)[LDS]) {
+  __trap();
+}
+#endif  // MMCL_FAST_TC_COMPILED
 
 template <typename T, int SIM, int PATH>
 __device__ __forceinline__ void logit_tile(const T* __restrict__ a, const T* __restrict__ b, int64_t na,
@@ -366,6 +383,7 @@ MMCL_UNROLL_N(8)
   return gl;
 }
 
+#if MMCL_FAST_TC_COMPILED
 // Tensor cores (dot, euclidean): G row by row (4 threads per row) with its row sums, then
 // dA += G B per 64 x 32 slice of features on the tensor cores, G as the operand type:
 //   float16:  each row of G is scaled by 2^e_r, chosen so that the row's largest |G| lies in
@@ -450,6 +468,15 @@ __device__ float grad_tile_tc(const T* __restrict__ a, const T* __restrict__ b, 
   }
   return gl;
 }
+
+#else
+template <typename T, int SIM>
+__device__ float grad_tile_tc(const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, const float*,
+                              const float*, const float*, const float*, float (*)[LDS], float*) {
+  __trap();
+  return 0.f;
+}
+#endif  // MMCL_FAST_TC_COMPILED
 
 template <typename T, int SIM, int PATH>
 __global__ void __launch_bounds__(THREADS)
@@ -561,8 +588,25 @@ Norms launch_norms(const Problem& p, float* ws, cudaStream_t st) {
 
 }  // namespace
 
+// Whether the current device has sm_80's tensor-core operations (cached per device).
+bool tensor_cores_supported() {
+#ifdef MMCL_FAST_CUDA_EMULATION
+  return true;
+#else
+  static int cached[64] = {};  // 0 unknown, 1 no, 2 yes (a benign race: every writer writes the same)
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0) return false;
+  if (device < 64 && cached[device] != 0) return cached[device] == 2;
+  int major = 0;
+  const bool yes = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 8;
+  if (device < 64) cached[device] = yes ? 2 : 1;
+  return yes;
+#endif
+}
+
 MathPath effective_path(const Problem& p) {
-  return p.path == MathPath::TensorCore && p.similarity != kSimL1 ? MathPath::TensorCore : MathPath::Simt;
+  return p.path == MathPath::TensorCore && p.similarity != kSimL1 && tensor_cores_supported() ? MathPath::TensorCore
+                                                                                                : MathPath::Simt;
 }
 
 size_t lse_forward_workspace(const Problem& p, bool compute_col, bool deterministic) {

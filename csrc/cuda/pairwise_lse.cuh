@@ -33,7 +33,8 @@ struct Problem {
   MathPath path = MathPath::Simt;
 };
 
-// The path the kernels take for p (TensorCore requested for l1 gives Simt).
+// The path the kernels take for p: TensorCore requested for l1, or on a device older than sm_80,
+// gives Simt.
 MathPath effective_path(const Problem& p);
 
 // Bytes of device workspace lse_forward needs (column (max, sum) pairs), 0 when !compute_col.
