@@ -2,6 +2,7 @@
 
     mmcl-fast simulate [--preset NAME] ...   the identifiability simulation (identifiability.simulate)
     mmcl-fast train-imagetext [...]          image/text pairs (imagetext.train_imagetext)
+    mmcl-fast beyond-dags [--setting ...]     latent partial causal model (beyond_dags.run_beyond_dags)
     mmcl-fast bench [--full] [--out DIR]     forward+backward time / memory vs. naive and chunked
     mmcl-fast info                           which operator backend is active
 """
@@ -46,6 +47,11 @@ def main(argv=None) -> None:
     it = sub.add_parser("train-imagetext", help="image/text pairs of the procedural Multimodal3DIdent")
     imagetext_parser(it)
     it.set_defaults(func=lambda a: imagetext_main(args=a))
+    from .beyond_dags.run_beyond_dags import build_parser as beyond_dags_parser
+    from .beyond_dags.run_beyond_dags import main as beyond_dags_main
+    bd = sub.add_parser("beyond-dags", help="latent partial causal model of Liu et al. (sphere / box, L1)")
+    beyond_dags_parser(bd)
+    bd.set_defaults(func=lambda a: beyond_dags_main(args=a))
     info = sub.add_parser("info", help="print the active backend")
     info.set_defaults(func=lambda a: print(json.dumps(__import__("mmcl_fast").backend_info(), indent=1)))
     args = parser.parse_args(argv)

@@ -7,10 +7,21 @@ the coefficient of determination R^2 = 1 - SS_res / SS_tot (averaged over the bl
 on the second half. Discrete factors (class labels) get classification accuracy instead:
 ``classification_accuracy`` (an MLP with one hidden layer, as in the paper) and
 ``accuracy_scores`` (logistic regression and that MLP, per component of a block).
+
+Disentanglement (component-wise recovery, as in cl-ica and "Beyond DAGs"):
+``mcc`` is the mean absolute correlation (Pearson, or Spearman on ranks) between the factor's
+components and the encoding's, after the one-to-one matching that maximises it (Hungarian
+algorithm): 1 for any permutation with rescaling (monotone maps for Spearman), about 0 for
+unrelated data. ``procrustes_r2`` fits the orthogonal map that best takes the encoding to the
+factor (orthogonal Procrustes) on the first samples and scores R^2 on the rest: 1 when the
+encoding is a rotation of the factor, which is what identifiability on the hypersphere promises.
 """
 from __future__ import annotations
 
 import numpy as np
+from scipy.linalg import orthogonal_procrustes
+from scipy.optimize import linear_sum_assignment
+from scipy.stats import rankdata
 from sklearn.kernel_ridge import KernelRidge
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import r2_score
@@ -84,3 +95,45 @@ def accuracy_scores(encoding: np.ndarray, factors: dict[str, np.ndarray],
                                           for j in range(y.shape[1])]))
                      for kind in (("linear", "nonlinear") if nonlinear else ("linear",))}
     return out
+
+
+def _columns(name: str, a: np.ndarray, n: int | None = None) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] < 2 or a.shape[1] < 1:
+        raise ValueError(f"{name} must be a (samples, dims) array with >= 2 samples, got shape {a.shape}")
+    if n is not None and a.shape[0] != n:
+        raise ValueError(f"{name} has {a.shape[0]} samples, the other array {n}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or Inf")
+    return a
+
+
+def mcc(encoding: np.ndarray, factor: np.ndarray, method: str = "pearson") -> float:
+    """Mean |correlation| over the best one-to-one matching of factor and encoding components
+    (min(dims) pairs; a constant column correlates 0 with everything)."""
+    if method not in ("pearson", "spearman"):
+        raise ValueError(f"method must be 'pearson' or 'spearman', got {method!r}")
+    h = _columns("encoding", encoding)
+    z = _columns("factor", factor, h.shape[0])
+    if method == "spearman":
+        h, z = rankdata(h, axis=0), rankdata(z, axis=0)
+    h = h - h.mean(0)
+    z = z - z.mean(0)
+    hn, zn = np.linalg.norm(h, axis=0), np.linalg.norm(z, axis=0)
+    corr = (h.T @ z) / np.maximum(np.outer(hn, zn), 1e-300)
+    corr[hn == 0, :] = 0.0
+    corr[:, zn == 0] = 0.0
+    rows, cols = linear_sum_assignment(-np.abs(corr))
+    return float(np.abs(corr[rows, cols]).mean())
+
+
+def procrustes_r2(encoding: np.ndarray, factor: np.ndarray, n_fit: int | None = None) -> float:
+    """R^2 of factor from encoding @ R on samples [n_fit, n), R the orthogonal matrix fit on
+    [0, n_fit) (default: halves). Encoding and factor need the same width."""
+    h = _columns("encoding", encoding)
+    z = _columns("factor", factor, h.shape[0])
+    if h.shape[1] != z.shape[1]:
+        raise ValueError(f"procrustes_r2 needs equal widths, got encoding {h.shape[1]} and factor {z.shape[1]}")
+    half = fit_size(h.shape[0], n_fit)
+    rotation, _ = orthogonal_procrustes(h[:half], z[:half])
+    return float(r2_score(z[half:], h[half:] @ rotation))

@@ -1,0 +1,64 @@
+"""Configuration of one Beyond-DAGs run; every field is a ``mmcl-fast beyond-dags`` flag."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..common.config_flags import option
+from .latent_model import SETTINGS, VIOLATIONS
+
+# Random streams derived from a run's seed: training batches, evaluation samples, the control
+# encoder's initialisation.
+BATCH_SEED_OFFSET = 1
+EVAL_SEED_OFFSET = 10_007
+CONTROL_SEED_OFFSET = 20_011
+
+
+@dataclass
+class BeyondDagsConfig:
+    setting: str = option("sphere", f"latent geometry of the data: {' or '.join(SETTINGS)}")
+    violation: str = option("none", f"assumption violated: {', '.join(VIOLATIONS)}")
+    n_z: int = option(6, "coupled latent dimensions per modality (z_x, z_t)")
+    n_m: int = option(2, "modality-specific dimensions per modality (m_x, m_t)")
+    kappa: float = option(10.0, "vMF concentration of z_t around z_x (sphere); the model uses tau = 1 / kappa")
+    laplace_scale: float = option(0.1, "Laplace scale lambda of z_t - z_x (box); the model uses tau = lambda")
+    similarity: str = option("auto", "auto: cosine / tau for a sphere model, -L1 / tau for a box model; dot: "
+                             "unconstrained outputs compared by dot product (the PCA+FastICA demonstration)")
+    hidden: int = option(256, "encoder hidden width (three hidden layers)")
+    batch_size: int = option(1024, "pairs per step")
+    steps: int = option(6000, "training steps")
+    lr: float = option(1e-3, "Adam learning rate (cosine decay to 0 at --steps)")
+    eval_samples: int = option(10_000, "fresh samples for the metrics")
+    seed: int = option(0, "seed of the mixing functions, the batches and the encoders")
+    threads: int = option(1, "torch intra-op threads")
+    checkpoint_every: int = option(500, "steps between checkpoints")
+
+    def __post_init__(self):
+        if self.setting not in SETTINGS:
+            raise ValueError(f"setting must be one of {SETTINGS}, got {self.setting!r}")
+        if self.violation not in VIOLATIONS:
+            raise ValueError(f"violation must be one of {VIOLATIONS}, got {self.violation!r}")
+        for name in ("n_z", "hidden", "batch_size", "steps", "eval_samples", "threads", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.similarity not in ("auto", "dot"):
+            raise ValueError(f"similarity must be 'auto' or 'dot', got {self.similarity!r}")
+        if self.batch_size < 2:
+            raise ValueError(f"batch_size must be >= 2, got {self.batch_size}")
+        if self.eval_samples < 100:
+            raise ValueError(f"eval_samples must be >= 100, got {self.eval_samples}")
+
+    @property
+    def model_geometry(self) -> str:
+        """The encoder's output space: the data's, except under model_mismatch (the other one);
+        "free" (no constraint) for the dot-product model."""
+        if self.similarity == "dot":
+            return "free"
+        if self.violation == "model_mismatch":
+            return "box" if self.setting == "sphere" else "sphere"
+        return self.setting
+
+
+def resume_free_fields(cfg: BeyondDagsConfig) -> tuple[str, ...]:
+    """Fields that may change when a run resumes from its checkpoint."""
+    del cfg
+    return ("eval_samples", "threads", "checkpoint_every")

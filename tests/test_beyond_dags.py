@@ -1,0 +1,168 @@
+"""Beyond DAGs (issue 17): the latent partial causal model's samplers, the disentanglement
+metrics, and one short run end to end (checkpoint, resume, report)."""
+import json
+import math
+
+import numpy as np
+import pytest
+import scipy.special
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mmcl_fast.experiments.beyond_dags import run_beyond_dags
+from mmcl_fast.experiments.beyond_dags.config import BeyondDagsConfig
+from mmcl_fast.experiments.beyond_dags.latent_model import (
+    VIOLATIONS,
+    PartialCausalProcess,
+    laplace,
+    sample_vmf,
+    truncated_to_unit_box,
+    uniform_sphere,
+)
+from mmcl_fast.experiments.common.evaluation import mcc, procrustes_r2
+from mmcl_fast.experiments.common.ica_probe import few_shot_accuracy, fit_components
+
+
+@pytest.mark.parametrize("p, kappa", [(3, 1.0), (6, 10.0), (6, 50.0), (10, 4.0)])
+def test_vmf_mean_resultant_length_matches_kappa(p, kappa):
+    """E<x, mu> of vMF(mu, kappa) on S^{p-1} is A_p(kappa) = I_{p/2}(kappa) / I_{p/2-1}(kappa)."""
+    g = torch.Generator().manual_seed(p)
+    mu = uniform_sphere(40_000, p, g)
+    x = sample_vmf(mu, kappa, g)
+    assert torch.allclose(x.norm(dim=1), torch.ones(len(x), dtype=torch.float64), atol=1e-12)
+    want = scipy.special.iv(p / 2, kappa) / scipy.special.iv(p / 2 - 1, kappa)
+    got = (x * mu).sum(1)
+    assert abs(got.mean().item() - want) < 4 * got.std().item() / math.sqrt(len(x)) + 1e-3
+    # the direction orthogonal to mu is uniform: its mean vanishes
+    orth = x - (x * mu).sum(1, keepdim=True) * mu
+    assert orth.mean(0).abs().max() < 0.02
+
+
+def test_truncated_laplace_stays_in_the_box_with_the_right_shape():
+    g = torch.Generator().manual_seed(0)
+    centre = torch.full((200_000,), 0.5, dtype=torch.float64)
+    out = truncated_to_unit_box(centre, lambda shape, gg: laplace(shape, 0.1, gg), g)
+    assert out.min() >= 0 and out.max() <= 1
+    d = (out - 0.5).abs()
+    # |Laplace(0.1)| is Exp(mean 0.1); truncation at 0.5 removes only e^-5 of the mass
+    assert abs(d.mean().item() - 0.1 * (1 - 6 * math.exp(-5)) / (1 - math.exp(-5))) < 2e-3
+    near = torch.full((50_000,), 0.02, dtype=torch.float64)  # near a wall, the draw is redrawn
+    out = truncated_to_unit_box(near, lambda shape, gg: laplace(shape, 0.1, gg), g)
+    assert out.min() >= 0 and (out < 0.02).float().mean() < 0.5
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(2, 8))
+def test_mcc_of_a_scaled_permutation_is_one_and_of_noise_about_zero(seed, n):
+    rng = np.random.default_rng(seed)
+    z = rng.uniform(size=(3000, n))
+    perm = np.eye(n)[rng.permutation(n)] * rng.choice([-1, 1], n) * rng.uniform(0.1, 10, n)
+    assert mcc(z @ perm + rng.normal(size=n), z) == pytest.approx(1.0, abs=1e-9)
+    assert mcc(np.exp(z @ perm), z, "spearman") == pytest.approx(1.0, abs=1e-9)  # monotone maps
+    assert mcc(rng.normal(size=(3000, n)), z) < 0.1
+    mixed = z @ np.linalg.qr(rng.normal(size=(n, n)))[0]  # a rotation is not a permutation
+    assert mcc(mixed, z) < 0.99
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(2, 8))
+def test_procrustes_r2_of_a_rotation_is_one(seed, n):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(2000, n))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    q = np.linalg.qr(rng.normal(size=(n, n)))[0]
+    assert procrustes_r2(z @ q, z) == pytest.approx(1.0, abs=1e-9)
+    assert procrustes_r2(rng.normal(size=(2000, n)), z) < 0.1
+
+
+def test_metrics_refuse_bad_input():
+    z = np.zeros((10, 3))
+    with pytest.raises(ValueError, match="method"):
+        mcc(z, z, "kendall")
+    with pytest.raises(ValueError, match="factor has 9 samples"):
+        mcc(z, z[:9])
+    with pytest.raises(ValueError, match="equal widths"):
+        procrustes_r2(np.ones((10, 2)), z)
+    with pytest.raises(ValueError, match="NaN"):
+        mcc(np.full((10, 3), np.nan), z)
+
+
+@pytest.mark.parametrize("setting", ["sphere", "box"])
+@pytest.mark.parametrize("violation", VIOLATIONS)
+def test_process_samples_live_in_their_space(setting, violation):
+    proc = PartialCausalProcess(setting, violation, n_z=4, n_m=2, seed=3)
+    x, t, z = proc.sample(500, torch.Generator().manual_seed(1))
+    assert x.shape == t.shape == (500, 6) and torch.isfinite(x).all() and torch.isfinite(t).all()
+    for key in ("z_x", "z_t"):
+        if setting == "sphere":
+            assert torch.allclose(z[key].norm(dim=1), torch.ones(500, dtype=torch.float64), atol=1e-9)
+        else:
+            assert z[key].min() >= 0 and z[key].max() <= 1
+    # the coupling: z_t is close to z_x, m is independent of both
+    assert (z["z_x"] - z["z_t"]).norm(dim=1).mean() < 0.8
+    assert abs(np.corrcoef(z["m_x"][:, 0], z["z_x"][:, 0])[0, 1]) < 0.2
+
+
+def test_config_refuses_bad_values():
+    with pytest.raises(ValueError, match="setting"):
+        BeyondDagsConfig(setting="torus")
+    with pytest.raises(ValueError, match="violation"):
+        BeyondDagsConfig(violation="all")
+    with pytest.raises(ValueError, match="batch_size"):
+        BeyondDagsConfig(batch_size=1)
+    assert BeyondDagsConfig(setting="sphere", violation="model_mismatch").model_geometry == "box"
+
+
+def test_short_run_trains_checkpoints_resumes_and_reports(tmp_path, capsys):
+    """A 120-step box run with the L1 model: the loss falls, the metrics are finite, a second
+    call reuses results.json, and the report holds the row."""
+    flags = ["--setting", "box", "--steps", "120", "--batch-size", "256", "--hidden", "64",
+             "--eval-samples", "600", "--checkpoint-every", "50", "--out", str(tmp_path), "--quiet"]
+    (first,) = run_beyond_dags.main(flags)
+    assert first["model_geometry"] == "box"
+    assert (tmp_path / "box_none" / "seed0" / "checkpoint.pt").exists()
+    for enc in ("f_x", "f_t"):
+        assert all(np.isfinite(v) for v in first[enc].values())
+    assert first["val_loss"] < math.log(256) + 0.05  # below chance (uniform logits)
+    (again,) = run_beyond_dags.main(flags)
+    assert again["train_seconds"] == first["train_seconds"]  # reused, not retrained
+    rows = json.loads((tmp_path / "beyond_dags.json").read_text())["rows"]
+    assert [(r["setting"], r["violation"], r["metric"]) for r in rows] == [("box", "none", "mcc_pearson")]
+    assert "| box | none | box | mcc_pearson |" in (tmp_path / "beyond_dags.md").read_text()
+    with pytest.raises(SystemExit, match="--all and --ica-demo choose the settings"):
+        run_beyond_dags.main(["--all", "--setting", "box", "--out", str(tmp_path)])
+    # the PCA+FastICA demonstration on the same folder: a dot-product model next to the L1 run
+    run_beyond_dags.main(["--ica-demo", *flags[2:]])
+    demo = json.loads((tmp_path / "ica_demo.json").read_text())
+    assert set(demo["dot_model"]) == {"raw", "ica", "pca_ica"} and demo["l1_model_raw"]["n"] == 1
+    assert all(0 <= demo["dot_model"][k]["mean"] <= 1 for k in demo["dot_model"])
+    assert [r["setting"] for r in json.loads((tmp_path / "beyond_dags.json").read_text())["rows"]] == ["box"]
+
+
+def test_fastica_recovers_independent_components_that_a_rotation_mixed():
+    rng = np.random.default_rng(0)
+    z = rng.uniform(size=(4000, 4))
+    mixed = z @ np.linalg.qr(rng.normal(size=(4, 4)))[0] + 0.3
+    assert mcc(mixed, z) < 0.9
+    for pipeline in ("ica", "pca_ica"):
+        comps = fit_components(mixed[:2000], pipeline, n_pca=4, seed=0)
+        assert mcc(comps.transform(mixed[2000:]), z[2000:]) > 0.98, pipeline
+    raw = fit_components(mixed[:2000], "raw")
+    assert mcc(raw.transform(mixed[2000:]), z[2000:]) == pytest.approx(mcc(mixed[2000:], z[2000:]))
+
+
+def test_few_shot_probe_and_its_argument_checks():
+    rng = np.random.default_rng(1)
+    z = rng.uniform(size=(3000, 3))
+    y = (z[:, 0] > 0.5).astype(int)  # the label depends on one independent component
+    x = z @ np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    comps = fit_components(x[:2000], "ica", seed=0)
+    acc = few_shot_accuracy(comps, x[:2000], y[:2000], x[2000:], y[2000:], shots=20, seed=0)
+    assert 0.8 < acc <= 1.0
+    with pytest.raises(ValueError, match="pipeline"):
+        fit_components(x, "nmf")
+    with pytest.raises(ValueError, match="n_pca"):
+        fit_components(x, "pca_ica", n_pca=5)
+    with pytest.raises(ValueError, match="shots"):
+        few_shot_accuracy(comps, x[:10], y[:10], x, y, shots=50)
