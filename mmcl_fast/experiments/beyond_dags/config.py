@@ -19,11 +19,11 @@ class BeyondDagsConfig:
     violation: str = option("none", f"assumption violated: {', '.join(VIOLATIONS)}")
     n_z: int = option(6, "coupled latent dimensions per modality (z_x, z_t)")
     n_m: int = option(2, "modality-specific dimensions per modality (m_x, m_t)")
-    kappa: float = option(10.0, "vMF concentration of z_t around z_x (sphere); the model uses tau = 1 / kappa")
+    kappa: float = option(40.0, "vMF concentration of z_t around z_x (sphere); the model uses tau = 1 / kappa")
     laplace_scale: float = option(0.1, "Laplace scale lambda of z_t - z_x (box); the model uses tau = lambda")
     similarity: str = option("auto", "auto: cosine / tau for a sphere model, -L1 / tau for a box model; dot: "
                              "unconstrained outputs compared by dot product (the PCA+FastICA demonstration)")
-    hidden: int = option(256, "encoder hidden width (three hidden layers)")
+    hidden: int = option(128, "encoder hidden width (three hidden layers)")
     batch_size: int = option(1024, "pairs per step")
     steps: int = option(6000, "training steps")
     lr: float = option(1e-3, "Adam learning rate (cosine decay to 0 at --steps)")

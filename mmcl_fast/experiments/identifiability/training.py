@@ -5,7 +5,8 @@ step, with the authors' estimator ``symmetric_lpsimclr`` (squared euclidean, tau
 from a second independent batch, log-mean-exp; the paper presets) or ``symmetric_infonce`` over
 the batch's other pairs (the quick preset). Afterwards every latent block is predicted from each
 encoder's output (:mod:`..common.evaluation`), probes fit on half the evaluation samples and
-scored on the other.
+scored on the other; each continuous block also gets its MCC with the encoding (mean |Pearson|
+after matching components), an extra column beside the paper's R^2.
 
     from mmcl_fast.experiments.identifiability.config import SimConfig
     from mmcl_fast.experiments.identifiability.training import train
@@ -24,7 +25,7 @@ import torch
 from mmcl_fast import symmetric_infonce, symmetric_lpsimclr
 
 from ..common.checkpoint import CHECKPOINT_NAME, restore_checkpoint, save_checkpoint
-from ..common.evaluation import accuracy_scores, r2_scores
+from ..common.evaluation import accuracy_scores, mcc, r2_scores
 from ..common.lr_schedule import learning_rate
 from .config import BATCH_SEED_OFFSET, EVAL_SEED_OFFSET, LOSSES, SimConfig, paper_hidden, resume_free_fields
 from .encoders import encoder
@@ -126,6 +127,9 @@ class Simulation:
         cont = {k: v.numpy() for k, v in z.items() if not spec.is_discrete(block(k))}
         disc = {k: spec.classes(v).numpy() for k, v in z.items() if spec.is_discrete(block(k))}
         out = r2_scores(h.numpy(), cont, nonlinear=self.cfg.nonlinear_eval)
+        for name, values in cont.items():  # component-wise recovery (an extra column; R^2 is the paper's)
+            if name in out:
+                out[name]["mcc"] = mcc(h.numpy(), values)
         for name, acc in accuracy_scores(h.numpy(), disc, nonlinear=self.cfg.nonlinear_eval).items():
             out[name] = dict(acc, metric="accuracy", chance=1.0 / spec.n_classes)
         return {k: out[k] for k in z if k in out}   # blocks of width 0 (n_m = 0) are skipped
