@@ -6,6 +6,7 @@ Public API::
     mf.symmetric_infonce(img, txt, temperature=0.07)             # CLIP loss
     mf.infonce(query, keys, labels=None, temperature=0.1)         # one direction, extra negatives
     mf.nt_xent(v1, v2, temperature=0.1)                           # SimCLR / NT-Xent
+    mf.comm_loss([z1_img, z1_txt, z1_full], [z2_img, z2_txt, z2_full])  # CoMM (multimodal views)
     mf.symmetric_lpsimclr(h1, h2, h1_neg, h2_neg, temperature=1.0)  # the simulations' estimator
     mf.pairwise_lse(x, y, scale, "dot")                           # the underlying operator
     mf.backend_info()                                             # which implementation is active
@@ -18,10 +19,11 @@ Public API::
 from . import distributed
 from ._ops import backend_info, cpu_exp_rate, pairwise_lse
 from .clip_loss import ClipLoss
+from .comm import comm_loss
 from .losses import infonce, lpsimclr, nt_xent, symmetric_infonce, symmetric_lpsimclr
 from .modules import NTXent, SymmetricInfoNCE
 from .validation import set_checks
 
-__all__ = ["symmetric_infonce", "infonce", "nt_xent", "lpsimclr", "symmetric_lpsimclr", "pairwise_lse",
+__all__ = ["symmetric_infonce", "infonce", "nt_xent", "comm_loss", "lpsimclr", "symmetric_lpsimclr", "pairwise_lse",
            "backend_info", "cpu_exp_rate", "set_checks", "ClipLoss", "SymmetricInfoNCE", "NTXent", "distributed"]
 __version__ = "0.1.0"

@@ -76,6 +76,27 @@ def nt_xent(a, b, temperature=None, *, logit_scale=None, similarity="cosine", re
     return _reduce(F.cross_entropy(logits, labels, reduction="none"), reduction)
 
 
+def comm_loss(views1, views2, temperature=0.1, *, full_index=-1, weights=None):
+    """CoMM's loss written out from the paper: for each embedding k, the 2N x 2N SimCLR
+    cross-entropy of (z'_k, z''_F) and of (z''_k, z'_F), averaged; the mean of the weighted terms."""
+    full = full_index % len(views1)
+    terms = []
+    for k in range(len(views1)):
+        pair_losses = []
+        for a, b in ((views1[k], views2[full]), (views2[k], views1[full])):
+            a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+            z = torch.cat([a, b])
+            logits = (z @ z.T) / temperature
+            logits = logits.masked_fill(torch.eye(len(z), dtype=torch.bool, device=z.device), float("-inf"))
+            n = a.shape[0]
+            labels = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+            pair_losses.append(F.cross_entropy(logits, labels))
+        terms.append((pair_losses[0] + pair_losses[1]) / 2)
+    terms = torch.stack(terms)
+    w = torch.ones_like(terms) if weights is None else torch.as_tensor(weights, dtype=terms.dtype)
+    return (terms * w).mean()
+
+
 # --------------------------------------------------------------------------------------------
 # open_clip's ClipLoss, re-implemented from its published formulas (open_clip/loss.py):
 # the ground truth that mmcl_fast.ClipLoss must reproduce, single- and multi-process.

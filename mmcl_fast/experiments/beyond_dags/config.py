@@ -25,7 +25,7 @@ class BeyondDagsConfig:
                              "unconstrained outputs compared by dot product (the PCA+FastICA demonstration)")
     hidden: int = option(128, "encoder hidden width (three hidden layers)")
     batch_size: int = option(1024, "pairs per step")
-    steps: int = option(6000, "training steps")
+    steps: int = option(12_000, "training steps")
     lr: float = option(1e-3, "Adam learning rate (cosine decay to 0 at --steps)")
     eval_samples: int = option(10_000, "fresh samples for the metrics")
     seed: int = option(0, "seed of the mixing functions, the batches and the encoders")
