@@ -1,0 +1,108 @@
+"""CoMM's bimodal Trifeatures generator and the torch SimCLR augmentations (issue 16)."""
+import numpy as np
+import pytest
+import torch
+
+from mmcl_fast.experiments.comm import augmentations as aug
+from mmcl_fast.experiments.comm import trifeatures as tf
+
+
+def test_combination_split_is_80_20_and_leaks_nothing():
+    train, test = tf.combination_split()
+    assert len(train) == 800 and len(test) == 200
+    assert not {tuple(r) for r in train} & {tuple(r) for r in test}
+    assert len({tuple(r) for r in np.concatenate([train, test])}) == 1000
+    again, _ = tf.combination_split()
+    assert np.array_equal(train, again)  # seed 42, reproducible
+
+
+@pytest.fixture(scope="module")
+def test_split():
+    return tf.render_split("test", seed=0)
+
+
+def test_rendered_images_and_attribute_ranges(test_split):
+    d = test_split
+    assert d.images.shape == (200, 3, 64, 64) and d.images.dtype == np.float32
+    assert d.images.min() >= 0 and d.images.max() <= 1
+    for attr in (d.shape, d.texture, d.colour):
+        assert attr.min() >= 0 and attr.max() <= 9
+    _, test = tf.combination_split()
+    assert np.array_equal(np.stack([d.shape, d.texture, d.colour], 1), test)  # one rendering each
+    # the object is drawn: some pixels differ from the grey background, in the combination's colour
+    for k in range(0, 200, 37):
+        img = d.images[k]
+        on = np.abs(img - tf.GREY).sum(0) > 1e-6
+        assert on.sum() > 20, k
+        colour = np.asarray(tf.COLOURS[tf.COLOUR_NAMES[d.colour[k]]], dtype=np.float32)
+        assert np.allclose(img[:, on].T, colour, atol=1e-6)
+
+
+def test_every_shape_and_texture_renders_distinctly():
+    rng = np.random.default_rng(3)
+    masks = {}
+    for s in range(10):  # solid texture: the mask alone
+        img = tf.render(s, 0, 9, rng)
+        masks[s] = (img != tf.GREY).any(2)
+        assert 150 < masks[s].sum() < 64 * 64 / 2, tf.SHAPES[s]
+    fill = [tf.render(0, t, 9, np.random.default_rng(5))[..., 0] != tf.GREY for t in range(10)]
+    rates = [f.sum() / masks[0].sum() for f in fill]
+    assert rates[0] == pytest.approx(1.0, abs=0.05)  # solid fills the shape
+    assert all(0.05 < r < 0.95 for r in rates[1:]), rates  # every other texture is a pattern
+
+
+def test_pairs_share_the_shape_and_the_synergy_map_is_consistent(test_split):
+    d = test_split
+    m = tf.synergy_map()
+    assert sorted(m) == list(range(10)) and np.array_equal(m, tf.synergy_map())
+    rng = np.random.default_rng(0)
+    pairs = tf.same_shape_pairs(d, rng)
+    assert len(pairs) == len(d)
+    assert (d.shape[pairs[:, 0]] == d.shape[pairs[:, 1]]).all() and (pairs[:, 0] != pairs[:, 1]).all()
+    labels = tf.pair_labels(d, pairs, m)
+    assert np.array_equal(labels["R"], d.shape[pairs[:, 0]])
+    assert 0.0 <= labels["S"].mean() < 0.3  # unbiased pairs: about 1 in 10 is in M
+    train = tf.render_split("train", seed=0)
+    biased = tf.same_shape_pairs(train, rng, biased=True, m=m)
+    assert len(biased) > 0.95 * len(train)
+    assert tf.pair_labels(train, biased, m)["S"].all()  # the pre-training pairs are all in M
+    probe = tf.synergy_probe_pairs(train, rng, m)
+    s = tf.pair_labels(train, probe, m)["S"]
+    assert abs(s.mean() - 0.5) < 0.05 and (train.shape[probe[:, 0]] == train.shape[probe[:, 1]]).all()
+
+
+def test_render_split_refuses_an_unknown_split():
+    with pytest.raises(ValueError, match="split"):
+        tf.render_split("val")
+
+
+def _images(seed=0, n=6):
+    rng = np.random.default_rng(seed)
+    imgs = np.stack([tf.render(k % 10, k % 10, k % 10, rng) for k in range(n)])
+    return torch.from_numpy(imgs.transpose(0, 3, 1, 2).copy())
+
+
+def test_augmentations_keep_shape_range_and_are_reproducible():
+    x = _images()
+    a = aug.SimCLRAugment()(x, torch.Generator().manual_seed(1))
+    b = aug.SimCLRAugment()(x, torch.Generator().manual_seed(1))
+    c = aug.SimCLRAugment()(x, torch.Generator().manual_seed(2))
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_each_augmentation_does_what_it_says():
+    x = _images()
+    g = torch.Generator().manual_seed(0)
+    full = aug.random_resized_crop(x, g, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    assert torch.allclose(full, x, atol=1e-5)  # the whole image, resampled onto itself
+    grey = aug.greyscale(x)
+    assert torch.equal(grey[:, 0], grey[:, 1]) and torch.equal(grey[:, 1], grey[:, 2])
+    flat = torch.full((2, 3, 16, 16), 0.3)
+    assert torch.allclose(aug.gaussian_blur(flat, torch.tensor([0.5, 2.0])), flat, atol=1e-6)
+    blurred = aug.gaussian_blur(x, torch.full((len(x),), 2.0))
+    assert blurred.var() < x.var()  # smoothing lowers the pixel variance
+    none = aug.colour_jitter(x, g, brightness=0, contrast=0, saturation=0, hue=0)
+    assert torch.allclose(none, x, atol=1e-5)
+    with pytest.raises(ValueError, match="images must be a float"):
+        aug.greyscale(torch.zeros(2, 1, 8, 8))
