@@ -6,6 +6,8 @@ import pytest
 
 from mmcl_fast.experiments.beyond_dags import config as beyond_dags_config
 from mmcl_fast.experiments.beyond_dags import run_beyond_dags
+from mmcl_fast.experiments.comm import config as comm_config
+from mmcl_fast.experiments.comm import run_comm
 from mmcl_fast.experiments.common.config_flags import add_config_flags, option
 from mmcl_fast.experiments.identifiability import config as simulation_config
 from mmcl_fast.experiments.identifiability import simulate
@@ -15,7 +17,8 @@ from mmcl_fast.experiments.imagetext import train_imagetext
 
 @pytest.mark.parametrize("build, config", [(simulate.build_parser, simulation_config.SimConfig),
                                            (train_imagetext.build_parser, imagetext_config.ImageTextConfig),
-                                           (run_beyond_dags.build_parser, beyond_dags_config.BeyondDagsConfig)])
+                                           (run_beyond_dags.build_parser, beyond_dags_config.BeyondDagsConfig),
+                                           (run_comm.build_parser, comm_config.CommConfig)])
 def test_every_flag_has_a_help_text(build, config):
     parser = build()
     flags = {a.dest: a for a in parser._actions if a.option_strings and a.dest != "help"}

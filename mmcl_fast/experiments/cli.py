@@ -3,6 +3,7 @@
     mmcl-fast simulate [--preset NAME] ...   the identifiability simulation (identifiability.simulate)
     mmcl-fast train-imagetext [...]          image/text pairs (imagetext.train_imagetext)
     mmcl-fast beyond-dags [--setting ...]     latent partial causal model (beyond_dags.run_beyond_dags)
+    mmcl-fast comm [--method ...]             CoMM and baselines on bimodal Trifeatures (comm.run_comm)
     mmcl-fast bench [--full] [--out DIR]     forward+backward time / memory vs. naive and chunked
     mmcl-fast info                           which operator backend is active
 """
@@ -52,6 +53,11 @@ def main(argv=None) -> None:
     bd = sub.add_parser("beyond-dags", help="latent partial causal model of Liu et al. (sphere / box, L1)")
     beyond_dags_parser(bd)
     bd.set_defaults(func=lambda a: beyond_dags_main(args=a))
+    from .comm.run_comm import build_parser as comm_parser
+    from .comm.run_comm import main as comm_main
+    cm = sub.add_parser("comm", help="CoMM vs Cross / Cross+Self on bimodal Trifeatures (R, U, S)")
+    comm_parser(cm)
+    cm.set_defaults(func=lambda a: comm_main(args=a))
     info = sub.add_parser("info", help="print the active backend")
     info.set_defaults(func=lambda a: print(json.dumps(__import__("mmcl_fast").backend_info(), indent=1)))
     args = parser.parse_args(argv)

@@ -1,0 +1,58 @@
+"""Configuration of one CoMM / baseline pre-training run on bimodal Trifeatures."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..common.config_flags import option
+
+METHODS = ("cross", "cross_self", "comm")
+PAIRS = ("unbiased", "biased")
+# Random streams derived from a run's seed: rendering, pairs and batches, augmentations, probes.
+RENDER_SEED_OFFSET = 0
+BATCH_SEED_OFFSET = 1
+AUGMENT_SEED_OFFSET = 2
+PROBE_SEED_OFFSET = 3
+
+
+@dataclass
+class CommConfig:
+    method: str = option("comm", "cross (CLIP between the encoders), cross_self (+ SimCLR per modality) or comm")
+    pairs: str = option("unbiased", "pre-training pairs: unbiased same-shape pairs (R, U) or biased pairs in M (S)")
+    term_weights: str = option("1,1,1", "CoMM's term weights (modality 1, modality 2, multimodal), the Fig. 5 "
+                               "ablation: '0,0,1' keeps L'' only, '1,1,0' the unimodal terms only")
+    temperature: float = option(0.1, "NT-Xent temperature (CoMM and the Self terms)")
+    encoder_width: int = option(64, "channels of the last CNN layers (tokens' width)")
+    width: int = option(128, "fusion transformer width")
+    batch_size: int = option(128, "pairs per step")
+    steps: int = option(2000, "training steps")
+    lr: float = option(3e-4, "AdamW learning rate (cosine decay to 0)")
+    weight_decay: float = option(1e-4, "AdamW weight decay")
+    seed: int = option(0, "seed of the rendering, the pairs, the augmentations and the model")
+    threads: int = option(2, "torch intra-op threads")
+    checkpoint_every: int = option(200, "steps between checkpoints")
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.pairs not in PAIRS:
+            raise ValueError(f"pairs must be one of {PAIRS}, got {self.pairs!r}")
+        for name in ("encoder_width", "width", "batch_size", "steps", "threads", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.encoder_width % 4:
+            raise ValueError(f"encoder_width must be a multiple of 4, got {self.encoder_width}")
+        self.weights()  # parses
+
+    def weights(self) -> list[float]:
+        try:
+            w = [float(v) for v in self.term_weights.split(",")]
+        except ValueError:
+            w = []
+        if len(w) != 3 or any(v < 0 for v in w) or sum(w) == 0:
+            raise ValueError(f"term_weights must be three non-negative numbers, not all 0, got {self.term_weights!r}")
+        return w
+
+
+def resume_free_fields(cfg: CommConfig) -> tuple[str, ...]:
+    del cfg
+    return ("threads", "checkpoint_every")
