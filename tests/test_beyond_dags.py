@@ -166,3 +166,17 @@ def test_few_shot_probe_and_its_argument_checks():
         fit_components(x, "pca_ica", n_pca=5)
     with pytest.raises(ValueError, match="shots"):
         few_shot_accuracy(comps, x[:10], y[:10], x, y, shots=50)
+
+
+def test_imagetext_ica_demo_scores_every_pipeline(tmp_path):
+    """The few-shot PCA+FastICA demonstration on a (tiny) trained image/text run."""
+    from mmcl_fast.experiments.beyond_dags import imagetext_ica_demo
+    from mmcl_fast.experiments.imagetext.config import ImageTextConfig
+    from mmcl_fast.experiments.imagetext.training import train as train_imagetext
+    cfg = ImageTextConfig(image_size=32, n_train=140, n_val=32, n_test=64, batch_size=8, encoding_size=3,
+                          steps=5, checkpoint_every=5)
+    train_imagetext(cfg, tmp_path / "run", progress=False)
+    (res,) = imagetext_ica_demo.main([str(tmp_path / "run"), "--out", str(tmp_path / "ica.json")])
+    assert len(res["scores"]) == 3 * len(imagetext_ica_demo.FACTORS) * len(imagetext_ica_demo.SHOTS)
+    assert all(0 <= v <= 1 for v in res["scores"].values())
+    assert "| shape, 2-shot |" in (tmp_path / "ica.md").read_text()
