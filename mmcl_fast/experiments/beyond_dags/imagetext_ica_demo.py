@@ -13,10 +13,9 @@ import json
 from dataclasses import fields
 from pathlib import Path
 
-import numpy as np
-
 from ..common.checkpoint import CHECKPOINT_NAME, restore_checkpoint
 from ..common.ica_probe import PIPELINES, few_shot_accuracy, fit_components
+from ..common.seed_stats import mean_std
 from ..imagetext.config import ImageTextConfig
 from ..imagetext.training import ImageTextRun
 
@@ -58,9 +57,7 @@ def main(argv=None) -> list[dict]:
     args = p.parse_args(argv)
     results = [demo(r) for r in args.runs]
     keys = sorted(results[0]["scores"])
-    summary = {k: {"mean": float(np.mean([r["scores"][k] for r in results])),
-                   "std": float(np.std([r["scores"][k] for r in results], ddof=1)) if len(results) > 1 else 0.0}
-               for k in keys}
+    summary = {k: mean_std([r["scores"][k] for r in results]) for k in keys}
     args.out.write_text(json.dumps({"runs": results, "summary": summary}, indent=1))
     lines = ["| factor, shots | raw | FastICA | PCA + FastICA |", "|---|---|---|---|"]
     for factor in FACTORS:

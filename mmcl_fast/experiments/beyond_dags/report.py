@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..common.seed_stats import mean_std
+
 TARGET = {"none": 0.95, "violation": 0.85}
 TARGET_SPHERE_NONE = 0.97
 MARGIN_TARGET = 0.3
@@ -14,11 +16,6 @@ def target_of(setting: str, violation: str) -> float:
     if violation == "none":
         return TARGET_SPHERE_NONE if setting == "sphere" else TARGET["none"]
     return TARGET["violation"]
-
-
-def _stats(values: list[float]) -> dict[str, float]:
-    a = np.asarray(values, dtype=float)
-    return {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0, "n": int(a.size)}
 
 
 def aggregate(results: list[dict]) -> list[dict]:
@@ -32,11 +29,11 @@ def aggregate(results: list[dict]) -> list[dict]:
         row = {"setting": setting, "violation": violation, "model": runs[0]["model_geometry"],
                "metric": s[0]["metric"], "seeds": sorted(r["config"]["seed"] for r in runs)}
         for key in ("encoders", "raw_x", "random_encoder_x", "margin_over_controls", "m_r2_nonlinear"):
-            row[key] = _stats([x[key] for x in s])
+            row[key] = mean_std([x[key] for x in s])
         for key in ("mcc_spearman", "procrustes_r2"):
             vals = [(r["f_x"].get(key, np.nan) + r["f_t"].get(key, np.nan)) / 2 for r in runs]
-            row[key] = _stats(vals)
-        row["train_seconds"] = _stats([r["train_seconds"] for r in runs])
+            row[key] = mean_std(vals)
+        row["train_seconds"] = mean_std([r["train_seconds"] for r in runs])
         target = target_of(setting, violation)
         row["target"] = target
         row["meets_target"] = bool(row["encoders"]["mean"] >= target and

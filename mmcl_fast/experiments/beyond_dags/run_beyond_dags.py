@@ -29,6 +29,7 @@ from ..common.checkpoint import CHECKPOINT_NAME, restore_checkpoint
 from ..common.config_flags import add_config_flags, config_overrides
 from ..common.evaluation import mcc
 from ..common.ica_probe import fit_components
+from ..common.seed_stats import mean_std
 from .config import EVAL_SEED_OFFSET, BeyondDagsConfig
 from .latent_model import SETTINGS, VIOLATIONS
 from .report import aggregate, markdown
@@ -86,10 +87,8 @@ def ica_demo(base: dict, seeds: range, out: Path, progress: bool) -> dict:
               f"PCA + FastICA {rows[-1]['pca_ica']:.3f}", flush=True)
     l1 = [r["summary"]["f_x"] for r in collect(out) if r["config"]["setting"] == "box"
           and r["config"]["violation"] == "none"]
-    stat = lambda v: {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,  # noqa: E731
-                      "n": len(v)}
-    report = {"dot_model": {k: stat([r[k] for r in rows]) for k in ("raw", "ica", "pca_ica")},
-              "l1_model_raw": stat(l1) if l1 else None, "runs": rows}
+    report = {"dot_model": {k: mean_std([r[k] for r in rows]) for k in ("raw", "ica", "pca_ica")},
+              "l1_model_raw": mean_std(l1) if l1 else None, "runs": rows}
     fmt = lambda st: f"{st['mean']:.3f} ± {st['std']:.3f} ({st['n']} seeds)" if st else "not run"  # noqa: E731
     md = ("| features of f_x (box data) | MCC with z_x |\n|---|---|\n"
           f"| dot model, raw | {fmt(report['dot_model']['raw'])} |\n"

@@ -16,9 +16,8 @@ import json
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
-
 from ..common.config_flags import add_config_flags, config_overrides
+from ..common.seed_stats import mean_std
 from .config import METHODS, PAIRS, CommConfig
 from .training import train
 
@@ -73,8 +72,7 @@ def table(out: Path) -> list[dict]:
         for task, pairs in (("R", "unbiased"), ("U1", "unbiased"), ("U2", "unbiased"), ("U", "unbiased"),
                             ("S", "biased")):
             vals = [s[pairs][task] for s in seeds.values() if pairs in s]
-            row[task] = {"mean": float(np.mean(vals)), "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0,
-                         "n": len(vals)} if vals else None
+            row[task] = mean_std(vals) if vals else None
         row["paper"] = paper.get(PAPER_NAMES.get(variant, ""))
         rules = TARGETS.get(variant, {})
         row["targets_met"] = {t: _meets(row[t]["mean"], r) for t, r in rules.items() if row.get(t)}
