@@ -31,8 +31,8 @@ from sklearn.preprocessing import StandardScaler
 
 from mmcl_fast import comm_loss, nt_xent, symmetric_infonce
 
-from ..common.checkpoint import CHECKPOINT_NAME, restore_checkpoint, save_checkpoint
 from ..common.lr_schedule import learning_rate
+from ..common.step_loop import finished_result, run_steps
 from .augmentations import SimCLRAugment, random_resized_crop
 from .config import (
     AUGMENT_SEED_OFFSET,
@@ -156,33 +156,14 @@ def train(cfg: CommConfig, out_dir: str | Path | None = None, resume: bool = Tru
           test_data: TrifeaturesImages | None = None) -> dict:
     """Pre-train (resuming from out_dir/checkpoint.pt), probe, write results.json; a finished run
     of the identical configuration is returned as it is."""
-    from tqdm.auto import tqdm
-
     torch.set_num_threads(cfg.threads)
     out = Path(out_dir) if out_dir is not None else None
-    ckpt = out / CHECKPOINT_NAME if out is not None else None
-    if out is not None and resume and (out / "results.json").exists():
-        previous = json.loads((out / "results.json").read_text())
-        if previous.get("config") == json.loads(json.dumps(asdict(cfg))):
-            return previous
+    previous = finished_result(out, cfg, resume)
+    if previous is not None:
+        return previous
     run = CommRun(cfg)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        if resume:
-            restore_checkpoint(run, ckpt, resume_free_fields(cfg))
-    losses: list[float] = []
-    t0 = time.perf_counter()
-    bar = tqdm(total=cfg.steps, initial=run.step_count, disable=not progress, dynamic_ncols=True, mininterval=0.5,
-               desc=f"comm {cfg.method}/{cfg.pairs} seed {cfg.seed}")
-    while run.step_count < cfg.steps:
-        losses.append(run.step())
-        bar.update(1)
-        if run.step_count % 20 == 0:
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-        if ckpt is not None and (run.step_count % cfg.checkpoint_every == 0 or run.step_count == cfg.steps):
-            save_checkpoint(run, ckpt)
-    bar.close()
-    train_s = time.perf_counter() - t0
+    losses, train_s = run_steps(run, cfg.steps, out, resume, resume_free_fields(cfg), cfg.checkpoint_every,
+                                f"comm {cfg.method}/{cfg.pairs} seed {cfg.seed}", progress)
     t1 = time.perf_counter()
     test_data = test_data or render_split("test", seed=cfg.seed + RENDER_SEED_OFFSET)
     result = {"config": asdict(cfg), "scores": run.evaluate(test_data), "steps": run.step_count,
