@@ -339,18 +339,42 @@ void sync_warp(unsigned mask, const std::source_location& where) {
   warp.barrier.arrive_and_wait(where, "__syncwarp()");
 }
 
+// While alive (or until end()), ThreadSanitizer sees neither the synchronisation nor the accesses
+// of this thread: the warp collectives' exchange is not a happens-before edge on a GPU, and their
+// bookkeeping is not the kernel's memory traffic.
+class HiddenFromTsan {
+ public:
+  HiddenFromTsan() {
+#if defined(__SANITIZE_THREAD__)
+    AnnotateIgnoreSyncBegin(__FILE__, __LINE__);
+    AnnotateIgnoreReadsBegin(__FILE__, __LINE__);
+    AnnotateIgnoreWritesBegin(__FILE__, __LINE__);
+#endif
+  }
+  HiddenFromTsan(const HiddenFromTsan&) = delete;
+  HiddenFromTsan& operator=(const HiddenFromTsan&) = delete;
+  ~HiddenFromTsan() { end(); }
+  void end() {
+#if defined(__SANITIZE_THREAD__)
+    if (active_) {
+      AnnotateIgnoreWritesEnd(__FILE__, __LINE__);
+      AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
+      AnnotateIgnoreSyncEnd(__FILE__, __LINE__);
+    }
+#endif
+    active_ = false;
+  }
+
+ private:
+  bool active_ = true;
+};
+
 uint64_t warp_exchange(unsigned mask, uint64_t bits, int src_lane, bool gather_all,
                        const std::source_location& where) {
   Warp& warp = this_warp(where);
   const int lane = this_thread.linear_tid & 31;
   if (mask != warp.full_mask) fatal("warp collective with a partial or foreign mask is not emulated", where);
-  // A shuffle orders no memory on a GPU, so ThreadSanitizer must not see this exchange as
-  // synchronisation (nor its bookkeeping as accesses).
-#if defined(__SANITIZE_THREAD__)
-  AnnotateIgnoreSyncBegin(__FILE__, __LINE__);
-  AnnotateIgnoreReadsBegin(__FILE__, __LINE__);
-  AnnotateIgnoreWritesBegin(__FILE__, __LINE__);
-#endif
+  HiddenFromTsan hidden;  // a shuffle orders no memory on a GPU
   // One barrier per exchange: values[p] is written again only two collectives later, after every
   // lane has passed the barrier of the one in between (and so has read values[p]).
   const uint64_t sequence = ++warp.sequence[lane];
@@ -369,11 +393,7 @@ uint64_t warp_exchange(unsigned mask, uint64_t bits, int src_lane, bool gather_a
     missing = warp.sequence[src] < sequence;
     result = warp.values[parity][src];
   }
-#if defined(__SANITIZE_THREAD__)
-  AnnotateIgnoreWritesEnd(__FILE__, __LINE__);
-  AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
-  AnnotateIgnoreSyncEnd(__FILE__, __LINE__);
-#endif
+  hidden.end();
   if (missing) fatal("warp collective after some lanes of the warp returned (not emulated)", where);
   return result;
 }
@@ -383,11 +403,7 @@ void warp_collect(unsigned mask, const void* mine, size_t bytes, void* all, cons
   const int lane = this_thread.linear_tid & 31;
   if (mask != warp.full_mask || warp.lanes != 32) fatal("a warp-level matrix operation needs a full warp of 32 lanes", where);
   if (bytes > kCollectBytes) fatal("warp_collect: more bytes per lane than the emulator's buffer", where);
-#if defined(__SANITIZE_THREAD__)
-  AnnotateIgnoreSyncBegin(__FILE__, __LINE__);
-  AnnotateIgnoreReadsBegin(__FILE__, __LINE__);
-  AnnotateIgnoreWritesBegin(__FILE__, __LINE__);
-#endif
+  HiddenFromTsan hidden;  // the registers move inside one instruction on a GPU
   const uint64_t sequence = ++warp.sequence[lane];
   const int parity = static_cast<int>(sequence & 1);
   std::memcpy(warp.collect[parity][lane], mine, bytes);
@@ -397,11 +413,7 @@ void warp_collect(unsigned mask, const void* mine, size_t bytes, void* all, cons
     missing |= warp.sequence[l] < sequence;
     std::memcpy(static_cast<char*>(all) + l * bytes, warp.collect[parity][l], bytes);
   }
-#if defined(__SANITIZE_THREAD__)
-  AnnotateIgnoreWritesEnd(__FILE__, __LINE__);
-  AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
-  AnnotateIgnoreSyncEnd(__FILE__, __LINE__);
-#endif
+  hidden.end();
   if (missing) fatal("warp collective after some lanes of the warp returned (not emulated)", where);
 }
 
