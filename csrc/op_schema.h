@@ -11,4 +11,13 @@ inline constexpr const char* kLseBwdSchema =
     "lse_bwd(Tensor grad_row, Tensor grad_col, Tensor x, Tensor y, Tensor scale, Tensor row_lse,"
     " Tensor col_lse, str similarity, bool mask_diag, bool[3] output_mask) -> (Tensor, Tensor, Tensor)";
 
+// The O((M + N) D) operands of a loss around the pairwise LSE (CPU only; csrc/cpu/operands_cpu.cpp):
+// the kernel inputs ka, kb (L2-normalised for cosine, else copies), the positive-pair similarities
+// pos_i = sim(ka_i, kb_i) for i < M <= N, and the row norms (empty unless cosine).
+inline constexpr const char* kOperandsFwdSchema =
+    "operands_fwd(Tensor a, Tensor b, str similarity) -> (Tensor, Tensor, Tensor, Tensor, Tensor)";
+inline constexpr const char* kOperandsBwdSchema =
+    "operands_bwd(Tensor grad_ka, Tensor grad_kb, Tensor grad_pos, Tensor ka, Tensor kb, Tensor norm_a,"
+    " Tensor norm_b, str similarity, bool[2] output_mask) -> (Tensor, Tensor)";
+
 }  // namespace mmcl_fast

@@ -8,6 +8,10 @@
 //           output_mask[3]) -> (dx[M,D], dy[N,D], dscale like scale)
 //       An output whose output_mask entry is false is returned empty (shape [0]) and its kernel
 //       work is skipped (a frozen tower costs no dY pass).
+//   operands_fwd(a[M,D], b[N,D], similarity) -> (ka, kb, pos[M], norm_a, norm_b)   (CPU, M <= N)
+//   operands_bwd(grad_ka, grad_kb, grad_pos, ka, kb, norm_a, norm_b, similarity, output_mask[2])
+//       -> (da, db): the cosine normalisation and the positive-pair similarities of the losses,
+//       formulas in cpu/operands_cpu.cpp.
 //
 // The Python layer (mmcl_fast/_ops.py) registers fake kernels and autograd for these ops.
 #include <torch/library.h>
@@ -15,6 +19,7 @@
 
 #include <array>
 
+#include "cpu/operands_cpu.h"
 #include "cpu/pairwise_lse_cpu.h"
 #include "op_checks.h"
 #include "op_schema.h"
@@ -53,16 +58,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cpu_checked(
                      scale, row_lse, col_lse, sim, mask_diag, output_mask);
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> operands_fwd_cpu_checked(
+    const at::Tensor& a, const at::Tensor& b, c10::string_view similarity) {
+  check_finite("operands_fwd", "a", a.contiguous());
+  check_finite("operands_fwd", "b", b.contiguous());
+  return operands_fwd_cpu(a, b, std::string(similarity));
+}
+
+std::tuple<at::Tensor, at::Tensor> operands_bwd_cpu_checked(
+    const at::Tensor& grad_ka, const at::Tensor& grad_kb, const at::Tensor& grad_pos,
+    const at::Tensor& ka, const at::Tensor& kb, const at::Tensor& norm_a, const at::Tensor& norm_b,
+    c10::string_view similarity, std::array<bool, 2> output_mask) {
+  return operands_bwd_cpu(grad_ka, grad_kb, grad_pos, ka, kb, norm_a, norm_b, std::string(similarity),
+                          output_mask);
+}
+
 }  // namespace
 
 TORCH_LIBRARY(mmcl_fast, m) {
   m.def(kLseFwdSchema);
   m.def(kLseBwdSchema);
+  m.def(kOperandsFwdSchema);
+  m.def(kOperandsBwdSchema);
 }
 
 TORCH_LIBRARY_IMPL(mmcl_fast, CPU, m) {
   m.impl("lse_fwd", &lse_fwd_cpu_checked);
   m.impl("lse_bwd", &lse_bwd_cpu_checked);
+  m.impl("operands_fwd", &operands_fwd_cpu_checked);
+  m.impl("operands_bwd", &operands_bwd_cpu_checked);
 }
 
 #ifdef MMCL_FAST_WITH_CUDA

@@ -1,12 +1,16 @@
 """The operator layer: finds the compiled extension and registers fake kernels and autograd.
 
-Two ops live in the ``mmcl_fast`` namespace (schema in ``csrc/ops.cpp``):
+The ``mmcl_fast`` namespace holds the pairwise log-sum-exp pair (schema in ``csrc/ops.cpp``):
 
 * ``lse_fwd(x, y, scale, similarity, mask_diag, compute_col) -> (row_lse, col_lse)``
 * ``lse_bwd(grad_row, grad_col, x, y, scale, row_lse, col_lse, similarity, mask_diag,
   output_mask) -> (dx, dy, dscale)``; an output whose ``output_mask`` entry is False is empty
   (shape [0]) and its kernel pass is skipped. The autograd formula passes
   ``ctx.needs_input_grad``, so a frozen tower (LiT) costs no dY pass.
+
+The compiled and JIT backends add ``operands_fwd`` / ``operands_bwd`` on CPU: the losses'
+O((M + N) D) operands (cosine normalisation, positive-pair similarities) in one pass on the
+kernels' worker pool, see :func:`operands`.
 
 The backend is chosen once, at the first op call (not at import), from ``MMCL_FAST_BACKEND`` =
 auto (default) | compiled | jit | python:
@@ -282,6 +286,55 @@ def _register_fake_and_autograd() -> None:
                 None, None, None)
 
     torch.library.register_autograd("mmcl_fast::lse_fwd", backward, setup_context=setup_context)
+    if has_operands_op():
+        _register_operands_fake_and_autograd()
+
+
+def has_operands_op() -> bool:
+    """True when the active backend has the CPU ``operands`` op pair (compiled or JIT)."""
+    load_backend()
+    return _state["backend"] in ("compiled", "jit") and hasattr(torch.ops.mmcl_fast, "operands_fwd")
+
+
+def _register_operands_fake_and_autograd() -> None:
+    @torch.library.register_fake("mmcl_fast::operands_fwd")
+    def _fwd_fake(a, b, similarity):
+        torch._check(a.dim() == 2 and b.dim() == 2, lambda: f"a and b must be 2-D, got {a.shape}, {b.shape}")
+        torch._check(a.shape[1] == b.shape[1],
+                     lambda: f"a and b must share the feature dimension, got {a.shape}, {b.shape}")
+        torch._check(a.shape[0] <= b.shape[0], lambda: f"a may not have more rows than b, got {a.shape}, {b.shape}")
+        torch._check(a.dtype == b.dtype, lambda: f"a and b must have the same dtype, got {a.dtype}, {b.dtype}")
+        cosine = similarity == "cosine"
+        return (torch.empty_like(a), torch.empty_like(b), a.new_empty((a.shape[0],)),
+                a.new_empty((a.shape[0] if cosine else 0,), dtype=torch.float64),
+                b.new_empty((b.shape[0] if cosine else 0,), dtype=torch.float64))
+
+    @torch.library.register_fake("mmcl_fast::operands_bwd")
+    def _bwd_fake(grad_ka, grad_kb, grad_pos, ka, kb, norm_a, norm_b, similarity, output_mask):
+        torch._check(ka.dim() == 2 and kb.dim() == 2 and ka.shape[1] == kb.shape[1],
+                     lambda: f"ka and kb must be 2-D with the same features, got {ka.shape}, {kb.shape}")
+        return (torch.empty_like(ka) if output_mask[0] else ka.new_empty((0,)),
+                torch.empty_like(kb) if output_mask[1] else kb.new_empty((0,)))
+
+    def setup_context(ctx, inputs, output):
+        _, _, similarity = inputs
+        ka, kb, _, norm_a, norm_b = output
+        ctx.mark_non_differentiable(norm_a, norm_b)
+        ctx.save_for_backward(ka, kb, norm_a, norm_b)
+        ctx.similarity = similarity
+
+    def backward(ctx, grad_ka, grad_kb, grad_pos, _grad_norm_a, _grad_norm_b):
+        need = list(ctx.needs_input_grad[:2])
+        if not any(need):
+            return None, None, None
+        ka, kb, norm_a, norm_b = ctx.saved_tensors
+        empty = ka.new_empty(0)
+        da, db = torch.ops.mmcl_fast.operands_bwd(
+            empty if grad_ka is None else grad_ka, empty if grad_kb is None else grad_kb,
+            empty if grad_pos is None else grad_pos, ka, kb, norm_a, norm_b, ctx.similarity, need)
+        return (da if need[0] else None, db if need[1] else None, None)
+
+    torch.library.register_autograd("mmcl_fast::operands_fwd", backward, setup_context=setup_context)
 
 
 def pairwise_lse(x: Tensor, y: Tensor, scale: Tensor, similarity: str = "dot",
@@ -295,6 +348,16 @@ def pairwise_lse(x: Tensor, y: Tensor, scale: Tensor, similarity: str = "dot",
     """
     load_backend()
     return torch.ops.mmcl_fast.lse_fwd(x, y, scale, similarity, mask_diag, compute_col)
+
+
+def operands(a: Tensor, b: Tensor, similarity: str) -> tuple[Tensor, Tensor, Tensor]:
+    """(ka, kb, pos) of ``operands_fwd`` (CPU float32/float64, ``a`` no longer than ``b``):
+    ka, kb = a, b (L2-normalised rows for ``"cosine"``) and pos_i = sim(ka_i, kb_i), i < M, with
+    sim the kernel similarity (dot for cosine). Differentiable in ``a`` and ``b``."""
+    ka, kb, pos, _, _ = torch.ops.mmcl_fast.operands_fwd(a, b, similarity)
+    # Every output of a custom op requires grad when any input does; ka depends on a alone and kb
+    # on b alone, so a frozen side's kernel operand is detached (the LSE backward then skips its pass).
+    return (ka if a.requires_grad else ka.detach()), (kb if b.requires_grad else kb.detach()), pos
 
 
 def cpu_exp_rate(seconds: float = 0.5) -> float | None:

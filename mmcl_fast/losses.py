@@ -9,7 +9,8 @@ s = 1 / temperature or s = logit_scale (already exponentiated, as open_clip pass
 * ``"l1"``:        sim(a, b) = -||a - b||_1
 
 Only the log-sum-exp terms touch all M x N pairs, and they are computed by the fused operator
-without storing L; the positive-pair terms are O(M * D) PyTorch.
+without storing L; the positive-pair terms and the cosine normalisation are O((M + N) D)
+(``operands.paired_operands``: one compiled op on CPU, PyTorch elsewhere).
 
 Where the positives sit where the operator can mask them (the diagonal), a cross-entropy term is
 evaluated as
@@ -28,7 +29,7 @@ import torch
 from torch import Tensor
 
 from . import _ops
-from .operands import kernel_inputs, positive_similarity
+from .operands import kernel_inputs, paired_operands, positive_similarity
 from .validation import check_finite_number, check_labels, check_options, check_pair, loss_scale
 
 
@@ -74,10 +75,10 @@ def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None =
                          f"{b.shape[0]} (use infonce for rectangular problems)")
     check_options(similarity, reduction)
     s = loss_scale(temperature, logit_scale, _ops.lse_dtype(a.dtype), a.device)
-    ksim, (ka, kb) = kernel_inputs(similarity, a, b)
+    ksim, ka, kb, pos_sim = paired_operands(similarity, a, b)
     # Negatives only: the positives L_ii sit on the masked diagonal.
     row_neg, col_neg = _ops.pairwise_lse(ka, kb, s, ksim, True, True)
-    pos = s * positive_similarity(ka, kb, ksim)
+    pos = s * pos_sim
     return _reduce(0.5 * (_softplus(row_neg - pos) + _softplus(col_neg - pos)), reduction)
 
 
@@ -102,11 +103,11 @@ def infonce(query: Tensor, keys: Tensor, labels: Tensor | None = None,
     else:
         check_labels(labels, m, n, query.device)
     s = loss_scale(temperature, logit_scale, _ops.lse_dtype(query.dtype), query.device)
-    ksim, (kq, kk) = kernel_inputs(similarity, query, keys)
     if labels is None:  # positives on the diagonal: mask them and use the softplus form
+        ksim, kq, kk, pos_sim = paired_operands(similarity, query, keys)
         row_neg, _ = _ops.pairwise_lse(kq, kk, s, ksim, True, False)
-        pos = s * positive_similarity(kq, kk[:m], ksim)
-        return _reduce(_softplus(row_neg - pos), reduction)
+        return _reduce(_softplus(row_neg - s * pos_sim), reduction)
+    ksim, (kq, kk) = kernel_inputs(similarity, query, keys)
     row_lse, _ = _ops.pairwise_lse(kq, kk, s, ksim, False, False)
     pos = s * positive_similarity(kq, kk[labels.long()], ksim)
     return _reduce(row_lse - pos, reduction)
@@ -129,7 +130,7 @@ def nt_xent(a: Tensor, b: Tensor, temperature: float | Tensor | None = None, *,
                          f"{b.shape[0]}")
     check_options(similarity, reduction)
     s = loss_scale(temperature, logit_scale, _ops.lse_dtype(a.dtype), a.device)
-    ksim, (ka, kb) = kernel_inputs(similarity, a, b)
+    ksim, ka, kb, pos_sim = paired_operands(similarity, a, b)
     # The 2N x 2N logits in three N x N blocks, each with its diagonal masked: for anchor a_k the
     # negatives are a_j (j != k) and b_j (j != k); for b_k, b_j and a_j (j != k). The a-b block
     # gives both directions in one pass (its columns are the b anchors' rows of the b-a block).
@@ -139,7 +140,7 @@ def nt_xent(a: Tensor, b: Tensor, temperature: float | Tensor | None = None, *,
     bb_rows, _ = _ops.pairwise_lse(kb, kb, s, ksim, True, False)
     neg_a = torch.logaddexp(_finite(aa_rows), _finite(ab_rows))
     neg_b = torch.logaddexp(_finite(bb_rows), _finite(ab_cols))
-    pos = s * positive_similarity(ka, kb, ksim)
+    pos = s * pos_sim
     return _reduce(_softplus(torch.cat([neg_a, neg_b]) - torch.cat([pos, pos])), reduction)
 
 

@@ -3,7 +3,9 @@
 ``kernel_inputs`` maps a loss's similarity onto the operator's (cosine = dot on L2-normalised
 rows) and upcasts half precision where the device has no half-precision kernel;
 ``positive_similarity`` is the O(M * D) positive-pair term sim(a_i, b_i) that the losses add
-outside the operator.
+outside the operator. ``paired_operands`` gives both for row-aligned positives, on CPU in one
+pass of the compiled ``operands`` op (no OpenMP region: each of the ATen ops it replaces could
+leave the caller spin-waiting beside a busy process).
 """
 from __future__ import annotations
 
@@ -35,3 +37,23 @@ def positive_similarity(a: Tensor, b: Tensor, kernel_similarity: str) -> Tensor:
     if kernel_similarity == "euclidean":
         return -(a - b).square().sum(1)
     return -(a - b).abs().sum(1)
+
+
+def paired_operands(similarity: str, a: Tensor, b: Tensor) -> tuple[str, Tensor, Tensor, Tensor]:
+    """(kernel similarity, ka, kb, pos) with pos_i = sim(ka_i, kb_i) for the M <= N rows of ``a``:
+    what ``kernel_inputs`` and ``positive_similarity`` give, in one op where it exists."""
+    if _fused_operands(a):
+        if a.dtype in (torch.float16, torch.bfloat16):
+            a, b = a.float(), b.float()
+        ka, kb, pos = _ops.operands(a, b, similarity)
+        return ("dot" if similarity == "cosine" else similarity), ka, kb, pos
+    ksim, (ka, kb) = kernel_inputs(similarity, a, b)
+    return ksim, ka, kb, positive_similarity(ka, kb[: ka.shape[0]], ksim)
+
+
+def _fused_operands(a: Tensor) -> bool:
+    """The compiled CPU op serves CPU float32/float64 inputs, and half precision upcast first
+    (unless a half-precision kernel takes them as they are)."""
+    if a.device.type != "cpu" or _ops.native_half_precision(a.device):
+        return False
+    return a.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16) and _ops.has_operands_op()
