@@ -388,6 +388,43 @@ Prepared<T> prepare(const at::Tensor& x_in, const at::Tensor& y_in, Similarity s
   return p;
 }
 
+// acc[k][v] = sum_r G[r * ldg + v * W + (0..W)] x[r * ldx + k] for k < KB, v < 2 (W = vector
+// width), then out[k * ldo + v * W + (0..W)] += alpha acc[k][v]: 2 KB independent FMA chains, one
+// load of each G vector per row.
+template <int KB, typename T>
+void dy_block(const T* G, int64_t ldg, const T* x, int64_t ldx, int64_t rows, T alpha, T* out,
+              int64_t ldo) {
+  using V = Vectorized<T>;
+  constexpr int64_t W = V::size();
+  V acc[KB][2];
+  for (int k = 0; k < KB; ++k) acc[k][0] = acc[k][1] = V(T(0));
+  for (int64_t r = 0; r < rows; ++r) {
+    const V g0 = V::loadu(G + r * ldg), g1 = V::loadu(G + r * ldg + W);
+    for (int k = 0; k < KB; ++k) {
+      const V xv(x[r * ldx + k]);
+      acc[k][0] = at::vec::fmadd(g0, xv, acc[k][0]);
+      acc[k][1] = at::vec::fmadd(g1, xv, acc[k][1]);
+    }
+  }
+  const V va(alpha);
+  for (int k = 0; k < KB; ++k)
+    for (int v = 0; v < 2; ++v) {
+      T* o = out + k * ldo + v * W;
+      at::vec::fmadd(va, acc[k][v], V::loadu(o)).store(o);
+    }
+}
+
+template <typename T>
+void dy_block_dispatch(int64_t kb, const T* G, int64_t ldg, const T* x, int64_t ldx, int64_t rows,
+                       T alpha, T* out, int64_t ldo) {
+  switch (kb) {
+    case 1: return dy_block<1>(G, ldg, x, ldx, rows, alpha, out, ldo);
+    case 2: return dy_block<2>(G, ldg, x, ldx, rows, alpha, out, ldo);
+    case 3: return dy_block<3>(G, ldg, x, ldx, rows, alpha, out, ldo);
+    default: return dy_block<4>(G, ldg, x, ldx, rows, alpha, out, ldo);
+  }
+}
+
 template <typename T>
 void backward_rows(const Operands<T>& op, bool mask_diag, const T* gr, const T* gc, const T* rlse,
                    const T* clse, int64_t r0, int64_t r1, int64_t tm, T* dx, T* dy_acc,
@@ -529,6 +566,14 @@ void backward_rows(const Operands<T>& op, bool mask_diag, const T* gr, const T* 
         if (dy_acc) {
           const T* xt = op.x + i0 * D;  // the tile's rows of X, row-major (mt x D)
           int64_t c = 0;
+          if (!l1) {
+            // dot/euclidean: dY^T[k, c] += alpha sum_r G[r, c] x[r, k], blocked over 2 column
+            // vectors x up to 4 features: each G vector is loaded once per row for all of them.
+            for (; c + 2 * V::size() <= nt; c += 2 * V::size())
+              for (int64_t k0 = 0; k0 < D; k0 += 4)
+                dy_block_dispatch(std::min<int64_t>(4, D - k0), G + c, kTileN, xt + k0, D, mt, alpha,
+                                  dy_acc + k0 * N + j0 + c, N);
+          }
           for (; c + V::size() <= nt; c += V::size()) {
             for (int64_t k = 0; k < D; ++k) {
               T* dyk = dy_acc + k * N + j0 + c;
