@@ -1,5 +1,6 @@
 """Procedural Multimodal3DIdent generator, ResNet-18 and the image/text trainer."""
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ from matplotlib import colors as mcolors
 from mmcl_fast.experiments.common.checkpoint import CheckpointMismatch, save_checkpoint
 from mmcl_fast.experiments.common.lr_schedule import learning_rate
 from mmcl_fast.experiments.imagetext import procedural_m3di as m3di
+from mmcl_fast.experiments.imagetext import training as training_module
 from mmcl_fast.experiments.imagetext.config import ImageTextConfig
 from mmcl_fast.experiments.imagetext.encoders import TextConvNet2D, TextEncoder
 from mmcl_fast.experiments.imagetext.evaluation import evaluate_factors
@@ -148,9 +150,26 @@ def test_training_smoke_and_exact_resume(tmp_path):
     with pytest.raises(CheckpointMismatch, match=r"temperature: 0.1 in the checkpoint, 0.5 now"):
         train(ImageTextConfig(steps=20, lr_schedule="cosine", **{**SMALL, "temperature": 0.5}),
               tmp_path / "b", progress=False)
+    (tmp_path / "b" / "results.json").unlink()  # resume from the checkpoint, not the finished run
     again = train(ImageTextConfig(steps=20, lr_schedule="cosine", **{**SMALL, "checkpoint_every": 7}),
                   tmp_path / "b", progress=False)
     assert again["seconds"]["train"] < 5   # resumed at step 20: nothing left to train
+
+
+def test_finished_run_is_reused_not_retrained(tmp_path, monkeypatch):
+    """A sweep re-run after an interruption: a results.json of the same configuration (bookkeeping
+    fields aside) is returned without building a run; another configuration trains."""
+    cfg = ImageTextConfig(steps=2, **SMALL)
+    first = train(cfg, tmp_path, progress=False)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+    monkeypatch.setattr(training_module, "ImageTextRun", no_training)
+    again = train(replace(cfg, threads=1, checkpoint_every=5, data_dir=str(tmp_path / "elsewhere")),
+                  tmp_path, progress=False)
+    assert again == first
+    with pytest.raises(AssertionError, match="trained again"):
+        train(replace(cfg, temperature=0.5), tmp_path, progress=False)
 
 
 def test_cli_sweep_and_nt_xent(tmp_path):

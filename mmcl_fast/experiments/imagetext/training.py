@@ -16,7 +16,7 @@ import torch
 
 from mmcl_fast import nt_xent, symmetric_infonce
 
-from ..common.checkpoint import CHECKPOINT_NAME, restore_checkpoint, save_checkpoint
+from ..common.checkpoint import CHECKPOINT_NAME, config_differences, restore_checkpoint, save_checkpoint
 from ..common.lr_schedule import learning_rate
 from . import procedural_m3di as m3di
 from .config import BATCH_SEED_OFFSET, LOSSES, TEXT_ENCODERS, TEXT_SEQUENCE_LENGTH, ImageTextConfig, resume_free_fields
@@ -116,11 +116,29 @@ class ImageTextRun:
         self.gen.set_state(state["gen"])
 
 
+# Fields that change neither the trained model nor its scores: a results.json written under other
+# values of these is this configuration's result.
+RESULT_FREE_FIELDS = ("data_dir", "checkpoint_every", "threads", "encoding_sizes", "seeds")
+
+
+def finished_results(cfg: ImageTextConfig, out_dir: Path) -> dict | None:
+    """``out_dir/results.json`` when it holds this configuration's finished run, else None."""
+    path = out_dir / "results.json"
+    if not path.exists():
+        return None
+    stored = json.loads(path.read_text())
+    return None if config_differences(stored.get("config", {}), asdict(cfg), RESULT_FREE_FIELDS) else stored
+
+
 def train(cfg: ImageTextConfig, out_dir: Path | str, progress: bool = True) -> dict:
     """Train (resuming from ``out_dir/checkpoint.pt``; a checkpoint of another configuration is an
-    error), evaluate, write results.json."""
+    error), evaluate, write results.json. A finished run of the same configuration (results.json)
+    is returned as it is, so an interrupted sweep re-run only trains what is missing."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    done = finished_results(cfg, out_dir)
+    if done is not None:
+        return done
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t0 = time.time()
