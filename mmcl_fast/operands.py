@@ -16,16 +16,24 @@ from torch import Tensor
 from . import _ops
 
 
+def _kernel_similarity(similarity: str) -> str:
+    """The operator's similarity for a loss's: cosine runs as dot on normalised rows."""
+    return "dot" if similarity == "cosine" else similarity
+
+
+def _kernel_dtype(x: Tensor) -> Tensor:
+    """``x`` upcast to float32 when it is half precision and its device has no half-precision kernel."""
+    if x.dtype in (torch.float16, torch.bfloat16) and not _ops.native_half_precision(x.device):
+        return x.float()
+    return x
+
+
 def kernel_inputs(similarity: str, *xs: Tensor) -> tuple[str, list[Tensor]]:
     """Normalise for cosine; upcast half precision where no half-precision kernel exists."""
-    out = []
-    for x in xs:
-        if x.dtype in (torch.float16, torch.bfloat16) and not _ops.native_half_precision(x.device):
-            x = x.float()
-        if similarity == "cosine":
-            x = F.normalize(x, dim=1)
-        out.append(x)
-    return ("dot" if similarity == "cosine" else similarity), out
+    out = [_kernel_dtype(x) for x in xs]
+    if similarity == "cosine":
+        out = [F.normalize(x, dim=1) for x in out]
+    return _kernel_similarity(similarity), out
 
 
 def positive_similarity(a: Tensor, b: Tensor, kernel_similarity: str) -> Tensor:
@@ -42,18 +50,9 @@ def positive_similarity(a: Tensor, b: Tensor, kernel_similarity: str) -> Tensor:
 def paired_operands(similarity: str, a: Tensor, b: Tensor) -> tuple[str, Tensor, Tensor, Tensor]:
     """(kernel similarity, ka, kb, pos) with pos_i = sim(ka_i, kb_i) for the M <= N rows of ``a``:
     what ``kernel_inputs`` and ``positive_similarity`` give, in one op where it exists."""
-    if _fused_operands(a):
-        if a.dtype in (torch.float16, torch.bfloat16):
-            a, b = a.float(), b.float()
-        ka, kb, pos = _ops.operands(a, b, similarity)
-        return ("dot" if similarity == "cosine" else similarity), ka, kb, pos
-    ksim, (ka, kb) = kernel_inputs(similarity, a, b)
+    ka, kb = _kernel_dtype(a), _kernel_dtype(b)
+    if ka.device.type == "cpu" and ka.dtype in (torch.float32, torch.float64) and _ops.has_operands_op():
+        ka, kb, pos = _ops.operands(ka, kb, similarity)
+        return _kernel_similarity(similarity), ka, kb, pos
+    ksim, (ka, kb) = kernel_inputs(similarity, ka, kb)
     return ksim, ka, kb, positive_similarity(ka, kb[: ka.shape[0]], ksim)
-
-
-def _fused_operands(a: Tensor) -> bool:
-    """The compiled CPU op serves CPU float32/float64 inputs, and half precision upcast first
-    (unless a half-precision kernel takes them as they are)."""
-    if a.device.type != "cpu" or _ops.native_half_precision(a.device):
-        return False
-    return a.dtype in (torch.float32, torch.float64, torch.float16, torch.bfloat16) and _ops.has_operands_op()
