@@ -25,7 +25,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
+#include "../similarity.h"
 #include "worker_pool.h"
 
 namespace mmcl_fast {
@@ -34,32 +36,29 @@ namespace {
 constexpr double kNormEps = 1e-12;
 constexpr int64_t kGrainElements = 16384;  // features per range, at least
 
-enum class Kind { Cosine, Dot, Euclidean, L1 };
-
-Kind parse_kind(const std::string& similarity) {
-  if (similarity == "cosine") return Kind::Cosine;
-  if (similarity == "dot") return Kind::Dot;
-  if (similarity == "euclidean") return Kind::Euclidean;
-  if (similarity == "l1") return Kind::L1;
-  TORCH_CHECK(false, "operands: unknown similarity '", similarity,
+// The loss's similarity as the kernels' (cosine is dot on normalised rows) and whether to normalise.
+std::pair<Similarity, bool> parse_loss_similarity(const std::string& similarity) {
+  if (similarity == "cosine") return {Similarity::Dot, true};
+  Similarity sim;
+  TORCH_CHECK(parse_similarity(similarity.c_str(), &sim), "operands: unknown similarity '", similarity,
               "' (expected cosine, dot, euclidean or l1)");
+  return {sim, false};
 }
 
 template <typename T>
 T sign_of(T v) { return T((v > T(0)) - (v < T(0))); }
 
 template <typename T>
-double positive_sim(Kind kind, const T* x, const T* y, int64_t D) {
+double positive_sim(Similarity kind, const T* x, const T* y, int64_t D) {
   double acc = 0;
   switch (kind) {
-    case Kind::Cosine:
-    case Kind::Dot:
+    case Similarity::Dot:
       for (int64_t k = 0; k < D; ++k) acc += double(x[k]) * double(y[k]);
       return acc;
-    case Kind::Euclidean:
+    case Similarity::Euclidean:
       for (int64_t k = 0; k < D; ++k) { const double d = double(x[k]) - double(y[k]); acc += d * d; }
       return -acc;
-    case Kind::L1:
+    case Similarity::L1:
       for (int64_t k = 0; k < D; ++k) acc += std::abs(double(x[k]) - double(y[k]));
       return -acc;
   }
@@ -80,16 +79,15 @@ double normalise_row(const T* x, T* k, int64_t D) {
 // g += gpos * d pos / d own, where pos = sim(own, other): every similarity here is symmetric,
 // so the same expression serves the ka and the kb side.
 template <typename T>
-void add_positive_grad(Kind kind, T gpos, const T* own, const T* other, T* g, int64_t D) {
+void add_positive_grad(Similarity kind, T gpos, const T* own, const T* other, T* g, int64_t D) {
   switch (kind) {
-    case Kind::Cosine:
-    case Kind::Dot:
+    case Similarity::Dot:
       for (int64_t k = 0; k < D; ++k) g[k] += gpos * other[k];
       return;
-    case Kind::Euclidean:
+    case Similarity::Euclidean:
       for (int64_t k = 0; k < D; ++k) g[k] -= T(2) * gpos * (own[k] - other[k]);
       return;
-    case Kind::L1:
+    case Similarity::L1:
       for (int64_t k = 0; k < D; ++k) g[k] -= gpos * sign_of(own[k] - other[k]);
       return;
   }
@@ -126,7 +124,9 @@ void check_vector_or_empty(const char* op, const char* name, const at::Tensor& t
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> operands_fwd_cpu(
     const at::Tensor& a_in, const at::Tensor& b_in, const std::string& similarity) {
-  const Kind kind = parse_kind(similarity);
+  const auto parsed = parse_loss_similarity(similarity);  // (kernel similarity, normalise)
+  const Similarity kind = parsed.first;
+  const bool cosine = parsed.second;
   check_matrix("operands_fwd", "a", a_in);
   check_matrix("operands_fwd", "b", b_in);
   TORCH_CHECK(a_in.scalar_type() == b_in.scalar_type(), "operands_fwd: a and b must have the same dtype, got ",
@@ -137,7 +137,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> operands_
               a_in.sizes(), " and ", b_in.sizes());
   const auto a = a_in.contiguous(), b = b_in.contiguous();
   const int64_t M = a.size(0), N = b.size(0), D = a.size(1);
-  const bool cosine = kind == Kind::Cosine;
   auto ka = at::empty_like(a), kb = at::empty_like(b);
   auto pos = at::empty({M}, a.options());
   auto norm_a = at::empty({cosine ? M : 0}, a.options().dtype(at::kDouble));
@@ -171,7 +170,9 @@ std::tuple<at::Tensor, at::Tensor> operands_bwd_cpu(
     const at::Tensor& grad_ka, const at::Tensor& grad_kb, const at::Tensor& grad_pos,
     const at::Tensor& ka_in, const at::Tensor& kb_in, const at::Tensor& norm_a,
     const at::Tensor& norm_b, const std::string& similarity, std::array<bool, 2> output_mask) {
-  const Kind kind = parse_kind(similarity);
+  const auto parsed = parse_loss_similarity(similarity);  // (kernel similarity, normalise)
+  const Similarity kind = parsed.first;
+  const bool cosine = parsed.second;
   check_matrix("operands_bwd", "ka", ka_in);
   check_matrix("operands_bwd", "kb", kb_in);
   const auto ka = ka_in.contiguous(), kb = kb_in.contiguous();
@@ -187,7 +188,6 @@ std::tuple<at::Tensor, at::Tensor> operands_bwd_cpu(
   TORCH_CHECK(grad_ka.numel() == 0 || grad_ka.scalar_type() == dtype, "operands_bwd: grad_ka must be ", dtype);
   TORCH_CHECK(grad_kb.numel() == 0 || grad_kb.scalar_type() == dtype, "operands_bwd: grad_kb must be ", dtype);
   check_vector_or_empty("operands_bwd", "grad_pos", grad_pos, M, dtype);
-  const bool cosine = kind == Kind::Cosine;
   if (cosine) {
     check_vector_or_empty("operands_bwd", "norm_a", norm_a, M, at::kDouble);
     check_vector_or_empty("operands_bwd", "norm_b", norm_b, N, at::kDouble);
