@@ -9,8 +9,9 @@
 //              dx_i   = s sum_j G_ij d sim_ij / d x_i,   dy_j = s sum_i G_ij d sim_ij / d y_j
 //
 // Euclidean inputs arrive centred on their joint mean (csrc/ops.cpp), so the BLAS expansion
-// 2 x.y - |x|^2 - |y|^2 works at the scale of the data's spread; streamed tiles (D <= 16) use the
-// differences directly.
+// 2 x.y - |x|^2 - |y|^2 works at the scale of the data's spread. Its logit tiles are one GEMM over
+// D + 2 augmented features: [x, -|x|^2/2, 1] . [y, 1, -|y|^2/2] = x.y - |x|^2/2 - |y|^2/2, times 2s.
+// Streamed tiles (D <= 16) use the differences directly.
 //
 // Work is split into W row chunks, one per worker slot; the slots run on the kernel's own pool
 // of sleeping helpers (worker_pool.h), never in OpenMP regions. A worker streams over (tile_m x tile_n) logit
@@ -23,8 +24,8 @@
 // G = gr P + gc Q likewise needs one. Column partials are merged in worker order, so results are
 // deterministic for a fixed thread count. The backward recomputes tiles; dX rows are owned,
 // dY is accumulated per worker and summed in worker order. Extra memory is
-// O(W * (N + tile_m * tile_n)) in the forward and O(W * N * D) (capped) in the backward:
-// never O(M * N).
+// O(W * (N + tile_m * tile_n)) in the forward and O(W * N * D) (capped) in the backward, plus
+// (M + N)(D + 2) for euclidean's augmented operands: never O(M * N).
 #include "pairwise_lse_cpu.h"
 
 #include <ATen/ATen.h>
@@ -67,8 +68,8 @@ struct Operands {
   const T* x;   // M x D
   const T* y;   // N x D
   const T* yt;  // D x N (streamed only)
-  const T* xn;  // ||x_i||^2 (euclidean only)
-  const T* yn;  // ||y_j||^2 (euclidean only)
+  const T* xa;  // M x (D + 2): [x_i, -|x_i|^2 / 2, 1] (euclidean BLAS only)
+  const T* ya;  // N x (D + 2): [y_j, 1, -|y_j|^2 / 2] (euclidean BLAS only)
   int64_t M, N, D;
   Similarity sim;
   T s;
@@ -119,7 +120,7 @@ void logit_tile(const Operands<T>& op, int64_t i0, int64_t tm, int64_t j0, int64
   const bool euclid = op.sim == Similarity::Euclidean;
   // Streamed: dot s x.y ; euclidean -s sum (x - y)^2 (on differences: no cancellation) ;
   //           l1 -s sum |x - y|.
-  // BLAS:     dot s x.y ; euclidean 2s x.y - s|x|^2 - s|y|^2 (norm terms added below).
+  // BLAS:     dot s x.y ; euclidean 2s [x, -|x|^2/2, 1].[y, 1, -|y|^2/2] (augmented operands).
   const T alpha = (l1 || (euclid && op.streamed)) ? -op.s : (euclid ? T(2) * op.s : op.s);
   if (op.streamed && D <= kSmallD) {
     // Register-blocked: one accumulator per vector of columns runs over the D features, and the
@@ -174,22 +175,13 @@ void logit_tile(const Operands<T>& op, int64_t i0, int64_t tm, int64_t j0, int64
       for (; c + V::size() <= tn; c += V::size()) (V::loadu(Lr + c) * valpha).store(Lr + c);
       for (; c < tn; ++c) Lr[c] *= alpha;
     }
+  } else if (euclid) {
+    // Column-major BLAS view: L^T (tn x tm) = 2s Ya_J (tn x (D + 2)) . Xa_I^T.
+    const int64_t K = D + 2;
+    gemm(true, false, tn, tm, K, alpha, op.ya + j0 * K, K, op.xa + i0 * K, K, T(0), L, ldl);
   } else {
     // Column-major BLAS view: L^T (tn x tm) = alpha Y_J (tn x D) . X_I^T.
     gemm(true, false, tn, tm, D, alpha, op.y + j0 * D, D, op.x + i0 * D, D, T(0), L, ldl);
-  }
-  if (euclid && !op.streamed) {
-    const V vs(op.s);
-    for (int64_t r = 0; r < tm; ++r) {
-      T* Lr = L + r * ldl;
-      const T sx = op.s * op.xn[i0 + r];
-      const V vsx(sx);
-      const T* yn = op.yn + j0;
-      int64_t c = 0;
-      for (; c + V::size() <= tn; c += V::size())
-        (V::loadu(Lr + c) - vsx - vs * V::loadu(yn + c)).store(Lr + c);
-      for (; c < tn; ++c) Lr[c] -= sx + op.s * yn[c];
-    }
   }
 }
 
@@ -219,6 +211,21 @@ RowPartition partition_rows(int64_t M, int64_t max_workers) {
 // e^-17 in float, under float32's epsilon e^-15.9. Tiles with a wider spread use two exponentials.
 template <typename T>
 constexpr T shared_exp_spread() { return std::is_same_v<T, float> ? T(70) : T(600); }
+
+// Exponents below which exp() is under the type's smallest normal number (float e^-87.3, double
+// e^-708.4). Every offset used here is at least its row's or column's largest logit, whose term is
+// >= e^0 in the same sum, so a term below e^negligible_exponent is lost to rounding either way.
+// The two-exponential paths skip vectors whose every exponent lies below it: with a wide logit
+// spread (euclidean or unnormalised dot at a low temperature) that is most of the tile.
+template <typename T>
+constexpr T negligible_exponent() { return std::is_same_v<T, float> ? T(-88) : T(-709); }
+
+// True when every lane of max(a, b) is below negligible_exponent.
+template <typename T>
+inline bool all_negligible(const Vectorized<T>& a, const Vectorized<T>& b) {
+  constexpr int all_lanes = (1 << Vectorized<T>::size()) - 1;
+  return (at::vec::maximum(a, b) > Vectorized<T>(negligible_exponent<T>())).zero_mask() == all_lanes;
+}
 
 // out[c] = exp(sign * (a[c] - b)) for c < n (a vectorised exp of offsets).
 template <typename T>
@@ -319,15 +326,26 @@ void forward_rows(const Operands<T>& op, bool mask_diag, bool compute_col, int64
         }
         for (int64_t c = 0; c < nt; ++c) csum[j0 + c] += double(tsum[c]) * double(cscale[c]);
       } else {
-        // Pass 2 with two exponentials per logit, one against each offset.
+        // Pass 2 with two exponentials per logit, one against each offset; vectors negligible
+        // against both are skipped.
         for (int64_t r = 0; r < mt; ++r) {
           const T* Lr = L + r * kTileN;
-          rsum[r] += double(sum_exp(Lr, nt, roff[r]));
+          const V voff(roff[r]);
+          V acc(T(0));
           int64_t c = 0;
-          for (; c + V::size() <= nt; c += V::size())
-            (V::loadu(tsum.data() + c) + (V::loadu(Lr + c) - V::loadu(coff.data() + c)).exp_u20())
-                .store(tsum.data() + c);
-          for (; c < nt; ++c) tsum[c] += std::exp(Lr[c] - coff[c]);
+          for (; c + V::size() <= nt; c += V::size()) {
+            const V l = V::loadu(Lr + c);
+            const V a = l - voff, b = l - V::loadu(coff.data() + c);
+            if (all_negligible(a, b)) continue;
+            acc = acc + a.exp_u20();
+            (V::loadu(tsum.data() + c) + b.exp_u20()).store(tsum.data() + c);
+          }
+          T s = horizontal_sum(acc);
+          for (; c < nt; ++c) {
+            s += std::exp(Lr[c] - roff[r]);
+            tsum[c] += std::exp(Lr[c] - coff[c]);
+          }
+          rsum[r] += double(s);
         }
         for (int64_t c = 0; c < nt; ++c) csum[j0 + c] += double(tsum[c]);
       }
@@ -339,7 +357,7 @@ void forward_rows(const Operands<T>& op, bool mask_diag, bool compute_col, int64
 
 template <typename T>
 struct Prepared {
-  at::Tensor x, y, yt, xn, yn;
+  at::Tensor x, y, yt, xa, ya;
   Operands<T> op;
 };
 
@@ -360,25 +378,30 @@ Prepared<T> prepare(const at::Tensor& x_in, const at::Tensor& y_in, Similarity s
       for (int64_t k = 0; k < D; ++k) yt[k * N + j] = y[j * D + k];
   }
   if (sim == Similarity::Euclidean && !streamed) {
-    auto squared_norms = [D](const at::Tensor& a) {
-      auto out = at::empty({a.size(0)}, a.options());
+    // [a_i, -|a_i|^2 / 2, 1] (norm_last false) or [a_i, 1, -|a_i|^2 / 2] (norm_last true).
+    auto augmented = [D](const at::Tensor& a, bool norm_last) {
+      auto out = at::empty({a.size(0), D + 2}, a.options());
       const T* ap = a.template data_ptr<T>();
       T* o = out.template data_ptr<T>();
       for (int64_t i = 0; i < a.size(0); ++i) {
         T acc = 0;
-        for (int64_t k = 0; k < D; ++k) acc += ap[i * D + k] * ap[i * D + k];
-        o[i] = acc;
+        for (int64_t k = 0; k < D; ++k) {
+          acc += ap[i * D + k] * ap[i * D + k];
+          o[i * (D + 2) + k] = ap[i * D + k];
+        }
+        o[i * (D + 2) + D + (norm_last ? 1 : 0)] = T(-0.5) * acc;
+        o[i * (D + 2) + D + (norm_last ? 0 : 1)] = T(1);
       }
       return out;
     };
-    p.xn = squared_norms(p.x);
-    p.yn = squared_norms(p.y);
+    p.xa = augmented(p.x, false);
+    p.ya = augmented(p.y, true);
   }
   p.op = Operands<T>{p.x.template data_ptr<T>(),
                      p.y.template data_ptr<T>(),
                      p.yt.defined() ? p.yt.template data_ptr<T>() : nullptr,
-                     p.xn.defined() ? p.xn.template data_ptr<T>() : nullptr,
-                     p.yn.defined() ? p.yn.template data_ptr<T>() : nullptr,
+                     p.xa.defined() ? p.xa.template data_ptr<T>() : nullptr,
+                     p.ya.defined() ? p.ya.template data_ptr<T>() : nullptr,
                      M,
                      N,
                      D,
@@ -497,10 +520,16 @@ void backward_rows(const Operands<T>& op, bool mask_diag, const T* gr, const T* 
             consume((l - voff).exp_u20() * at::vec::fmadd(vrs, V::loadu(w.data() + c), va), l, c);
           }
         } else {
+          const V vninf(neg_inf<T>());
           for (; c + V::size() <= nt; c += V::size()) {
             const V l = V::loadu(Lr + c);
-            V g = gr ? va * (l - voff).exp_u20() : V(T(0));
-            if (gc) g = g + V::loadu(gc + j0 + c) * (l - V::loadu(gc_off.data() + c)).exp_u20();
+            const V a = gr ? l - voff : vninf, b = gc ? l - V::loadu(gc_off.data() + c) : vninf;
+            if (all_negligible(a, b)) {
+              consume(V(T(0)), l, c);
+              continue;
+            }
+            V g = gr ? va * a.exp_u20() : V(T(0));
+            if (gc) g = g + V::loadu(gc + j0 + c) * b.exp_u20();
             consume(g, l, c);
           }
         }
