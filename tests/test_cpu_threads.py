@@ -110,3 +110,26 @@ def test_helper_threads_share_the_work():
                       "main_ticks": after[main] - before[main]}))
     """)
     assert res["new_thread_ticks"] >= 0.25 * res["main_ticks"] > 0, res
+
+
+def test_the_losses_backward_leaves_no_thread_spinning_before_the_op():
+    # The first backward step of every masked loss is its softplus; the operator's backward runs
+    # right after it. That step must not open an OpenMP region (logaddexp's backward does, through
+    # exp, from ~6k elements): ATen's threads would spin on the cores the operator then needs.
+    res = run_python(_SETUP + """
+    from mmcl_fast import losses
+    torch.set_num_threads(2)
+    z = torch.randn(6144, requires_grad=True)
+    losses._softplus(z).sum().backward()
+    def cpu():
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+    spent = []
+    for _ in range(3):
+        time.sleep(0.3)
+        y = losses._softplus(z).sum()
+        y.backward()
+        c = cpu(); time.sleep(0.3); spent.append(cpu() - c)
+    print(json.dumps({"cpu_during_sleep_s": spent}))
+    """)
+    assert min(res["cpu_during_sleep_s"]) < 0.002, res
