@@ -35,6 +35,22 @@ def test_model_embeddings_have_the_expected_shapes():
 
 
 @pytest.mark.parametrize("method", ["cross", "cross_self", "comm"])
+def test_probe_features_are_the_ones_the_authors_code_extracts(method, train_data):
+    # CoMM: the fused Z before the head; Cross: both CLIP embeddings after their heads; Cross+Self:
+    # both encoders' pooled tokens before the heads.
+    run = CommRun(CommConfig(method=method, steps=1, **TOY), train_data)
+    pairs = np.array([[0, 1], [2, 3], [4, 5]])
+    feats = run.features(train_data, pairs)
+    x1, x2 = (torch.from_numpy(train_data.images[pairs[:, k]]) for k in (0, 1))
+    m = run.model
+    with torch.no_grad():
+        expected = {"comm": lambda: m.fused_representation(x1, x2),
+                    "cross": lambda: torch.cat([m.unimodal_embedding(x1, 0), m.unimodal_embedding(x2, 1)], 1),
+                    "cross_self": lambda: torch.cat([m.pooled(x1, 0), m.pooled(x2, 1)], 1)}[method]()
+    np.testing.assert_allclose(feats, expected.double().numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["cross", "cross_self", "comm"])
 def test_each_method_trains_and_resumes_exactly(method, train_data, tmp_path):
     cfg = CommConfig(method=method, steps=4, **TOY)
     full = CommRun(cfg, train_data)

@@ -5,8 +5,8 @@ with a CLS token, and a projection head.
 * ``fused(x1, x2)``: Z from the CLS token over both modalities' tokens;
 * ``unimodal(x, i)``: the same block with the other modality's tokens dropped (CoMM's
   projection of modality i);
-* ``pooled(x, i)``: the encoder's mean-pooled tokens, the unimodal embedding the Cross and
-  Cross+Self baselines contrast (through a head per modality).
+* ``pooled(x, i)``: the encoder's mean-pooled tokens, the unimodal representation the Cross and
+  Cross+Self baselines contrast through a head per modality (``unimodal_embedding(x, i)``).
 """
 from __future__ import annotations
 

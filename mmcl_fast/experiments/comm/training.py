@@ -7,8 +7,10 @@ pair in M):
 * cross:      CLIP between the two encoders (pooled tokens, a head each, learnable logit scale) on
               lightly cropped images (scale 0.5-1);
 * cross_self: cross + 1/2 (NT-Xent of modality 1's two augmentations + the same for modality 2).
-Evaluation: frozen features, without augmentation (CoMM: the fused Z before the head; the
-baselines: both encoders' pooled tokens concatenated); logistic regression with C chosen by
+Evaluation: frozen features, without augmentation, chosen as the authors' code extracts them
+(CoMM: the fused Z before the head; Cross: both modalities' CLIP embeddings, after their heads,
+concatenated, as their CLIP's ``encode_image``/``encode_text`` include the projection; Cross+Self:
+both encoders' pooled tokens, before the heads, concatenated); logistic regression with C chosen by
 3-fold cross-validation on the training pairs, balanced accuracy on test pairs (5 pairings of
 the 200 test images). The unbiased run scores R, U1, U2; the biased run scores S on balanced
 probe pairs (half in M).
@@ -122,6 +124,8 @@ class CommRun:
             x1, x2 = imgs[p[:, 0]], imgs[p[:, 1]]
             if self.cfg.method == "comm":
                 out.append(self.model.fused_representation(x1, x2))
+            elif self.cfg.method == "cross":
+                out.append(torch.cat([self.model.unimodal_embedding(x1, 0), self.model.unimodal_embedding(x2, 1)], 1))
             else:
                 out.append(torch.cat([self.model.pooled(x1, 0), self.model.pooled(x2, 1)], 1))
         return torch.cat(out).numpy().astype(np.float64)
