@@ -20,6 +20,7 @@ from mmcl_fast.experiments.beyond_dags.latent_model import (
     truncated_to_unit_box,
     uniform_sphere,
 )
+from mmcl_fast.experiments.beyond_dags.training import BeyondDagsRun, primary_metric
 from mmcl_fast.experiments.common.evaluation import mcc, procrustes_r2
 from mmcl_fast.experiments.common.ica_probe import few_shot_accuracy, fit_components
 
@@ -114,6 +115,23 @@ def test_config_refuses_bad_values():
     with pytest.raises(ValueError, match="batch_size"):
         BeyondDagsConfig(batch_size=1)
     assert BeyondDagsConfig(setting="sphere", violation="model_mismatch").model_geometry == "box"
+    with pytest.raises(ValueError, match="model_dim"):
+        BeyondDagsConfig(model_dim=-1)
+
+
+def test_output_dimension_and_primary_metric_follow_the_geometries():
+    # A sphere model on box data needs S^n_z in R^(n_z + 1) to hold the n_z-dim latent; every
+    # other pairing keeps n_z outputs, and --model-dim overrides either.
+    assert BeyondDagsConfig(setting="box", violation="model_mismatch").output_dim == 7
+    assert BeyondDagsConfig(setting="box", violation="model_mismatch", model_dim=6).output_dim == 6
+    for setting, violation in (("box", "none"), ("sphere", "none"), ("sphere", "model_mismatch")):
+        assert BeyondDagsConfig(setting=setting, violation=violation).output_dim == 6
+    assert BeyondDagsRun(BeyondDagsConfig(setting="box", violation="model_mismatch", hidden=8)).f_x(
+        torch.rand(3, 8, dtype=torch.float32)).shape == (3, 7)
+    # component-wise recovery (MCC) is promised only for box data with a box (L1) model
+    assert primary_metric("box", "box") == "mcc_pearson"
+    for setting, model in (("box", "sphere"), ("sphere", "box"), ("sphere", "sphere"), ("box", "free")):
+        assert primary_metric(setting, model) == "linear_r2"
 
 
 def test_short_run_trains_checkpoints_resumes_and_reports(tmp_path, capsys):

@@ -23,6 +23,8 @@ class BeyondDagsConfig:
     laplace_scale: float = option(0.1, "Laplace scale lambda of z_t - z_x (box); the model uses tau = lambda")
     similarity: str = option("auto", "auto: cosine / tau for a sphere model, -L1 / tau for a box model; dot: "
                              "unconstrained outputs compared by dot product (the PCA+FastICA demonstration)")
+    model_dim: int = option(0, "encoder output dimension; 0: n_z, except n_z + 1 for a sphere model on box "
+                            "data (the sphere S^n_z, in R^(n_z + 1), is the smallest that holds an n_z-dim latent)")
     hidden: int = option(128, "encoder hidden width (three hidden layers)")
     batch_size: int = option(1024, "pairs per step")
     steps: int = option(12_000, "training steps")
@@ -40,6 +42,8 @@ class BeyondDagsConfig:
         for name in ("n_z", "hidden", "batch_size", "steps", "eval_samples", "threads", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.model_dim < 0:
+            raise ValueError(f"model_dim must be >= 0 (0: automatic), got {self.model_dim}")
         if self.similarity not in ("auto", "dot"):
             raise ValueError(f"similarity must be 'auto' or 'dot', got {self.similarity!r}")
         if self.batch_size < 2:
@@ -56,6 +60,14 @@ class BeyondDagsConfig:
         if self.violation == "model_mismatch":
             return "box" if self.setting == "sphere" else "sphere"
         return self.setting
+
+
+    @property
+    def output_dim(self) -> int:
+        """The encoders' output dimension (``model_dim``, or its automatic value)."""
+        if self.model_dim:
+            return self.model_dim
+        return self.n_z + 1 if self.setting == "box" and self.model_geometry == "sphere" else self.n_z
 
 
 def resume_free_fields(cfg: BeyondDagsConfig) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..common.seed_stats import mean_std
+from .training import summary
 
 TARGET = {"none": 0.95, "violation": 0.85}
 TARGET_SPHERE_NONE = 0.97
@@ -25,12 +26,12 @@ def aggregate(results: list[dict]) -> list[dict]:
         groups.setdefault((r["config"]["setting"], r["config"]["violation"]), []).append(r)
     rows = []
     for (setting, violation), runs in sorted(groups.items()):
-        s = [r["summary"] for r in runs]
+        s = [summary(r) for r in runs]
         row = {"setting": setting, "violation": violation, "model": runs[0]["model_geometry"],
                "metric": s[0]["metric"], "seeds": sorted(r["config"]["seed"] for r in runs)}
         for key in ("encoders", "raw_x", "random_encoder_x", "margin_over_controls", "m_r2_nonlinear"):
             row[key] = mean_std([x[key] for x in s])
-        for key in ("mcc_spearman", "procrustes_r2"):
+        for key in ("linear_r2", "mcc_pearson", "mcc_spearman", "procrustes_r2"):
             vals = [(r["f_x"].get(key, np.nan) + r["f_t"].get(key, np.nan)) / 2 for r in runs]
             row[key] = mean_std(vals)
         row["train_seconds"] = mean_std([r["train_seconds"] for r in runs])
@@ -44,13 +45,14 @@ def aggregate(results: list[dict]) -> list[dict]:
 
 def markdown(rows: list[dict]) -> str:
     fmt = lambda st: f"{st['mean']:.3f} ± {st['std']:.3f}"  # noqa: E731
-    lines = ["| data | violation | model | metric | encoders | raw x | random encoder | margin | "
-             "Spearman MCC | Procrustes R² | m R² (KRR) | target | met | seeds | train s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| data | violation | model | metric | encoders | raw x | random encoder | margin | linear R² | "
+             "MCC | Spearman MCC | Procrustes R² | m R² (KRR) | target | met | seeds | train s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['setting']} | {r['violation']} | {r['model']} | {r['metric']} | {fmt(r['encoders'])} | "
                      f"{fmt(r['raw_x'])} | {fmt(r['random_encoder_x'])} | {fmt(r['margin_over_controls'])} | "
-                     f"{fmt(r['mcc_spearman'])} | {fmt(r['procrustes_r2'])} | {fmt(r['m_r2_nonlinear'])} | "
+                     f"{fmt(r['linear_r2'])} | {fmt(r['mcc_pearson'])} | {fmt(r['mcc_spearman'])} | "
+                     f"{fmt(r['procrustes_r2'])} | {fmt(r['m_r2_nonlinear'])} | "
                      f"≥ {r['target']:.2f} | {'yes' if r['meets_target'] else 'no'} | {len(r['seeds'])} | "
                      f"{r['train_seconds']['mean']:.0f} |")
     return "\n".join(lines) + "\n"
