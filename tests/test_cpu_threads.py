@@ -133,3 +133,20 @@ def test_the_losses_backward_leaves_no_thread_spinning_before_the_op():
     print(json.dumps({"cpu_during_sleep_s": spent}))
     """)
     assert min(res["cpu_during_sleep_s"]) < 0.002, res
+
+
+def test_the_op_leaves_the_callers_floating_point_mode_as_it_was():
+    # The kernel's slots flush subnormal results to zero (csrc/cpu/flush_denormals.h) and must
+    # restore the mode: after the op, a subnormal product on the calling thread is still exact.
+    res = run_python(_SETUP + """
+    torch.set_num_threads(2)
+    def subnormal_survives():
+        v = torch.tensor([1e-30], dtype=torch.float32) * torch.tensor([1e-10], dtype=torch.float32)
+        return v.item() > 0
+    before = subnormal_survives()
+    for sim in ("dot", "euclidean"):
+        r, c = mf.pairwise_lse(x.float().requires_grad_(), y.float(), s.float() * 50, sim)
+        (r.sum() + c.sum()).backward()
+    print(json.dumps({"before": before, "after": subnormal_survives()}))
+    """)
+    assert res == {"before": True, "after": True}, res

@@ -19,8 +19,8 @@
 // over Y^T for D <= 16 and for l1) and feeds both the online row LSE (owned by the worker) and
 // the worker's private column partials (running max + sum of exp). The forward reads a tile
 // twice: one sweep for its row and column maxima, one for the sums. Where the tile's row and
-// column offsets lie within shared_exp_spread of each other, one exponential per logit serves
-// both sums (exp(L - c_j) = exp(L - r_i) exp(r_i - t) exp(t - c_j)); the backward's
+// column offsets lie within shared_exp_spread + shared_exp_headroom of each other, one
+// exponential per logit serves both sums (shared_exp_offsets); the backward's
 // G = gr P + gc Q likewise needs one. Column partials are merged in worker order, so results are
 // deterministic for a fixed thread count. The backward recomputes tiles; dX rows are owned,
 // dY is accumulated per worker and summed in worker order. Extra memory is
@@ -42,6 +42,7 @@
 
 #include "../similarity.h"
 #include "blas.h"
+#include "flush_denormals.h"
 #include "worker_pool.h"
 
 namespace mmcl_fast {
@@ -203,14 +204,39 @@ RowPartition partition_rows(int64_t M, int64_t max_workers) {
   return {tm, std::min<int64_t>(threads, n_tiles), n_tiles};
 }
 
-// Largest spread, in log units, between a tile's largest row offset and its smallest column
-// offset for which one exponential per logit serves both the row and the column sums:
-//   exp(L_ij - c_j) = exp(L_ij - r_i) * exp(r_i - t) * exp(t - c_j),   t = max_i r_i,
-// where the last factor stays below exp(spread) (finite), and a term exp(L_ij - t) lost to
-// underflow (below e^-87 in float) weighs less than e^-(87 - spread) of its column's total:
-// e^-17 in float, under float32's epsilon e^-15.9. Tiles with a wider spread use two exponentials.
+// One exponential per logit serves both the row and the column sums of a tile. With r_i the row
+// offsets, c_j the column offsets (each >= every logit of its row / column), lowest = min_j c_j,
+// per-row exponent offsets o_i = min(r_i, lowest + spread) and t = max_i o_i:
+//   exp(L_ij - r_i) = exp(L_ij - o_i) * exp(o_i - r_i)                      (row sums)
+//   exp(L_ij - c_j) = exp(L_ij - o_i) * exp(o_i - t) * exp(t - c_j)         (column sums)
+// * o_i - c_j <= spread and t - c_j <= spread: exp(t - c_j) < e^70 is finite, and a term
+//   exp(L_ij - o_i) lost to underflow (below e^-87 in float) weighs less than e^-(87 - 70) =
+//   e^-17 of its column's total (and less than e^-87 of its row's), under float32's epsilon
+//   e^-15.9;
+// * r_i - o_i <= headroom: exp(L_ij - o_i) <= e^80, and kTileM (128) of them sum below float's
+//   e^88.7.
+// That holds whenever max_i r_i - lowest <= spread + headroom; tiles with a wider spread use two
+// exponentials per logit.
 template <typename T>
 constexpr T shared_exp_spread() { return std::is_same_v<T, float> ? T(70) : T(600); }
+template <typename T>
+constexpr T shared_exp_headroom() { return std::is_same_v<T, float> ? T(80) : T(100); }
+
+// o_i = min(r_i, lowest + spread) for i < n and t = max_i o_i (above), or false when the tile's
+// spread is too wide for one exponential per logit.
+template <typename T>
+bool shared_exp_offsets(const T* r, int64_t n, T lowest, T* o, T* t) {
+  T top = neg_inf<T>();
+  for (int64_t i = 0; i < n; ++i) top = std::max(top, r[i]);
+  if (!(top - lowest <= shared_exp_spread<T>() + shared_exp_headroom<T>())) return false;
+  const T cap = lowest + shared_exp_spread<T>();
+  *t = neg_inf<T>();
+  for (int64_t i = 0; i < n; ++i) {
+    o[i] = std::min(r[i], cap);
+    *t = std::max(*t, o[i]);
+  }
+  return true;
+}
 
 // Exponents below which exp() is under the type's smallest normal number (float e^-87.3, double
 // e^-708.4). Every offset used here is at least its row's or column's largest logit, whose term is
@@ -242,7 +268,7 @@ void forward_rows(const Operands<T>& op, bool mask_diag, bool compute_col, int64
                   int64_t tm, T* row_lse, T* cmax, double* csum) {
   using V = Vectorized<T>;
   std::vector<T> tile(tm * kTileN), tcol(kTileN), tsum(kTileN), coff(kTileN), cscale(kTileN);
-  std::vector<T> rmax(tm), trow(tm), roff(tm), rscale(tm);
+  std::vector<T> rmax(tm), trow(tm), roff(tm), eoff(tm), rscale(tm);
   std::vector<double> rsum(tm);
   const int64_t N = op.N;
   const V vninf(neg_inf<T>());
@@ -279,13 +305,11 @@ void forward_rows(const Operands<T>& op, bool mask_diag, bool compute_col, int64
         trow[r] = m;
       }
       // Running row maxima; the row sums are rescaled to the new offsets.
-      T top = neg_inf<T>();
       for (int64_t r = 0; r < mt; ++r) {
         const T nm = std::max(rmax[r], trow[r]);
         if (nm != rmax[r]) rsum[r] *= std::exp(double(rmax[r]) - double(exp_offset(nm)));
         rmax[r] = nm;
         roff[r] = exp_offset(nm);
-        top = std::max(top, roff[r]);
       }
       if (!compute_col) {
         for (int64_t r = 0; r < mt; ++r) rsum[r] += double(sum_exp(L + r * kTileN, nt, roff[r]));
@@ -301,14 +325,16 @@ void forward_rows(const Operands<T>& op, bool mask_diag, bool compute_col, int64
         lowest = std::min(lowest, coff[c]);
       }
       std::fill(tsum.begin(), tsum.begin() + nt, T(0));
-      if (top - lowest <= shared_exp_spread<T>()) {
-        // Pass 2, one exponential per logit: e = exp(L - roff_r) feeds the row sum, and
-        // e * exp(roff_r - top) the column sum, rescaled by exp(top - coff_c) below.
-        exp_of_offsets(roff.data(), top, T(1), mt, rscale.data());
-        exp_of_offsets(coff.data(), top, T(-1), nt, cscale.data());
+      T t;
+      if (shared_exp_offsets(roff.data(), mt, lowest, eoff.data(), &t)) {
+        // Pass 2, one exponential per logit: e = exp(L - eoff_r) feeds the row sum (rescaled by
+        // exp(eoff_r - roff_r)), and e * exp(eoff_r - t) the column sum, rescaled by
+        // exp(t - coff_c) below.
+        exp_of_offsets(eoff.data(), t, T(1), mt, rscale.data());
+        exp_of_offsets(coff.data(), t, T(-1), nt, cscale.data());
         for (int64_t r = 0; r < mt; ++r) {
           const T* Lr = L + r * kTileN;
-          const V voff(roff[r]), vscale(rscale[r]);
+          const V voff(eoff[r]), vscale(rscale[r]);
           V acc(T(0));
           int64_t c = 0;
           for (; c + V::size() <= nt; c += V::size()) {
@@ -318,11 +344,11 @@ void forward_rows(const Operands<T>& op, bool mask_diag, bool compute_col, int64
           }
           T s = horizontal_sum(acc);
           for (; c < nt; ++c) {
-            const T e = std::exp(Lr[c] - roff[r]);
+            const T e = std::exp(Lr[c] - eoff[r]);
             s += e;
             tsum[c] += e * rscale[r];
           }
-          rsum[r] += double(s);
+          rsum[r] += eoff[r] == roff[r] ? double(s) : double(s) * std::exp(double(eoff[r]) - double(roff[r]));
         }
         for (int64_t c = 0; c < nt; ++c) csum[j0 + c] += double(tsum[c]) * double(cscale[c]);
       } else {
@@ -460,27 +486,24 @@ void backward_rows(const Operands<T>& op, bool mask_diag, const T* gr, const T* 
   // (colsum_g, the euclidean column correction of dY, is then null too).
   const bool col_sums = colsum_g != nullptr;
   std::vector<T> Lbuf(tm * kTileN), Gbuf(tm * kTileN), gc_off(kTileN), gcol(kTileN), w(kTileN);
-  std::vector<T> roff(tm), rscale(tm);
+  std::vector<T> roff(tm), eoff(tm), rscale(tm), ascale(tm);
   std::vector<double> rowsum_g(tm);
   double dscale = 0;
   for (int64_t i0 = r0; i0 < r1; i0 += tm) {
     const int64_t mt = std::min(tm, r1 - i0);
     std::fill(rowsum_g.begin(), rowsum_g.end(), 0.0);
-    T top = neg_inf<T>();
-    for (int64_t r = 0; r < mt; ++r) {
-      roff[r] = exp_offset(rlse[i0 + r]);
-      top = std::max(top, roff[r]);
-    }
-    exp_of_offsets(roff.data(), top, T(1), mt, rscale.data());
+    for (int64_t r = 0; r < mt; ++r) roff[r] = exp_offset(rlse[i0 + r]);
     for (int64_t j0 = 0; j0 < N; j0 += kTileN) {
       const int64_t nt = std::min(kTileN, N - j0);
       T* L = Lbuf.data();
       T* G = Gbuf.data();
       logit_tile(op, i0, mt, j0, nt, L, kTileN);
       // With P = exp(L - roff_r) (row softmax) and Q = exp(L - coff_c) (column softmax),
-      // G = gr_r P + gc_c Q. Where the tile's offsets allow (shared_exp_spread), Q is P times
-      // rscale_r exp(top - coff_c), so G = P (gr_r + rscale_r w_c), w_c = gc_c exp(top - coff_c):
-      // one exponential per logit instead of two.
+      // G = gr_r P + gc_c Q. Where the tile's offsets allow (shared_exp_offsets), with
+      // e = exp(L - eoff_r): P = e exp(eoff_r - roff_r) and Q = e exp(eoff_r - t) exp(t - coff_c),
+      // so G = e (ascale_r + rscale_r w_c), ascale_r = gr_r exp(eoff_r - roff_r),
+      // rscale_r = exp(eoff_r - t), w_c = gc_c exp(t - coff_c): one exponential per logit
+      // instead of two.
       bool shared = false;
       if (gc) {
         T lowest = std::numeric_limits<T>::infinity();
@@ -488,9 +511,13 @@ void backward_rows(const Operands<T>& op, bool mask_diag, const T* gr, const T* 
           gc_off[c] = exp_offset(clse[j0 + c]);
           lowest = std::min(lowest, gc_off[c]);
         }
-        shared = top - lowest <= shared_exp_spread<T>();
+        T t;
+        shared = shared_exp_offsets(roff.data(), mt, lowest, eoff.data(), &t);
         if (shared) {
-          exp_of_offsets(gc_off.data(), top, T(-1), nt, w.data());
+          exp_of_offsets(eoff.data(), t, T(1), mt, rscale.data());
+          for (int64_t r = 0; r < mt; ++r)
+            ascale[r] = gr ? T(double(gr[i0 + r]) * std::exp(double(eoff[r]) - double(roff[r]))) : T(0);
+          exp_of_offsets(gc_off.data(), t, T(-1), nt, w.data());
           for (int64_t c = 0; c < nt; ++c) w[c] *= gc[j0 + c];
         }
       }
@@ -500,7 +527,7 @@ void backward_rows(const Operands<T>& op, bool mask_diag, const T* gr, const T* 
         T* Gr = G + r * kTileN;
         const T a = gr ? gr[i0 + r] : T(0);
         const int64_t cd = mask_diag ? i0 + r - j0 : -1;  // masked column of this row, if in tile
-        const V va(a), voff(roff[r]), vrs(rscale[r]);
+        const V va(a), voff(roff[r]), vrs(rscale[r]), vsoff(eoff[r]), vsa(ascale[r]);
         // One pass: G_rc, and the running sums of G_rc * L_rc (dscale) and G_rc (euclidean).
         V acc_gl(T(0)), acc_g(T(0));
         auto consume = [&](V g, const V& l, int64_t c) {
@@ -517,7 +544,7 @@ void backward_rows(const Operands<T>& op, bool mask_diag, const T* gr, const T* 
         if (shared) {
           for (; c + V::size() <= nt; c += V::size()) {
             const V l = V::loadu(Lr + c);
-            consume((l - voff).exp_u20() * at::vec::fmadd(vrs, V::loadu(w.data() + c), va), l, c);
+            consume((l - vsoff).exp_u20() * at::vec::fmadd(vrs, V::loadu(w.data() + c), vsa), l, c);
           }
         } else {
           const V vninf(neg_inf<T>());
@@ -537,7 +564,7 @@ void backward_rows(const Operands<T>& op, bool mask_diag, const T* gr, const T* 
         for (; c < nt; ++c) {
           T g;
           if (shared) {
-            g = std::exp(Lr[c] - roff[r]) * (a + rscale[r] * w[c]);
+            g = std::exp(Lr[c] - eoff[r]) * (ascale[r] + rscale[r] * w[c]);
           } else {
             g = gr ? a * std::exp(Lr[c] - roff[r]) : T(0);
             if (gc) g += gc[j0 + c] * std::exp(Lr[c] - gc_off[c]);
@@ -679,6 +706,7 @@ std::tuple<at::Tensor, at::Tensor> lse_fwd_cpu(const at::Tensor& x, const at::Te
     T* rl = row_lse.data_ptr<T>();
     run_slots(W, threads, [&](int64_t p) {
       SequentialBlasScope sequential_blas;
+      FlushDenormalsScope flush_denormals;
       forward_rows(prep.op, mask_diag, compute_col, part.begin(p, M), part.begin(p + 1, M),
                    part.tile_m, rl, cmax.data() + p * ncol, csum.data() + p * ncol);
     });
@@ -747,6 +775,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cpu(
     T* dxp = need_dx ? dx.data_ptr<T>() : nullptr;
     run_slots(W, threads, [&](int64_t p) {
       SequentialBlasScope sequential_blas;
+      FlushDenormalsScope flush_denormals;
       const int64_t r0 = part.begin(p, M), r1 = part.begin(p + 1, M);
       if (dxp) std::fill(dxp + r0 * D, dxp + r1 * D, T(0));
       if (T* acc = dy_ptr(p)) std::fill(acc, acc + N * D, T(0));
