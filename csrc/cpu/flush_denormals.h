@@ -4,9 +4,9 @@
 // The fused LSE's exponentials of logits far below their row or column offset land in that range
 // (a wide logit spread: euclidean or unnormalised dot at a low temperature), and arithmetic on
 // subnormal numbers, in the kernel's loops and in the BLAS products with G, takes a slow path.
-// Every such term is below e^-87 of a sum that holds a term >= e^0 (the offsets are maxima or
-// LSEs), so flushing it changes nothing at float precision. Only flush-to-zero is set, not
-// denormals-are-zero: subnormal inputs keep their values.
+// A flushed term is below e^-87 of its row's sum and below e^-17 of its column's (the bound
+// shared_exp_offsets in pairwise_lse_cpu.cpp already works with), under float32's epsilon either
+// way. Only flush-to-zero is set, not denormals-are-zero: subnormal inputs keep their values.
 // x86 only (MXCSR); elsewhere the scope does nothing.
 #pragma once
 

@@ -61,7 +61,6 @@ class BeyondDagsConfig:
             return "box" if self.setting == "sphere" else "sphere"
         return self.setting
 
-
     @property
     def output_dim(self) -> int:
         """The encoders' output dimension (``model_dim``, or its automatic value)."""
