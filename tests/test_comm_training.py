@@ -94,3 +94,35 @@ def test_ablation_weights_and_config_errors():
         CommConfig(method="factorcl")
     with pytest.raises(ValueError, match="pairs"):
         CommConfig(pairs="all")
+
+
+def test_features_of_every_kind_and_a_clear_error_for_others(train_data):
+    run = CommRun(CommConfig(method="comm", steps=1, **TOY), train_data)
+    pairs = np.array([[0, 1], [2, 3]])
+    x1, x2 = (torch.from_numpy(train_data.images[pairs[:, k]]) for k in (0, 1))
+    m = run.model
+    feats = run.features(train_data, pairs, "unimodal_fused")  # puts the model in eval mode
+    with torch.no_grad():
+        alone = torch.cat([m.unimodal_fused_representation(x1, 0), m.unimodal_fused_representation(x2, 1)], 1)
+    np.testing.assert_allclose(feats, alone.double().numpy(), rtol=1e-5, atol=1e-6)
+    assert run.features(train_data, pairs, "pooled").shape == (2, 16)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        run.features(train_data, pairs, "logits")
+
+
+def test_probe_features_scores_a_checkpoint_and_its_random_init(tmp_path, capsys):
+    from mmcl_fast.experiments.comm.probe_features import main as probe_main
+
+    run = CommRun(CommConfig(method="comm", steps=2, **TOY))
+    run.step(), run.step()
+    save_checkpoint(run, tmp_path / "checkpoint.pt")
+    out = probe_main([str(tmp_path), "--kinds", "fused", "pooled", "--out", str(tmp_path / "p.json")])
+    assert set(out) == {"config", "step", "trained/fused", "trained/pooled", "random_init/fused", "random_init/pooled"}
+    assert out["step"] == 2
+    for key in ("trained/fused", "random_init/pooled"):
+        assert {"R", "U1", "U2", "U"} <= set(out[key]) and all(0 <= out[key][t] <= 1 for t in ("R", "U1", "U2"))
+    assert out["trained/fused"] != out["random_init/fused"]  # the checkpoint's weights were loaded
+    assert json.loads((tmp_path / "p.json").read_text())["step"] == 2
+    assert "trained      fused" in capsys.readouterr().out
+    with pytest.raises(FileNotFoundError, match="no checkpoint.pt"):
+        probe_main([str(tmp_path / "nothing")])

@@ -106,3 +106,31 @@ def test_each_augmentation_does_what_it_says():
     assert torch.allclose(none, x, atol=1e-5)
     with pytest.raises(ValueError, match="images must be a float"):
         aug.greyscale(torch.zeros(2, 1, 8, 8))
+
+
+def _stripes(period: float, n: int = 64) -> torch.Tensor:
+    """A full-canvas stripes texture of the renderer, white on grey, as one (1, 3, n, n) image."""
+    y, x = np.mgrid[0:n, 0:n].astype(np.float64) + 0.5
+    on = tf.texture_pattern("stripes", x, y, period, np.random.default_rng(0))
+    img = np.repeat(np.where(on[..., None], 1.0, tf.GREY), 3, axis=2).astype(np.float32)
+    return torch.from_numpy(img.transpose(2, 0, 1).copy())[None]
+
+
+def _contrast_kept(img: torch.Tensor, sigma: float) -> float:
+    inner = (slice(None), slice(None), slice(8, -8), slice(8, -8))  # away from the replicated edges
+    return float(aug.gaussian_blur(img, torch.tensor([sigma]))[inner].std() / img[inner].std())
+
+
+def test_the_strongest_blur_keeps_textures_as_the_authors_blur_keeps_theirs():
+    # The authors: sigma up to 2 px on a 10-px period at 224 x 224. Here: the training blur's
+    # strongest sigma on this renderer's 5- and 6-px periods keeps a comparable share of contrast,
+    # where an unscaled 2-px sigma all but erases them.
+    from mmcl_fast.experiments.comm.config import CommConfig
+    from mmcl_fast.experiments.comm.training import CommRun
+
+    theirs = _contrast_kept(_stripes(tf.AUTHORS_TEXTURE_PERIOD), 2.0)
+    strongest = CommRun.blur_sigma(CommConfig())[1]
+    for period in tf.TEXTURE_PERIODS:
+        ours = _contrast_kept(_stripes(period), strongest)
+        assert ours >= 0.75 * theirs, (period, ours, theirs)
+        assert _contrast_kept(_stripes(period), 2.0) < 0.5 * theirs

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..common.config_flags import option
+from .trifeatures import BLUR_SCALE
 
 METHODS = ("cross", "cross_self", "comm")
 PAIRS = ("unbiased", "biased")
@@ -21,6 +22,8 @@ class CommConfig:
     term_weights: str = option("1,1,1", "CoMM's term weights (modality 1, modality 2, multimodal), the Fig. 5 "
                                "ablation: '0,0,1' keeps L'' only, '1,1,0' the unimodal terms only")
     temperature: float = option(0.1, "NT-Xent temperature (CoMM and the Self terms)")
+    blur_scale: float = option(BLUR_SCALE, "SimCLR's blur sigma range, 0.1-2.0 pixels at the authors' 224 x 224, "
+                               "times this factor (default: this renderer's texture period over theirs)")
     encoder_width: int = option(64, "channels of the last CNN layers (tokens' width)")
     width: int = option(128, "fusion transformer width")
     batch_size: int = option(128, "pairs per step")
@@ -39,6 +42,8 @@ class CommConfig:
         for name in ("encoder_width", "width", "batch_size", "steps", "threads", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.blur_scale > 0:
+            raise ValueError(f"blur_scale must be positive, got {self.blur_scale}")
         if self.encoder_width % 4:
             raise ValueError(f"encoder_width must be a multiple of 4, got {self.encoder_width}")
         self.weights()  # parses

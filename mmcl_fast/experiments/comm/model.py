@@ -74,6 +74,10 @@ class BimodalModel(nn.Module):
         """Z before the projection head (the frozen features of the linear probes)."""
         return self._fuse([self.tokens(x1, 0), self.tokens(x2, 1)])
 
+    def unimodal_fused_representation(self, x: Tensor, i: int) -> Tensor:
+        """Z of modality i alone (the other modality's tokens dropped), before the head."""
+        return self._fuse([self.tokens(x, i)])
+
     def comm_embeddings(self, x1: Tensor, x2: Tensor) -> list[Tensor]:
         """[Z_1, Z_2, Z_full] after the head: each modality alone, then both."""
         t1, t2 = self.tokens(x1, 0), self.tokens(x2, 1)

@@ -1,7 +1,8 @@
 """Pre-training and linear probing of one CoMM / baseline run on bimodal Trifeatures.
 
 Pre-training (AdamW, cosine decay, fresh same-shape pairs every epoch; ``pairs="biased"``: every
-pair in M):
+pair in M; SimCLR's augmentations with the blur scaled to this renderer's texture period,
+``trifeatures.BLUR_SCALE``):
 * comm:       two SimCLR augmentations of both images; :func:`mmcl_fast.comm_loss` over
               [Z_1, Z_2, Z_full] of each view (temperature 0.1, the configured term weights);
 * cross:      CLIP between the two encoders (pooled tokens, a head each, learnable logit scale) on
@@ -63,9 +64,14 @@ class CommRun:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.rng = np.random.default_rng(cfg.seed + BATCH_SEED_OFFSET)
         self.gen = torch.Generator().manual_seed(cfg.seed + AUGMENT_SEED_OFFSET)
-        self.augment = SimCLRAugment()
+        self.augment = SimCLRAugment(blur_sigma=self.blur_sigma(cfg))
         self.step_count = 0
         self._epoch: list[np.ndarray] = []
+
+    @staticmethod
+    def blur_sigma(cfg: CommConfig) -> tuple[float, float]:
+        """SimCLR's blur sigma range, (0.1, 2.0) pixels at 224 x 224, scaled by ``cfg.blur_scale``."""
+        return 0.1 * cfg.blur_scale, 2.0 * cfg.blur_scale
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         if not self._epoch:  # a fresh pairing and order every epoch
@@ -114,23 +120,33 @@ class CommRun:
         self.rng.bit_generator.state = json.loads(state["rng"])
         self._epoch = [np.asarray(e, dtype=np.int64).reshape(-1, 2) for e in state["epoch"]]
 
+    # The frozen features a probe can read (``features(kind=...)``); each method's own is the one
+    # the authors' code extracts (PROBE_FEATURES).
+    FEATURE_KINDS = ("fused", "unimodal_fused", "pooled", "clip")
+    PROBE_FEATURES = {"comm": "fused", "cross": "clip", "cross_self": "pooled"}
+
     @torch.no_grad()
-    def features(self, data: TrifeaturesImages, pairs: np.ndarray) -> np.ndarray:
-        self.model.eval()
+    def features(self, data: TrifeaturesImages, pairs: np.ndarray, kind: str | None = None) -> np.ndarray:
+        """Features of the pairs: "fused" Z of both modalities, "unimodal_fused" Z of each alone
+        (concatenated), "pooled" tokens of both encoders, "clip" embeddings of both (after the heads)."""
+        kind = kind or self.PROBE_FEATURES[self.cfg.method]
+        if kind not in self.FEATURE_KINDS:
+            raise ValueError(f"kind must be one of {self.FEATURE_KINDS}, got {kind!r}")
+        m = self.model
+        m.eval()
         imgs = torch.from_numpy(data.images)
+        extract = {"fused": lambda a, b: m.fused_representation(a, b),
+                   "unimodal_fused": lambda a, b: torch.cat([m.unimodal_fused_representation(a, 0),
+                                                             m.unimodal_fused_representation(b, 1)], 1),
+                   "pooled": lambda a, b: torch.cat([m.pooled(a, 0), m.pooled(b, 1)], 1),
+                   "clip": lambda a, b: torch.cat([m.unimodal_embedding(a, 0), m.unimodal_embedding(b, 1)], 1)}[kind]
         out = []
         for k in range(0, len(pairs), 256):
             p = pairs[k:k + 256]
-            x1, x2 = imgs[p[:, 0]], imgs[p[:, 1]]
-            if self.cfg.method == "comm":
-                out.append(self.model.fused_representation(x1, x2))
-            elif self.cfg.method == "cross":
-                out.append(torch.cat([self.model.unimodal_embedding(x1, 0), self.model.unimodal_embedding(x2, 1)], 1))
-            else:
-                out.append(torch.cat([self.model.pooled(x1, 0), self.model.pooled(x2, 1)], 1))
+            out.append(extract(imgs[p[:, 0]], imgs[p[:, 1]]))
         return torch.cat(out).numpy().astype(np.float64)
 
-    def evaluate(self, test_data: TrifeaturesImages) -> dict:
+    def evaluate(self, test_data: TrifeaturesImages, kind: str | None = None) -> dict:
         rng = np.random.default_rng(self.cfg.seed + PROBE_SEED_OFFSET)
         if self.cfg.pairs == "unbiased":
             make, tasks = (lambda d: same_shape_pairs(d, rng)), ("R", "U1", "U2")
@@ -138,7 +154,7 @@ class CommRun:
             make, tasks = (lambda d: synergy_probe_pairs(d, rng)), ("S",)
         train_pairs = make(self.train_data)
         test_pairs = np.concatenate([make(test_data) for _ in range(TEST_PAIRINGS)])
-        ftr, fte = self.features(self.train_data, train_pairs), self.features(test_data, test_pairs)
+        ftr, fte = self.features(self.train_data, train_pairs, kind), self.features(test_data, test_pairs, kind)
         ytr, yte = pair_labels(self.train_data, train_pairs), pair_labels(test_data, test_pairs)
         scaler = StandardScaler().fit(ftr)
         ftr, fte = scaler.transform(ftr), scaler.transform(fte)

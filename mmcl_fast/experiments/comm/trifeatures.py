@@ -40,6 +40,13 @@ GREY = 0.5
 SPLIT_SEED = 42
 SYNERGY_SEED = 1234
 TRAIN_RENDERINGS, TEST_RENDERINGS = 3, 1
+TEXTURE_PERIODS = (5.0, 6.0)  # pixels; a finer period aliases at 64 x 64
+# The authors render at 224 x 224 with a 10-pixel texture period, and blur with SimCLR's sigma
+# U(0.1, 2.0) pixels. Pixel-sized augmentations scale with the texture: at 64 x 64 the same sigma
+# range times 5.5 / 10 blurs a texture as much as theirs (a 2-pixel sigma keeps 0.45 of a 10-pixel
+# period's contrast, and only 0.07 of a 5.5-pixel one).
+AUTHORS_TEXTURE_PERIOD = 10.0
+BLUR_SCALE = float(np.mean(TEXTURE_PERIODS)) / AUTHORS_TEXTURE_PERIOD
 
 
 def _polygon(points) -> PolygonPath:
@@ -128,7 +135,7 @@ def render(shape: int, texture: int, colour: int, rng: np.random.Generator) -> n
     dx, dy = (x - cx) / TEMPLATE_HALF, (y - cy) / TEMPLATE_HALF
     u, v = ca * dx + sa * dy, -sa * dx + ca * dy
     mask = shape_mask(SHAPES[shape], u, v) & (np.abs(u) <= 1) & (np.abs(v) <= 1)
-    period = float(rng.choice([5.0, 6.0]))
+    period = float(rng.choice(TEXTURE_PERIODS))
     theta = rng.uniform(0.0, math.pi)
     ox, oy = rng.uniform(0.0, period, size=2)
     ct, st = math.cos(theta), math.sin(theta)
