@@ -70,8 +70,10 @@ class CommRun:
 
     @staticmethod
     def blur_sigma(cfg: CommConfig) -> tuple[float, float]:
-        """SimCLR's blur sigma range, (0.1, 2.0) pixels at 224 x 224, scaled by ``cfg.blur_scale``."""
-        return 0.1 * cfg.blur_scale, 2.0 * cfg.blur_scale
+        """SimCLR's blur sigma range (``SimCLRAugment``'s default, pixels at 224 x 224) scaled by
+        ``cfg.blur_scale``."""
+        low, high = SimCLRAugment.blur_sigma
+        return low * cfg.blur_scale, high * cfg.blur_scale
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         if not self._epoch:  # a fresh pairing and order every epoch
