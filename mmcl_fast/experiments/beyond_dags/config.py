@@ -19,6 +19,7 @@ class BeyondDagsConfig:
     violation: str = option("none", f"assumption violated: {', '.join(VIOLATIONS)}")
     n_z: int = option(6, "coupled latent dimensions per modality (z_x, z_t)")
     n_m: int = option(2, "modality-specific dimensions per modality (m_x, m_t)")
+    mixing_layers: int = option(3, "layers of each invertible mixing MLP g_x, g_t (the simulation's construction)")
     kappa: float = option(40.0, "vMF concentration of z_t around z_x (sphere); the model uses tau = 1 / kappa")
     laplace_scale: float = option(0.1, "Laplace scale lambda of z_t - z_x (box); the model uses tau = lambda")
     similarity: str = option("auto", "auto: cosine / tau for a sphere model, -L1 / tau for a box model; dot: "
@@ -39,7 +40,7 @@ class BeyondDagsConfig:
             raise ValueError(f"setting must be one of {SETTINGS}, got {self.setting!r}")
         if self.violation not in VIOLATIONS:
             raise ValueError(f"violation must be one of {VIOLATIONS}, got {self.violation!r}")
-        for name in ("n_z", "hidden", "batch_size", "steps", "eval_samples", "threads", "checkpoint_every"):
+        for name in ("n_z", "mixing_layers", "hidden", "batch_size", "steps", "eval_samples", "threads", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.model_dim < 0:

@@ -86,20 +86,23 @@ class PartialCausalProcess:
     """Sampler of (x, t) and the latents (z_x, z_t, m_x, m_t) for one setting and violation."""
 
     def __init__(self, setting: str, violation: str = "none", n_z: int = 6, n_m: int = 2,
-                 kappa: float = 10.0, laplace_scale: float = 0.1, seed: int = 0):
+                 kappa: float = 10.0, laplace_scale: float = 0.1, seed: int = 0,
+                 mixing_layers: int = 3):
         if setting not in SETTINGS:
             raise ValueError(f"setting must be one of {SETTINGS}, got {setting!r}")
         if violation not in VIOLATIONS:
             raise ValueError(f"violation must be one of {VIOLATIONS}, got {violation!r}")
         if n_z < 2 or n_m < 0:
             raise ValueError(f"need n_z >= 2 and n_m >= 0, got n_z={n_z}, n_m={n_m}")
+        if mixing_layers < 1:
+            raise ValueError(f"mixing_layers must be >= 1, got {mixing_layers}")
         if not (kappa > 0 and laplace_scale > 0):
             raise ValueError(f"kappa and laplace_scale must be positive, got {kappa}, {laplace_scale}")
         self.setting, self.violation = setting, violation
         self.n_z, self.n_m, self.kappa, self.laplace_scale = n_z, n_m, kappa, laplace_scale
         d = n_z + n_m
-        self.g_x = InvertibleMLP(d, seed=seed * 2 + 1, n_cond_draws=5000)
-        self.g_t = InvertibleMLP(d, seed=seed * 2 + 2, n_cond_draws=5000)
+        self.g_x = InvertibleMLP(d, n_layers=mixing_layers, seed=seed * 2 + 1, n_cond_draws=5000)
+        self.g_t = InvertibleMLP(d, n_layers=mixing_layers, seed=seed * 2 + 2, n_cond_draws=5000)
 
     @property
     def obs_dim(self) -> int:

@@ -93,7 +93,8 @@ class BeyondDagsRun:
         self.cfg = cfg
         torch.manual_seed(cfg.seed)
         self.process = PartialCausalProcess(cfg.setting, cfg.violation, cfg.n_z, cfg.n_m, cfg.kappa,
-                                            cfg.laplace_scale, seed=cfg.seed)
+                                            cfg.laplace_scale, seed=cfg.seed,
+                                            mixing_layers=cfg.mixing_layers)
         d = self.process.obs_dim
         self.f_x = LatentEncoder(d, cfg.hidden, cfg.output_dim, cfg.model_geometry)
         self.f_t = LatentEncoder(d, cfg.hidden, cfg.output_dim, cfg.model_geometry)
