@@ -8,6 +8,8 @@ import pytest
 import scipy.special
 import torch
 from hypothesis import given, settings
+from sklearn.linear_model import LinearRegression
+from sklearn.metrics import r2_score
 from hypothesis import strategies as st
 
 from mmcl_fast.experiments.beyond_dags import run_beyond_dags
@@ -117,6 +119,23 @@ def test_config_refuses_bad_values():
     assert BeyondDagsConfig(setting="sphere", violation="model_mismatch").model_geometry == "box"
     with pytest.raises(ValueError, match="model_dim"):
         BeyondDagsConfig(model_dim=-1)
+    with pytest.raises(ValueError, match="mixing_layers"):
+        BeyondDagsConfig(mixing_layers=0)
+    with pytest.raises(ValueError, match="mixing_layers"):
+        PartialCausalProcess("box", mixing_layers=0)
+
+
+def test_mixing_depth_is_the_configured_one_and_deeper_mixing_is_less_linear():
+    deep = PartialCausalProcess("box", n_z=6, n_m=2, seed=0, mixing_layers=5)
+    shallow = PartialCausalProcess("box", n_z=6, n_m=2, seed=0)
+    assert deep.g_x.weights.shape[0] == 5 and shallow.g_x.weights.shape[0] == 3
+    r2 = {}
+    for name, proc in (("deep", deep), ("shallow", shallow)):
+        x, _, z = proc.sample(4000, torch.Generator().manual_seed(0))
+        x, y = x.double().numpy(), z["z_x"].numpy()
+        fit = LinearRegression().fit(x[:2000], y[:2000])
+        r2[name] = r2_score(y[2000:], fit.predict(x[2000:]))
+    assert r2["deep"] < r2["shallow"] - 0.1, r2
 
 
 def test_output_dimension_and_primary_metric_follow_the_geometries():
