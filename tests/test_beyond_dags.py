@@ -8,9 +8,9 @@ import pytest
 import scipy.special
 import torch
 from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.linear_model import LinearRegression
 from sklearn.metrics import r2_score
-from hypothesis import strategies as st
 
 from mmcl_fast.experiments.beyond_dags import run_beyond_dags
 from mmcl_fast.experiments.beyond_dags.config import BeyondDagsConfig

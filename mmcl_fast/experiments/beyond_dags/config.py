@@ -40,7 +40,8 @@ class BeyondDagsConfig:
             raise ValueError(f"setting must be one of {SETTINGS}, got {self.setting!r}")
         if self.violation not in VIOLATIONS:
             raise ValueError(f"violation must be one of {VIOLATIONS}, got {self.violation!r}")
-        for name in ("n_z", "mixing_layers", "hidden", "batch_size", "steps", "eval_samples", "threads", "checkpoint_every"):
+        for name in ("n_z", "mixing_layers", "hidden", "batch_size", "steps", "eval_samples", "threads",
+                     "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.model_dim < 0:
