@@ -23,21 +23,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
-import warnings
 
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegressionCV
 from sklearn.metrics import balanced_accuracy_score
-from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from ..common.lr_schedule import learning_rate
 from .augmentations import SimCLRAugment
 from .config import CommConfig
 from .model import ConvEncoder
-from .training import _PROBE_OPTIONS, CommRun
+from .training import CommRun, linear_probe_scores
 from .trifeatures import COLOURS, SHAPES, TEXTURES, TrifeaturesImages, render_split
 
 ATTRIBUTES = ("shape", "texture", "colour")
@@ -127,16 +123,8 @@ def supervised_ceiling(train: TrifeaturesImages, test: TrifeaturesImages, steps:
         head[a] = float(balanced_accuracy_score(getattr(test, a), pred))
     ftr = _batched(model.pooled, images).numpy().astype(np.float64)
     fte = _batched(model.pooled, test_images).numpy().astype(np.float64)
-    scaler = StandardScaler().fit(ftr)
-    ftr, fte = scaler.transform(ftr), scaler.transform(fte)
-    probe = {}
-    for a in attributes:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            clf = LogisticRegressionCV(Cs=[0.01, 0.1, 1.0, 10.0], cv=3, max_iter=2000, scoring="balanced_accuracy",
-                                       **_PROBE_OPTIONS)
-            clf.fit(ftr, getattr(train, a))
-        probe[a] = float(balanced_accuracy_score(getattr(test, a), clf.predict(fte)))
+    probe = linear_probe_scores(ftr, fte, {a: getattr(train, a) for a in attributes},
+                                {a: getattr(test, a) for a in attributes})
     return {"head": head, "probe": probe, "steps": steps, "batch_size": batch_size, "augment": augment,
             "width": width, "lr": lr, "seed": seed, "train_seconds": train_s,
             "final_loss": float(np.mean(losses[-20:])), "n_train": len(train), "n_test": len(test)}
