@@ -1,22 +1,23 @@
 // The CUDA implementations of lse_fwd / lse_bwd (registered by ops.cpp): check the arguments,
 // centre euclidean inputs, make inputs contiguous, allocate outputs and workspace, and pass raw
 // pointers plus the current stream to the kernels of csrc/cuda/pairwise_lse.cu.
-// Deterministic mode (column LSE by a second pass instead of an atomic merge) is selected by
-// torch.use_deterministic_algorithms(True) or MMCL_FAST_DETERMINISTIC=1.
-// The math path (see cuda::MathPath): MMCL_FAST_CUDA_PATH=simt|tc|auto. auto (the default) takes
-// the tensor cores for float16/bfloat16 inputs, and for float32 inputs (as TF32) only when
-// torch.backends.cuda.matmul.allow_tf32 is set, as torch's own float32 matmuls do; tc forces
-// them, TF32 included; l1 runs on the CUDA cores whatever the setting.
-// No host synchronisation by default: the checks that read tensor data (finite inputs, a positive
-// scale) run only with MMCL_FAST_CHECKS=1 (mmcl_fast.set_checks(True)); see mmcl_fast/checks.py.
+// The kernel options arrive as op arguments (mmcl_fast/options.py):
+// * deterministic: the column LSE by a second pass instead of an atomic merge; also selected by
+//   torch.use_deterministic_algorithms(True);
+// * math_path (see cuda::MathPath): "simt", "tc" or "auto". auto takes the tensor cores for
+//   float16/bfloat16 inputs, and for float32 inputs (as TF32) only when
+//   torch.backends.cuda.matmul.allow_tf32 is set, as torch's own float32 matmuls do; tc forces
+//   them, TF32 included; l1 runs on the CUDA cores whatever the setting;
+// * checks: the checks that read tensor data (finite inputs, a positive scale). Off by default,
+//   so that a call does not synchronise the host; see mmcl_fast/validation.py.
 // The same file builds the host-emulated test backend (csrc/cuda/emulation), on CPU tensors.
 #include "cuda_launch.h"
 
-#include <ATen/ATen.h>
 #include <ATen/Context.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 
-#include <cstdlib>
-#include <cstring>
 #include <string>
 
 #include "cuda/launch_context.h"
@@ -37,43 +38,30 @@ cuda::DType dtype_of(at::ScalarType t) {
   }
 }
 
-bool value_checks() {
-  const char* env = std::getenv("MMCL_FAST_CHECKS");
-  return env != nullptr && std::strcmp(env, "1") == 0;
-}
-
-bool deterministic() {
-  const char* env = std::getenv("MMCL_FAST_DETERMINISTIC");
-  return at::globalContext().deterministicAlgorithms() || (env != nullptr && std::strcmp(env, "1") == 0);
-}
-
-// The scale as a one-element float32 tensor on x's device (no sync unless value checks are on).
-at::Tensor device_scale(const at::Tensor& scale, const at::Tensor& x) {
+// The scale as a one-element float32 tensor on x's device (no sync unless checks are on).
+at::Tensor device_scale(const at::Tensor& scale, const at::Tensor& x, bool checks) {
   auto s = scale.to(x.device(), at::kFloat).reshape({1}).contiguous();
-  if (value_checks())
-    TORCH_CHECK(((s > 0) & at::isfinite(s)).all().item<bool>(),
+  if (checks)
+    TORCH_CHECK(s.gt(0).logical_and(s.isfinite()).all().item<bool>(),
                 "scale (1/temperature or logit_scale) must be positive and finite, got ", s.item<float>());
   return s;
 }
 
-cuda::MathPath math_path(at::ScalarType t) {
-  const char* env = std::getenv("MMCL_FAST_CUDA_PATH");
-  const std::string choice = env != nullptr ? env : "";
+cuda::MathPath math_path(at::ScalarType t, c10::string_view choice) {
   if (choice == "simt") return cuda::MathPath::Simt;
   if (choice == "tc") return cuda::MathPath::TensorCore;
-  TORCH_CHECK(choice.empty() || choice == "auto",
-              "MMCL_FAST_CUDA_PATH must be 'simt', 'tc' or 'auto', got '", choice, "'");
+  TORCH_CHECK(choice == "auto", "math_path must be 'simt', 'tc' or 'auto', got '", std::string(choice), "'");
   if (t == at::kFloat && !at::globalContext().allowTF32CuBLAS()) return cuda::MathPath::Simt;
   return cuda::MathPath::TensorCore;
 }
 
 cuda::Problem problem(const at::Tensor& x, const at::Tensor& y, const at::Tensor& s,
-                      const std::string& similarity, bool mask_diag) {
+                      const std::string& similarity, bool mask_diag, c10::string_view path) {
   Similarity sim;
   TORCH_CHECK(parse_similarity(similarity.c_str(), &sim), "unknown similarity '", similarity, "'");
   return cuda::Problem{x.data_ptr(), y.data_ptr(), x.size(0), y.size(0), x.size(1),
                        dtype_of(x.scalar_type()), static_cast<int>(sim), s.data_ptr<float>(),
-                       mask_diag, math_path(x.scalar_type())};
+                       mask_diag, math_path(x.scalar_type(), path)};
 }
 
 void check(cudaError_t err, const char* what) {
@@ -84,20 +72,21 @@ void check(cudaError_t err, const char* what) {
 
 std::tuple<at::Tensor, at::Tensor> lse_fwd_cuda(const at::Tensor& x_in, const at::Tensor& y_in,
                                                 const at::Tensor& scale, c10::string_view similarity,
-                                                bool mask_diag, bool compute_col) {
+                                                bool mask_diag, bool compute_col, bool checks,
+                                                bool deterministic, c10::string_view path) {
   const std::string sim(similarity);
   check_common("lse_fwd", x_in, y_in, scale, sim);
   dtype_of(x_in.scalar_type());  // refuses dtypes the kernels lack
   LaunchDeviceGuard guard(x_in.device());
-  if (value_checks()) {
+  if (checks) {
     check_finite("lse_fwd", "x", x_in);
     check_finite("lse_fwd", "y", y_in);
   }
   const auto [xc, yc] = centred_if_euclidean(x_in, y_in, sim);
   auto x = xc.contiguous(), y = yc.contiguous();
-  auto s = device_scale(scale, x);
-  const auto p = problem(x, y, s, sim, mask_diag);
-  const bool det = deterministic();
+  auto s = device_scale(scale, x, checks);
+  const auto p = problem(x, y, s, sim, mask_diag, path);
+  const bool det = deterministic || at::globalContext().deterministicAlgorithms();
   auto opts = x.options().dtype(at::kFloat);
   auto row = at::empty({x.size(0)}, opts);
   auto col = at::empty({compute_col ? y.size(0) : 0}, opts);
@@ -113,7 +102,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cuda(
     const at::Tensor& grad_row, const at::Tensor& grad_col, const at::Tensor& x_in,
     const at::Tensor& y_in, const at::Tensor& scale, const at::Tensor& row_lse,
     const at::Tensor& col_lse, c10::string_view similarity, bool mask_diag,
-    std::array<bool, 3> output_mask) {
+    std::array<bool, 3> output_mask, bool checks, c10::string_view path) {
   const std::string sim(similarity);
   check_common("lse_bwd", x_in, y_in, scale, sim);
   dtype_of(x_in.scalar_type());
@@ -121,8 +110,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cuda(
   LaunchDeviceGuard guard(x_in.device());
   const auto [xc, yc] = centred_if_euclidean(x_in, y_in, sim);
   auto x = xc.contiguous(), y = yc.contiguous();
-  auto s = device_scale(scale, x);
-  const auto p = problem(x, y, s, sim, mask_diag);
+  auto s = device_scale(scale, x, checks);
+  const auto p = problem(x, y, s, sim, mask_diag, path);
   auto f32 = [](const at::Tensor& t) { return t.to(at::kFloat).contiguous(); };
   auto gr = f32(grad_row), rl = f32(row_lse);
   const bool use_col = grad_col.numel() > 0;

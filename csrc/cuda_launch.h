@@ -12,12 +12,13 @@ namespace mmcl_fast {
 
 std::tuple<at::Tensor, at::Tensor> lse_fwd_cuda(const at::Tensor& x, const at::Tensor& y,
                                                 const at::Tensor& scale, c10::string_view similarity,
-                                                bool mask_diag, bool compute_col);
+                                                bool mask_diag, bool compute_col, bool checks,
+                                                bool deterministic, c10::string_view math_path);
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cuda(
     const at::Tensor& grad_row, const at::Tensor& grad_col, const at::Tensor& x,
     const at::Tensor& y, const at::Tensor& scale, const at::Tensor& row_lse,
     const at::Tensor& col_lse, c10::string_view similarity, bool mask_diag,
-    std::array<bool, 3> output_mask);
+    std::array<bool, 3> output_mask, bool checks, c10::string_view math_path);
 
 }  // namespace mmcl_fast

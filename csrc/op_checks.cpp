@@ -1,8 +1,10 @@
 // Argument checks and input preparation of the operators (see op_checks.h).
 #include "op_checks.h"
 
-#include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/isfinite.h>
 
 #include <cmath>
 #include <utility>
@@ -98,8 +100,8 @@ std::pair<at::Tensor, at::Tensor> centred_if_euclidean(const at::Tensor& x, cons
   }
   const double count = double(x.size(0) + y.size(0));
   const auto centre =
-      (x.sum(0, false, at::kDouble) + y.sum(0, false, at::kDouble)).div_(count).to(x.scalar_type());
-  return {x - centre, y - centre};
+      x.sum(0, false, at::kDouble).add_(y.sum(0, false, at::kDouble)).div_(count).to(x.scalar_type());
+  return {x.sub(centre), y.sub(centre)};
 }
 
 }  // namespace mmcl_fast

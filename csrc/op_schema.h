@@ -1,15 +1,22 @@
 // The schemas of mmcl_fast's operators, shared by ops.cpp (namespace mmcl_fast) and the emulated
 // CUDA test build (csrc/cuda/emulation/emulated_ops.cpp, namespace mmcl_fast_emu).
+//
+// The kernel options arrive as the last arguments (mmcl_fast/options.py, KernelOptions), never
+// from the environment: checks (the data-dependent checks on CUDA; the CPU kernels always check),
+// deterministic (CUDA column LSEs without atomics; torch.use_deterministic_algorithms(True) turns
+// it on too) and math_path ("auto", "simt" or "tc": the CUDA kernels' tile products). The CPU
+// kernels accept and ignore them.
 #pragma once
 
 namespace mmcl_fast {
 
 inline constexpr const char* kLseFwdSchema =
-    "lse_fwd(Tensor x, Tensor y, Tensor scale, str similarity, bool mask_diag, bool compute_col)"
-    " -> (Tensor, Tensor)";
+    "lse_fwd(Tensor x, Tensor y, Tensor scale, str similarity, bool mask_diag, bool compute_col,"
+    " bool checks=False, bool deterministic=False, str math_path=\"auto\") -> (Tensor, Tensor)";
 inline constexpr const char* kLseBwdSchema =
     "lse_bwd(Tensor grad_row, Tensor grad_col, Tensor x, Tensor y, Tensor scale, Tensor row_lse,"
-    " Tensor col_lse, str similarity, bool mask_diag, bool[3] output_mask) -> (Tensor, Tensor, Tensor)";
+    " Tensor col_lse, str similarity, bool mask_diag, bool[3] output_mask, bool checks=False,"
+    " str math_path=\"auto\") -> (Tensor, Tensor, Tensor)";
 
 // The O((M + N) D) operands of a loss around the pairwise LSE (CPU only; csrc/cpu/operands_cpu.cpp):
 // the kernel inputs ka, kb (L2-normalised for cosine, else copies), the positive-pair similarities

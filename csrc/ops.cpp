@@ -1,21 +1,24 @@
 // Operator schema and per-device dispatch of mmcl_fast's pairwise log-sum-exp pair.
 //
-//   lse_fwd(x[M,D], y[N,D], scale[], similarity, mask_diag, compute_col)
+//   lse_fwd(x[M,D], y[N,D], scale[], similarity, mask_diag, compute_col, checks, deterministic,
+//           math_path)
 //       -> (row_lse[M], col_lse[N] (or [0] when !compute_col))
 //       row_lse_i = log sum_j exp(s sim(x_i, y_j)),  col_lse_j = log sum_i exp(s sim(x_i, y_j)),
 //       j == i left out of both sums when mask_diag.
 //   lse_bwd(grad_row[M], grad_col[N] or [0], x, y, scale, row_lse, col_lse, similarity, mask_diag,
-//           output_mask[3]) -> (dx[M,D], dy[N,D], dscale like scale)
+//           output_mask[3], checks, math_path) -> (dx[M,D], dy[N,D], dscale like scale)
 //       An output whose output_mask entry is false is returned empty (shape [0]) and its kernel
 //       work is skipped (a frozen tower costs no dY pass).
+//   checks, deterministic, math_path: the kernel options (op_schema.h); the CPU kernels always
+//       run their checks and are deterministic for a fixed thread count, so they ignore them.
 //   operands_fwd(a[M,D], b[N,D], similarity) -> (ka, kb, pos[M], norm_a, norm_b)   (CPU, M <= N)
 //   operands_bwd(grad_ka, grad_kb, grad_pos, ka, kb, norm_a, norm_b, similarity, output_mask[2])
 //       -> (da, db): the cosine normalisation and the positive-pair similarities of the losses,
 //       formulas in cpu/operands_cpu.cpp.
 //
 // The Python layer (mmcl_fast/_ops.py) registers fake kernels and autograd for these ops.
+#include <ATen/core/Tensor.h>
 #include <torch/library.h>
-#include <ATen/ATen.h>
 
 #include <array>
 
@@ -34,7 +37,9 @@ namespace {
 std::tuple<at::Tensor, at::Tensor> lse_fwd_cpu_checked(const at::Tensor& x, const at::Tensor& y,
                                                        const at::Tensor& scale,
                                                        c10::string_view similarity, bool mask_diag,
-                                                       bool compute_col) {
+                                                       bool compute_col, bool /*checks*/,
+                                                       bool /*deterministic*/,
+                                                       c10::string_view /*math_path*/) {
   const std::string sim(similarity);
   check_common("lse_fwd", x, y, scale, sim);
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
@@ -49,7 +54,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cpu_checked(
     const at::Tensor& grad_row, const at::Tensor& grad_col, const at::Tensor& x,
     const at::Tensor& y, const at::Tensor& scale, const at::Tensor& row_lse,
     const at::Tensor& col_lse, c10::string_view similarity, bool mask_diag,
-    std::array<bool, 3> output_mask) {
+    std::array<bool, 3> output_mask, bool /*checks*/, c10::string_view /*math_path*/) {
   const std::string sim(similarity);
   check_common("lse_bwd", x, y, scale, sim);
   check_bwd(grad_row, grad_col, x, y, row_lse, col_lse, x.scalar_type());

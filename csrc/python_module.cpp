@@ -1,13 +1,13 @@
 // The importable module mmcl_fast._C: loading it registers the TORCH_LIBRARY ops of ops.cpp.
 // It also reports how the extension was built (read by mmcl_fast.backend_info()).
-#include <torch/extension.h>
+#include <pybind11/pybind11.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
 
 #include <chrono>
 #include <vector>
 
-#include "cpu/blas.h"
+#include "cpu/runtime/blas.h"
 
 #ifdef CPU_CAPABILITY_AVX2
 #define MMCL_FAST_CPU_FLAGS "avx2+fma (at::vec AVX2)"

@@ -10,6 +10,8 @@ Public API::
     mf.symmetric_lpsimclr(h1, h2, h1_neg, h2_neg, temperature=1.0)  # the simulations' estimator
     mf.pairwise_lse(x, y, scale, "dot")                           # the underlying operator
     mf.backend_info()                                             # which implementation is active
+    mf.symmetric_infonce(img, txt, temperature=0.07,               # per-call kernel options: checks,
+                         kernel_options=mf.KernelOptions(deterministic=True))  # determinism, math path
     mf.set_checks(True)                   # NaN/scale/label checks on CUDA too (they sync the host)
     mf.ClipLoss(...)                          # drop-in for open_clip's ClipLoss (multi-process too)
     mf.SymmetricInfoNCE(temperature=0.07, learnable=True)         # modules owning the scale
@@ -22,8 +24,9 @@ from .clip_loss import ClipLoss
 from .comm import comm_loss
 from .losses import infonce, lpsimclr, nt_xent, symmetric_infonce, symmetric_lpsimclr
 from .modules import NTXent, SymmetricInfoNCE
-from .validation import set_checks
+from .options import KernelOptions, set_checks
 
 __all__ = ["symmetric_infonce", "infonce", "nt_xent", "comm_loss", "lpsimclr", "symmetric_lpsimclr", "pairwise_lse",
-           "backend_info", "cpu_exp_rate", "set_checks", "ClipLoss", "SymmetricInfoNCE", "NTXent", "distributed"]
+           "backend_info", "cpu_exp_rate", "KernelOptions", "set_checks", "ClipLoss", "SymmetricInfoNCE", "NTXent",
+           "distributed"]
 __version__ = "0.1.0"

@@ -2,11 +2,15 @@
 
 The ``mmcl_fast`` namespace holds the pairwise log-sum-exp pair (schema in ``csrc/ops.cpp``):
 
-* ``lse_fwd(x, y, scale, similarity, mask_diag, compute_col) -> (row_lse, col_lse)``
+* ``lse_fwd(x, y, scale, similarity, mask_diag, compute_col, checks, deterministic, math_path)
+  -> (row_lse, col_lse)``
 * ``lse_bwd(grad_row, grad_col, x, y, scale, row_lse, col_lse, similarity, mask_diag,
-  output_mask) -> (dx, dy, dscale)``; an output whose ``output_mask`` entry is False is empty
-  (shape [0]) and its kernel pass is skipped. The autograd formula passes
+  output_mask, checks, math_path) -> (dx, dy, dscale)``; an output whose ``output_mask`` entry is
+  False is empty (shape [0]) and its kernel pass is skipped. The autograd formula passes
   ``ctx.needs_input_grad``, so a frozen tower (LiT) costs no dY pass.
+
+The last arguments are the kernel options (:class:`mmcl_fast.options.KernelOptions`); the
+backward receives the forward's.
 
 The compiled and JIT backends add ``operands_fwd`` / ``operands_bwd`` on CPU: the losses'
 O((M + N) D) operands (cosine normalisation, positive-pair similarities) in one pass on the
@@ -41,7 +45,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from . import _build_config, chunked
+from . import _build_config, chunked, options
+from .options import KernelOptions
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _CHECKOUT = _PACKAGE_DIR.parent            # the repository root when this package is a checkout
@@ -52,11 +57,13 @@ JIT_LOCK_TIMEOUT_S = float(os.environ.get("MMCL_FAST_JIT_LOCK_TIMEOUT", "1200"))
 _state: dict = {"backend": None, "module": None, "error": None, "warning": None}
 _load_lock = threading.Lock()
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+# The schemas of csrc/op_schema.h, for the pure-PyTorch backend.
 _FWD_SCHEMA = ("lse_fwd(Tensor x, Tensor y, Tensor scale, str similarity, bool mask_diag, "
-               "bool compute_col) -> (Tensor, Tensor)")
+               "bool compute_col, bool checks=False, bool deterministic=False, str math_path=\"auto\") "
+               "-> (Tensor, Tensor)")
 _BWD_SCHEMA = ("lse_bwd(Tensor grad_row, Tensor grad_col, Tensor x, Tensor y, Tensor scale, "
-               "Tensor row_lse, Tensor col_lse, str similarity, bool mask_diag, bool[3] output_mask) "
-               "-> (Tensor, Tensor, Tensor)")
+               "Tensor row_lse, Tensor col_lse, str similarity, bool mask_diag, bool[3] output_mask, "
+               "bool checks=False, str math_path=\"auto\") -> (Tensor, Tensor, Tensor)")
 
 
 def _is_source_checkout() -> bool:
@@ -246,7 +253,8 @@ def _register_fake_and_autograd() -> None:
         torch._check(scale.numel() == 1, lambda: f"scale must hold exactly one element, got {scale.shape}")
 
     @torch.library.register_fake("mmcl_fast::lse_fwd")
-    def _fwd_fake(x, y, scale, similarity, mask_diag, compute_col):
+    def _fwd_fake(x, y, scale, similarity, mask_diag, compute_col, checks=False, deterministic=False,
+                  math_path="auto"):
         _check_operands(x, y, scale)
         dt = lse_dtype(x.dtype)
         return (x.new_empty((x.shape[0],), dtype=dt),
@@ -254,7 +262,7 @@ def _register_fake_and_autograd() -> None:
 
     @torch.library.register_fake("mmcl_fast::lse_bwd")
     def _bwd_fake(grad_row, grad_col, x, y, scale, row_lse, col_lse, similarity, mask_diag,
-                  output_mask):
+                  output_mask, checks=False, math_path="auto"):
         _check_operands(x, y, scale)
         torch._check(grad_row.shape == (x.shape[0],) and row_lse.shape == (x.shape[0],),
                      lambda: f"grad_row and row_lse must have M = {x.shape[0]} elements")
@@ -266,9 +274,9 @@ def _register_fake_and_autograd() -> None:
                 torch.empty_like(scale) if need_dscale else scale.new_empty((0,)))
 
     def setup_context(ctx, inputs, output):
-        x, y, scale, similarity, mask_diag, _ = inputs
+        x, y, scale, similarity, mask_diag, _, checks, _, math_path = inputs  # defaults filled in
         ctx.save_for_backward(x, y, scale, *output)
-        ctx.similarity, ctx.mask_diag = similarity, mask_diag
+        ctx.similarity, ctx.mask_diag, ctx.checks, ctx.math_path = similarity, mask_diag, checks, math_path
 
     def backward(ctx, grad_row, grad_col):
         x, y, scale, row_lse, col_lse = ctx.saved_tensors
@@ -278,12 +286,12 @@ def _register_fake_and_autograd() -> None:
             grad_col = row_lse.new_empty(0)
         need = list(ctx.needs_input_grad[:3])
         if not any(need):
-            return None, None, None, None, None, None
+            return (None,) * 9
         dx, dy, dscale = torch.ops.mmcl_fast.lse_bwd(
             grad_row.contiguous(), grad_col.contiguous(), x, y, scale, row_lse, col_lse,
-            ctx.similarity, ctx.mask_diag, need)
+            ctx.similarity, ctx.mask_diag, need, ctx.checks, ctx.math_path)
         return (dx if need[0] else None, dy if need[1] else None, dscale if need[2] else None,
-                None, None, None)
+                *(None,) * 6)
 
     torch.library.register_autograd("mmcl_fast::lse_fwd", backward, setup_context=setup_context)
     if has_operands_op():
@@ -338,16 +346,19 @@ def _register_operands_fake_and_autograd() -> None:
 
 
 def pairwise_lse(x: Tensor, y: Tensor, scale: Tensor, similarity: str = "dot",
-                 mask_diag: bool = False, compute_col: bool = True) -> tuple[Tensor, Tensor]:
+                 mask_diag: bool = False, compute_col: bool = True, *,
+                 kernel_options: KernelOptions | None = None) -> tuple[Tensor, Tensor]:
     """Row and column log-sum-exp of the logits L = scale * sim(x, y), never stored.
 
     ``row_lse[i] = log sum_j exp(L[i, j])`` and ``col_lse[j] = log sum_i exp(L[i, j])``, with the
     diagonal j == i left out of both when ``mask_diag``; ``col_lse`` is empty unless
     ``compute_col``. ``similarity`` is one of ``"dot"``, ``"euclidean"`` (-||a - b||^2) or ``"l1"``
     (-||a - b||_1). Differentiable in ``x``, ``y`` and ``scale`` (a one-element tensor).
+    ``kernel_options``: see :class:`mmcl_fast.KernelOptions` (None: the process defaults).
     """
     load_backend()
-    return torch.ops.mmcl_fast.lse_fwd(x, y, scale, similarity, mask_diag, compute_col)
+    return torch.ops.mmcl_fast.lse_fwd(x, y, scale, similarity, mask_diag, compute_col,
+                                       *options.resolve(kernel_options).op_arguments())
 
 
 def operands(a: Tensor, b: Tensor, similarity: str) -> tuple[Tensor, Tensor, Tensor]:
@@ -383,8 +394,8 @@ def backend_info() -> dict:
         "cpu_blas": mod.cpu_blas() if hasattr(mod, "cpu_blas") else None,
         "cuda_kernels_compiled": has_cuda_kernels(),
         "cuda_available": torch.cuda.is_available(),
-        # MMCL_FAST_CUDA_PATH as the CUDA launcher reads it at every call (auto when unset)
-        "cuda_math_path": os.environ.get("MMCL_FAST_CUDA_PATH") or "auto",
+        # the process default of the kernel options (a call's kernel_options override it)
+        "cuda_math_path": options.defaults().cuda_math_path,
     }
     if torch.cuda.is_available():
         info["cuda_devices"] = [

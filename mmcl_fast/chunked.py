@@ -66,8 +66,12 @@ def _mask_diagonal(block: Tensor, i0: int, value: float) -> None:
 
 
 def lse_fwd(x: Tensor, y: Tensor, scale: Tensor, similarity: str, mask_diag: bool,
-            compute_col: bool) -> tuple[Tensor, Tensor]:
-    """row_lse_i = log sum_j exp(s sim(x_i, y_j)), col_lse_j = log sum_i exp(s sim(x_i, y_j))."""
+            compute_col: bool, checks: bool = False, deterministic: bool = False,
+            math_path: str = "auto") -> tuple[Tensor, Tensor]:
+    """row_lse_i = log sum_j exp(s sim(x_i, y_j)), col_lse_j = log sum_i exp(s sim(x_i, y_j)).
+
+    The kernel options (``checks``, ``deterministic``, ``math_path``) concern the CUDA kernels; this
+    implementation is deterministic and has no math paths, so it ignores them."""
     s = _check_scale(scale)
     x, y = _centred_if_euclidean(*_compute_precision(x, y), similarity)
     m, n = x.shape[0], y.shape[0]
@@ -87,7 +91,8 @@ def lse_fwd(x: Tensor, y: Tensor, scale: Tensor, similarity: str, mask_diag: boo
 
 def lse_bwd(grad_row: Tensor, grad_col: Tensor, x: Tensor, y: Tensor, scale: Tensor,
             row_lse: Tensor, col_lse: Tensor, similarity: str, mask_diag: bool,
-            output_mask=(True, True, True)) -> tuple[Tensor, Tensor, Tensor]:
+            output_mask=(True, True, True), checks: bool = False,
+            math_path: str = "auto") -> tuple[Tensor, Tensor, Tensor]:
     """dx, dy, dscale from G_ij = gr_i softmax_row_ij + gc_j softmax_col_ij (recomputed per chunk).
 
     Outputs whose ``output_mask`` entry is False are returned empty (shape [0]) and not computed.

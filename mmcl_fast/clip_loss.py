@@ -6,7 +6,8 @@ from torch import Tensor, nn
 
 from . import distributed as mdist
 from .losses import infonce, symmetric_infonce
-from .validation import check_pair, value_checks
+from .options import KernelOptions, resolve, value_checks
+from .validation import check_pair
 
 
 class ClipLoss(nn.Module):
@@ -34,12 +35,13 @@ class ClipLoss(nn.Module):
       ``gather_with_grad`` the gathered copies carry no gradient.
 
     ``cache_labels`` is accepted for compatibility (no label tensor is needed here); horovod is
-    not supported.
+    not supported. ``kernel_options`` (:class:`mmcl_fast.KernelOptions`, keyword only) sets the
+    operator's options for every call (None: the process defaults).
     """
 
     def __init__(self, local_loss: bool = False, gather_with_grad: bool = False,
                  cache_labels: bool = False, rank: int = 0, world_size: int = 1,
-                 use_horovod: bool = False):
+                 use_horovod: bool = False, *, kernel_options: KernelOptions | None = None):
         super().__init__()
         if use_horovod:
             raise NotImplementedError("mmcl_fast.ClipLoss supports torch.distributed only, "
@@ -49,6 +51,7 @@ class ClipLoss(nn.Module):
                              f"world_size={world_size}")
         self.local_loss, self.gather_with_grad = bool(local_loss), bool(gather_with_grad)
         self.cache_labels, self.rank, self.world_size = cache_labels, rank, world_size
+        self.kernel_options = resolve(kernel_options) if kernel_options is not None else None
 
     def _check_world(self) -> None:
         w, r = mdist.world()
@@ -65,7 +68,7 @@ class ClipLoss(nn.Module):
                              f"pairs, got {image_features.shape[0]} and {text_features.shape[0]}")
         if self.world_size == 1:
             loss = symmetric_infonce(image_features, text_features, logit_scale=logit_scale,
-                                     similarity="dot")
+                                     similarity="dot", kernel_options=self.kernel_options)
         else:
             loss = self._distributed(image_features, text_features, logit_scale)
         if isinstance(logit_bias, Tensor) and logit_bias.requires_grad:
@@ -76,8 +79,8 @@ class ClipLoss(nn.Module):
         self._check_world()
         if not self.local_loss:
             return mdist.symmetric_infonce(img, txt, logit_scale=logit_scale, similarity="dot",
-                                           ddp_scaling=self.gather_with_grad)
-        if value_checks(img.device):
+                                           ddp_scaling=self.gather_with_grad, kernel_options=self.kernel_options)
+        if value_checks(img.device, self.kernel_options):
             mdist.check_equal_batches(img.shape[0], img.device)
         if self.gather_with_grad:
             all_img, all_txt = mdist.gather_rows_with_grad(img), mdist.gather_rows_with_grad(txt)
@@ -85,6 +88,7 @@ class ClipLoss(nn.Module):
             all_img, all_txt = mdist.all_gather_rows(img), mdist.all_gather_rows(txt)
         n = img.shape[0]
         labels = torch.arange(n * self.rank, n * (self.rank + 1), device=img.device)
-        per_image = infonce(img, all_txt, labels, logit_scale=logit_scale, similarity="dot")
-        per_text = infonce(txt, all_img, labels, logit_scale=logit_scale, similarity="dot")
+        options = {"logit_scale": logit_scale, "similarity": "dot", "kernel_options": self.kernel_options}
+        per_image = infonce(img, all_txt, labels, **options)
+        per_text = infonce(txt, all_img, labels, **options)
         return (per_image + per_text) / 2

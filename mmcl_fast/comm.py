@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from .losses import nt_xent
+from .options import KernelOptions
 
 
 def _check_views(views1: Sequence[Tensor], views2: Sequence[Tensor], full_index: int) -> int:
@@ -49,18 +50,21 @@ def _check_views(views1: Sequence[Tensor], views2: Sequence[Tensor], full_index:
 def comm_loss(views1: Sequence[Tensor], views2: Sequence[Tensor], temperature: float | Tensor | None = 0.1, *,
               full_index: int = -1, weights: Sequence[float] | Tensor | None = None,
               logit_scale: Tensor | float | None = None, similarity: str = "cosine",
-              return_terms: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+              return_terms: bool = False,
+              kernel_options: KernelOptions | None = None) -> Tensor | tuple[Tensor, Tensor]:
     """The CoMM loss of two views (see the module docstring).
 
     ``views1`` / ``views2``: the embeddings of the first / second augmentation, the unimodal
     ones and the multimodal one (at ``full_index``, default last), each (N, D). ``weights``:
     one per term, in the order of the embeddings (the multimodal term at ``full_index``).
     ``return_terms`` also returns the M + 1 unweighted terms. Scale and similarity as in
-    :func:`mmcl_fast.nt_xent` (give ``logit_scale`` with ``temperature=None``).
+    :func:`mmcl_fast.nt_xent` (give ``logit_scale`` with ``temperature=None``), and so is
+    ``kernel_options``.
     """
     full = _check_views(views1, views2, full_index)
     n = len(views1)
-    scale = {"temperature": temperature, "logit_scale": logit_scale, "similarity": similarity}
+    scale = {"temperature": temperature, "logit_scale": logit_scale, "similarity": similarity,
+             "kernel_options": kernel_options}
     terms = []
     for k in range(n):
         if k == full:  # NT-Xent is symmetric in its two views: 1/2 [L(z', z'') + L(z'', z')] = L(z', z'')

@@ -26,7 +26,8 @@ from torch import Tensor
 
 from . import _ops, losses
 from .operands import kernel_inputs, positive_similarity
-from .validation import check_options, check_pair, loss_scale, value_checks
+from .options import KernelOptions, value_checks
+from .validation import check_options, check_pair, loss_scale
 
 # torch >= 2.10 names the single-tensor collectives *_single; older releases *_tensor.
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
@@ -109,7 +110,7 @@ def check_equal_batches(n: int, device: torch.device, group=None) -> None:
 
 
 def sharded_symmetric_lse_loss(a: Tensor, b: Tensor, s: Tensor, kernel_similarity: str,
-                               group=None) -> Tensor:
+                               group=None, kernel_options: KernelOptions | None = None) -> Tensor:
     """This rank's share of the global symmetric InfoNCE (mean reduction).
 
     Inputs are kernel inputs (normalised for cosine). Returns
@@ -121,7 +122,8 @@ def sharded_symmetric_lse_loss(a: Tensor, b: Tensor, s: Tensor, kernel_similarit
     n = a.shape[0]
     s = _SumGradOverRanks.apply(s, group)
     b_all = _GatherRows.apply(b, group)
-    row, col_part = _ops.pairwise_lse(a, b_all, s, kernel_similarity, False, True)
+    row, col_part = _ops.pairwise_lse(a, b_all, s, kernel_similarity, False, True,
+                                      kernel_options=kernel_options)
     parts = _GatherRows.apply(col_part.unsqueeze(0), group)     # (W, B_g) column partials
     col = torch.logsumexp(parts, dim=0)[r * n:(r + 1) * n]
     pos = s * positive_similarity(a, b, kernel_similarity)
@@ -137,7 +139,8 @@ def _global_value(partial: Tensor, group) -> Tensor:
 
 def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None = None, *,
                       logit_scale: Tensor | float | None = None, similarity: str = "cosine",
-                      group=None, ddp_scaling: bool = True) -> Tensor:
+                      group=None, ddp_scaling: bool = True,
+                      kernel_options: KernelOptions | None = None) -> Tensor:
     r"""Global symmetric InfoNCE over the paired rows of all ranks (mean over B_g = W * B pairs).
 
     Same loss as :func:`mmcl_fast.symmetric_infonce` on the concatenated batch
@@ -151,6 +154,7 @@ def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None =
       values leaves it unchanged).
 
     Without an initialised process group (or with W = 1) this is the single-process loss.
+    ``kernel_options``: see :class:`mmcl_fast.KernelOptions`.
     """
     check_pair(("a", "b"), a, b)
     if a.shape[0] != b.shape[0]:
@@ -160,11 +164,11 @@ def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None =
     w, _ = world(group)
     if w == 1:
         return losses.symmetric_infonce(a, b, temperature, logit_scale=logit_scale,
-                                        similarity=similarity)
-    if value_checks(a.device):
+                                        similarity=similarity, kernel_options=kernel_options)
+    if value_checks(a.device, kernel_options):
         check_equal_batches(a.shape[0], a.device, group)
     s = loss_scale(temperature, logit_scale, _ops.lse_dtype(a.dtype), a.device)
     ksim, (ka, kb) = kernel_inputs(similarity, a, b)
     if ddp_scaling:
         ka, kb = _ScaleGrad.apply(ka, float(w)), _ScaleGrad.apply(kb, float(w))
-    return _global_value(sharded_symmetric_lse_loss(ka, kb, s, ksim, group), group)
+    return _global_value(sharded_symmetric_lse_loss(ka, kb, s, ksim, group, kernel_options), group)

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from . import _ops
 from .operands import kernel_inputs, paired_operands, positive_similarity
+from .options import KernelOptions
 from .validation import check_finite_number, check_labels, check_options, check_pair, loss_scale
 
 
@@ -75,7 +76,7 @@ def _reduce(per_item: Tensor, reduction: str) -> Tensor:
 
 def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None = None, *,
                       logit_scale: Tensor | float | None = None, similarity: str = "cosine",
-                      reduction: str = "mean") -> Tensor:
+                      reduction: str = "mean", kernel_options: KernelOptions | None = None) -> Tensor:
     r"""Symmetric InfoNCE (the CLIP loss) between paired batches ``a`` and ``b`` (both B x D).
 
     With L_ij = s * sim(a_i, b_j) (see the module docstring for s and sim):
@@ -87,7 +88,9 @@ def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None =
     (s = 1 / temperature) and ``logit_scale`` (s = logit_scale, e.g. ``model.logit_scale.exp()``,
     which receives a gradient when it requires one) must be given. Memory is O(B * D): the B x B
     logits are never stored. Half-precision inputs on CPU are computed in float32 and the loss is
-    returned in float32.
+    returned in float32. ``kernel_options`` (:class:`mmcl_fast.KernelOptions`: data-dependent
+    checks on CUDA, deterministic CUDA kernels, the CUDA math path) defaults to the process
+    defaults; every loss of this module takes it.
     """
     check_pair(("a", "b"), a, b)
     if a.shape[0] != b.shape[0]:
@@ -97,14 +100,15 @@ def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None =
     s = loss_scale(temperature, logit_scale, _ops.lse_dtype(a.dtype), a.device)
     ksim, ka, kb, pos_sim = paired_operands(similarity, a, b)
     # Negatives only: the positives L_ii sit on the masked diagonal.
-    row_neg, col_neg = _ops.pairwise_lse(ka, kb, s, ksim, True, True)
+    row_neg, col_neg = _ops.pairwise_lse(ka, kb, s, ksim, True, True, kernel_options=kernel_options)
     pos = s * pos_sim
     return _reduce(0.5 * (_softplus(row_neg - pos) + _softplus(col_neg - pos)), reduction)
 
 
 def infonce(query: Tensor, keys: Tensor, labels: Tensor | None = None,
             temperature: float | Tensor | None = None, *, logit_scale: Tensor | float | None = None,
-            similarity: str = "cosine", reduction: str = "mean") -> Tensor:
+            similarity: str = "cosine", reduction: str = "mean",
+            kernel_options: KernelOptions | None = None) -> Tensor:
     r"""One-directional InfoNCE: each query row against all keys (M x N logits, N may exceed M).
 
         loss_i = -L_{i, y_i} + log sum_{j<N} exp(L_ij),   L_ij = s * sim(query_i, keys_j)
@@ -121,21 +125,21 @@ def infonce(query: Tensor, keys: Tensor, labels: Tensor | None = None,
             raise ValueError(f"`keys` has {n} rows but `query` has {m}: without `labels` the "
                              "positives are keys[:M], so N >= M is required")
     else:
-        check_labels(labels, m, n, query.device)
+        check_labels(labels, m, n, query.device, kernel_options)
     s = loss_scale(temperature, logit_scale, _ops.lse_dtype(query.dtype), query.device)
     if labels is None:  # positives on the diagonal: mask them and use the softplus form
         ksim, kq, kk, pos_sim = paired_operands(similarity, query, keys)
-        row_neg, _ = _ops.pairwise_lse(kq, kk, s, ksim, True, False)
+        row_neg, _ = _ops.pairwise_lse(kq, kk, s, ksim, True, False, kernel_options=kernel_options)
         return _reduce(_softplus(row_neg - s * pos_sim), reduction)
     ksim, (kq, kk) = kernel_inputs(similarity, query, keys)
-    row_lse, _ = _ops.pairwise_lse(kq, kk, s, ksim, False, False)
+    row_lse, _ = _ops.pairwise_lse(kq, kk, s, ksim, False, False, kernel_options=kernel_options)
     pos = s * positive_similarity(kq, kk[labels.long()], ksim)
     return _reduce(row_lse - pos, reduction)
 
 
 def nt_xent(a: Tensor, b: Tensor, temperature: float | Tensor | None = None, *,
             logit_scale: Tensor | float | None = None, similarity: str = "cosine",
-            reduction: str = "mean") -> Tensor:
+            reduction: str = "mean", kernel_options: KernelOptions | None = None) -> Tensor:
     r"""NT-Xent (SimCLR): the 2N x 2N objective over z = cat(a, b) with intra-view negatives.
 
         loss_k = -L_{k, p(k)} + log sum_{j != k} exp(L_kj),   L_kj = s * sim(z_k, z_j),
@@ -155,9 +159,9 @@ def nt_xent(a: Tensor, b: Tensor, temperature: float | Tensor | None = None, *,
     # negatives are a_j (j != k) and b_j (j != k); for b_k, b_j and a_j (j != k). The a-b block
     # gives both directions in one pass (its columns are the b anchors' rows of the b-a block).
     # 3 N^2 logits instead of 4 N^2, and the positives stay out of every LSE.
-    ab_rows, ab_cols = _ops.pairwise_lse(ka, kb, s, ksim, True, True)
-    aa_rows, _ = _ops.pairwise_lse(ka, ka, s, ksim, True, False)
-    bb_rows, _ = _ops.pairwise_lse(kb, kb, s, ksim, True, False)
+    ab_rows, ab_cols = _ops.pairwise_lse(ka, kb, s, ksim, True, True, kernel_options=kernel_options)
+    aa_rows, _ = _ops.pairwise_lse(ka, ka, s, ksim, True, False, kernel_options=kernel_options)
+    bb_rows, _ = _ops.pairwise_lse(kb, kb, s, ksim, True, False, kernel_options=kernel_options)
     neg_a = torch.logaddexp(_finite(aa_rows), _finite(ab_rows))
     neg_b = torch.logaddexp(_finite(bb_rows), _finite(ab_cols))
     pos = s * pos_sim
@@ -166,7 +170,7 @@ def nt_xent(a: Tensor, b: Tensor, temperature: float | Tensor | None = None, *,
 
 def lpsimclr(anchor: Tensor, positive: Tensor, negatives: Tensor, temperature: float | Tensor = 1.0, *,
              alpha: float = 0.5, include_positive: bool = True, log_mean: bool = True,
-             reduction: str = "mean") -> Tensor:
+             reduction: str = "mean", kernel_options: KernelOptions | None = None) -> Tensor:
     r"""The Lp-SimCLR estimator (p = 2, squared norm) of the identifiability simulations, one direction.
 
     Negatives come from their own batch (e.g. a second, independent batch through the anchor's
@@ -193,7 +197,8 @@ def lpsimclr(anchor: Tensor, positive: Tensor, negatives: Tensor, temperature: f
         raise ValueError("`temperature` must be given (the paper uses 1.0)")
     s = loss_scale(temperature, None, _ops.lse_dtype(anchor.dtype), anchor.device)
     _, (ka, kp, kn) = kernel_inputs("euclidean", anchor, positive, negatives)
-    row, _ = _ops.pairwise_lse(ka, kn, s, "euclidean", False, False)  # log sum_j exp(-neg_ij / tau)
+    # log sum_j exp(-neg_ij / tau)
+    row, _ = _ops.pairwise_lse(ka, kn, s, "euclidean", False, False, kernel_options=kernel_options)
     pos = -positive_similarity(ka, kp, "euclidean")
     denom = torch.logaddexp(row, -s * pos) if include_positive else row
     if log_mean:

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from . import distributed as mdist
 from .losses import nt_xent, symmetric_infonce
+from .options import KernelOptions, resolve
 from .validation import check_options
 
 
@@ -16,11 +17,12 @@ class _ScaledLoss(nn.Module):
 
     The scale used is ``s = exp(clamp(log_s, log(1 / max_temperature), log(max_scale)))``: the
     clamp bounds s to [1 / max_temperature, max_scale] (CLIP: max_scale 100); outside the bounds
-    the log-scale receives no gradient.
+    the log-scale receives no gradient. ``kernel_options`` (:class:`mmcl_fast.KernelOptions`)
+    is passed to every call of the loss (None: the process defaults).
     """
 
     def __init__(self, temperature: float, learnable: bool, similarity: str, reduction: str,
-                 max_scale: float, max_temperature: float):
+                 max_scale: float, max_temperature: float, kernel_options: KernelOptions | None):
         super().__init__()
         if not (isinstance(temperature, (int, float)) and math.isfinite(temperature)
                 and temperature > 0):
@@ -36,6 +38,7 @@ class _ScaledLoss(nn.Module):
             self.register_buffer("log_scale", log_s)
         self.similarity, self.reduction = similarity, reduction
         self.log_bounds = (-math.log(max_temperature), math.log(max_scale))
+        self.kernel_options = resolve(kernel_options) if kernel_options is not None else None
 
     def scale(self) -> Tensor:
         """The clamped, exponentiated scale s = 1 / temperature (0-dim float32 tensor)."""
@@ -63,9 +66,10 @@ class SymmetricInfoNCE(_ScaledLoss):
 
     def __init__(self, temperature: float = 0.07, learnable: bool = False,
                  similarity: str = "cosine", reduction: str = "mean", max_scale: float = 100.0,
-                 max_temperature: float = 100.0, gather_distributed: bool = False):
+                 max_temperature: float = 100.0, gather_distributed: bool = False, *,
+                 kernel_options: KernelOptions | None = None):
         super().__init__(temperature, learnable, similarity, reduction, max_scale,
-                         max_temperature)
+                         max_temperature, kernel_options)
         if gather_distributed and reduction != "mean":
             raise ValueError("gather_distributed supports reduction='mean' only")
         self.gather_distributed = gather_distributed
@@ -73,9 +77,10 @@ class SymmetricInfoNCE(_ScaledLoss):
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         s = self.scale()
         if self.gather_distributed and mdist.world()[0] > 1:
-            return mdist.symmetric_infonce(a, b, logit_scale=s, similarity=self.similarity)
+            return mdist.symmetric_infonce(a, b, logit_scale=s, similarity=self.similarity,
+                                           kernel_options=self.kernel_options)
         return symmetric_infonce(a, b, logit_scale=s, similarity=self.similarity,
-                                 reduction=self.reduction)
+                                 reduction=self.reduction, kernel_options=self.kernel_options)
 
 
 class NTXent(_ScaledLoss):
@@ -87,10 +92,10 @@ class NTXent(_ScaledLoss):
 
     def __init__(self, temperature: float = 0.1, learnable: bool = False,
                  similarity: str = "cosine", reduction: str = "mean", max_scale: float = 100.0,
-                 max_temperature: float = 100.0):
+                 max_temperature: float = 100.0, *, kernel_options: KernelOptions | None = None):
         super().__init__(temperature, learnable, similarity, reduction, max_scale,
-                         max_temperature)
+                         max_temperature, kernel_options)
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         return nt_xent(a, b, logit_scale=self.scale(), similarity=self.similarity,
-                       reduction=self.reduction)
+                       reduction=self.reduction, kernel_options=self.kernel_options)

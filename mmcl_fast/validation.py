@@ -11,35 +11,23 @@ read it, and on a GPU reading it means waiting for the device (a host synchronis
 * every rank of a distributed loss has the same local batch size.
 
 On CPU they always run: there they cost no synchronisation. On CUDA they run only when asked for,
-with ``MMCL_FAST_CHECKS=1`` or ``mmcl_fast.set_checks(True)``. Otherwise a CUDA call queues its
-kernels and returns without waiting, and CUDA-graph capture is possible. As in PyTorch itself, a
-NaN input then propagates to the loss.
+with ``kernel_options=KernelOptions(checks=True)`` or the process default
+(``mmcl_fast.set_checks(True)``, ``MMCL_FAST_CHECKS=1``; see :mod:`mmcl_fast.options`). Otherwise a
+CUDA call queues its kernels and returns without waiting, and CUDA-graph capture is possible. As
+in PyTorch itself, a NaN input then propagates to the loss.
 """
 from __future__ import annotations
 
 import math
-import os
 from numbers import Real
 
 import torch
 from torch import Tensor
 
-ENV = "MMCL_FAST_CHECKS"
+from .options import KernelOptions, value_checks
+
 SIMILARITIES = ("cosine", "dot", "euclidean", "l1")
 REDUCTIONS = ("mean", "sum", "none")
-
-
-def set_checks(enabled: bool) -> None:
-    """Turn the data-dependent checks on or off for CUDA tensors (CPU always checks).
-
-    Sets ``MMCL_FAST_CHECKS``, which the compiled CUDA launcher reads at every call too.
-    """
-    os.environ[ENV] = "1" if enabled else "0"
-
-
-def value_checks(device: torch.device) -> bool:
-    """Whether the data-dependent checks run for tensors on ``device``."""
-    return device.type == "cpu" or os.environ.get(ENV, "0") == "1"
 
 
 def check_features(name: str, t) -> None:
@@ -105,7 +93,8 @@ def loss_scale(temperature, logit_scale, dtype: torch.dtype, device: torch.devic
     return torch.full((), float(logit_scale), dtype=dtype, device=device)
 
 
-def check_labels(labels, m: int, n: int, device: torch.device) -> None:
+def check_labels(labels, m: int, n: int, device: torch.device,
+                 kernel_options: KernelOptions | None = None) -> None:
     """``infonce``'s labels: int32/int64, shape [m], on ``device``, values in [0, n) (the last
     one read from the data, so data-dependent)."""
     if not isinstance(labels, Tensor) or labels.dim() != 1 or labels.shape[0] != m:
@@ -114,7 +103,7 @@ def check_labels(labels, m: int, n: int, device: torch.device) -> None:
         raise TypeError(f"`labels` must be an integer tensor, got {labels.dtype}")
     if labels.device != device:
         raise ValueError(f"`labels` is on {labels.device} but `query` on {device}")
-    if (value_checks(labels.device) and not torch.compiler.is_compiling()
+    if (value_checks(labels.device, kernel_options) and not torch.compiler.is_compiling()
             and bool(((labels < 0) | (labels >= n)).any())):
         raise ValueError(f"`labels` must lie in [0, {n})")
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import mmcl_fast as mf
+from mmcl_fast import KernelOptions
 from mmcl_fast import reference as ref
 
 import emulated_cuda
@@ -34,10 +35,9 @@ def device(request):
 
 
 @pytest.fixture(params=["simt", "tc"])
-def path(request, monkeypatch):
-    """The kernels' math path (MMCL_FAST_CUDA_PATH): CUDA cores, or tensor cores (WMMA; float32 as
-    TF32; l1 runs SIMT either way)."""
-    monkeypatch.setenv("MMCL_FAST_CUDA_PATH", request.param)
+def path(request):
+    """The kernels' math path (the ops' math_path argument): CUDA cores, or tensor cores (WMMA;
+    float32 as TF32; l1 runs SIMT either way)."""
     return request.param
 
 
@@ -61,7 +61,7 @@ def _inputs(m, n, d, sim, dtype, seed):
     return a, b
 
 
-def _check_losses(device, dtype, sim, a, b, scale=3.0, tol=None):
+def _check_losses(device, dtype, sim, a, b, scale=3.0, tol=None, options=None):
     tol = TOL[dtype] if tol is None else tol
     m, n = a.shape[0], b.shape[0]
     for fused, naive in LOSSES:
@@ -71,7 +71,7 @@ def _check_losses(device, dtype, sim, a, b, scale=3.0, tol=None):
         s64 = torch.tensor(scale, dtype=torch.float64, requires_grad=True)
         ad, bd = a.to(device).requires_grad_(), b.to(device).requires_grad_()
         sd = torch.tensor(scale, device=device, requires_grad=True)
-        out = fused(ad, bd, logit_scale=sd, similarity=sim)
+        out = fused(ad, bd, logit_scale=sd, similarity=sim, kernel_options=options)
         want = naive(a64, b64, logit_scale=s64, similarity=sim)
         grads = torch.autograd.grad(out, [ad, bd, sd])
         grads64 = torch.autograd.grad(want, [a64, b64, s64])
@@ -94,35 +94,33 @@ SIM_PATHS = [(sim, p) for sim in ("cosine", "dot", "euclidean", "l1") for p in (
 @pytest.mark.parametrize("sim, math_path", SIM_PATHS)
 @pytest.mark.parametrize("m, n, d", SHAPES)
 @pytest.mark.parametrize("deterministic", [False, True])
-def test_cuda_matches_float64_reference(device, dtype, sim, math_path, m, n, d, deterministic, monkeypatch):
-    monkeypatch.setenv("MMCL_FAST_DETERMINISTIC", "1" if deterministic else "0")
-    monkeypatch.setenv("MMCL_FAST_CUDA_PATH", math_path)
+def test_cuda_matches_float64_reference(device, dtype, sim, math_path, m, n, d, deterministic):
     a, b = _inputs(m, n, d, sim, dtype, seed=m * 1000 + d)
-    _check_losses(device, dtype, sim, a, b, tol=_tol(dtype, math_path))
+    _check_losses(device, dtype, sim, a, b, tol=_tol(dtype, math_path),
+                  options=KernelOptions(deterministic=deterministic, cuda_math_path=math_path))
 
 
 @pytest.mark.parametrize("sim, math_path", [sp for sp in SIM_PATHS if sp[0] != "cosine"])
-def test_cuda_rectangular_many_tiles(device, sim, math_path, monkeypatch):
+def test_cuda_rectangular_many_tiles(device, sim, math_path):
     """Three row blocks against five column tiles, with D spanning nine 16-wide slices."""
-    monkeypatch.setenv("MMCL_FAST_DETERMINISTIC", "0")
-    monkeypatch.setenv("MMCL_FAST_CUDA_PATH", math_path)
     a, b = _inputs(130, 257, 130, sim, torch.float32, seed=7)
-    _check_losses(device, torch.float32, sim, a, b, tol=_tol(torch.float32, math_path))
+    _check_losses(device, torch.float32, sim, a, b, tol=_tol(torch.float32, math_path),
+                  options=KernelOptions(cuda_math_path=math_path))
 
 
-def _fwd_bwd_outputs(device, x, y):
+def _fwd_bwd_outputs(device, x, y, path):
+    """Deterministic forward and backward on math path ``path``, concatenated."""
     s = torch.tensor(4.0, device=device)
-    row, col = torch.ops.mmcl_fast.lse_fwd(x, y, s, "dot", False, True)
+    row, col = torch.ops.mmcl_fast.lse_fwd(x, y, s, "dot", False, True, False, True, path)
     dx, dy, ds = torch.ops.mmcl_fast.lse_bwd(torch.full_like(row, 0.3), torch.full_like(col, 0.7), x, y, s, row, col,
-                                             "dot", False, [True, True, True])
+                                             "dot", False, [True, True, True], False, path)
     return torch.cat([row, col, dx.float().flatten(), dy.float().flatten(), ds.reshape(1)])
 
 
-def test_default_math_path_follows_dtype_and_allow_tf32(device, monkeypatch):
+def test_default_math_path_follows_dtype_and_allow_tf32(device):
     """auto: tensor cores for half inputs; float32 on the CUDA cores unless
     torch.backends.cuda.matmul.allow_tf32 is set (then TF32: measurably coarser than SIMT, within
     TF32's tolerance of float64)."""
-    monkeypatch.setenv("MMCL_FAST_DETERMINISTIC", "1")
     g = torch.Generator().manual_seed(11)
     x, y = (torch.nn.functional.normalize(torch.randn(100, 64, generator=g, dtype=torch.float64), dim=1)
             for _ in range(2))
@@ -130,12 +128,11 @@ def test_default_math_path_follows_dtype_and_allow_tf32(device, monkeypatch):
     for dtype in (torch.float32, torch.float16, torch.bfloat16):
         xd, yd = x.to(device, dtype), y.to(device, dtype)
         for choice in ("simt", "tc", "auto"):
-            monkeypatch.setenv("MMCL_FAST_CUDA_PATH", choice)
-            runs[dtype, choice] = _fwd_bwd_outputs(device, xd, yd)
+            runs[dtype, choice] = _fwd_bwd_outputs(device, xd, yd, choice)
         previous = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = True
         try:
-            runs[dtype, "auto+tf32"] = _fwd_bwd_outputs(device, xd, yd)
+            runs[dtype, "auto+tf32"] = _fwd_bwd_outputs(device, xd, yd, "auto")
         finally:
             torch.backends.cuda.matmul.allow_tf32 = previous
     for half in (torch.float16, torch.bfloat16):
@@ -152,27 +149,29 @@ def test_default_math_path_follows_dtype_and_allow_tf32(device, monkeypatch):
     assert 1e-6 < rel_err(runs[torch.float32, "tc"].cpu(), want) < TF32_TOL
 
 
-def test_math_path_setting_is_checked(device, monkeypatch):
-    monkeypatch.setenv("MMCL_FAST_CUDA_PATH", "fast")
+def test_math_path_setting_is_checked(device):
     x = torch.randn(8, 4, device=device)
-    with pytest.raises(RuntimeError, match="MMCL_FAST_CUDA_PATH must be 'simt', 'tc' or 'auto'"):
-        torch.ops.mmcl_fast.lse_fwd(x, x, torch.tensor(1.0, device=device), "dot", False, True)
+    s = torch.tensor(1.0, device=device)
+    with pytest.raises(RuntimeError, match="math_path must be 'simt', 'tc' or 'auto', got 'fast'"):
+        torch.ops.mmcl_fast.lse_fwd(x, x, s, "dot", False, True, False, False, "fast")
+    row, col = torch.ops.mmcl_fast.lse_fwd(x, x, s, "dot", False, True)
+    with pytest.raises(RuntimeError, match="math_path must be 'simt', 'tc' or 'auto', got 'TC'"):
+        torch.ops.mmcl_fast.lse_bwd(row, col, x, x, s, row, col, "dot", False, [True, True, True], False, "TC")
 
 
-def test_float16_tensor_core_gradient_keeps_small_g(device, monkeypatch):
+def test_float16_tensor_core_gradient_keeps_small_g(device):
     """G = g_i softmax_ij is of order 1e-5 / N here, deep in float16's subnormals: the kernels'
     per-row power-of-two scaling of G before the float16 product keeps dX and dY within 5e-3 of
     float64 (float16 G without it: 2.4e-2, simulated in float64)."""
-    monkeypatch.setenv("MMCL_FAST_CUDA_PATH", "tc")
     g = torch.Generator().manual_seed(12)
     x = (torch.randn(70, 40, generator=g, dtype=torch.float64) * 0.3).half().double()
     y = (torch.randn(300, 40, generator=g, dtype=torch.float64) * 0.3).half().double()
     s = torch.tensor(4.0, dtype=torch.float64)
     gr, gc = torch.full((70,), 1e-5, dtype=torch.float64), torch.full((300,), 3e-6, dtype=torch.float64)
     xh, yh, sf = x.to(device, torch.float16), y.to(device, torch.float16), s.float().to(device)
-    row, col = torch.ops.mmcl_fast.lse_fwd(xh, yh, sf, "dot", False, True)
+    row, col = torch.ops.mmcl_fast.lse_fwd(xh, yh, sf, "dot", False, True, False, False, "tc")
     dx, dy, _ = torch.ops.mmcl_fast.lse_bwd(gr.float().to(device), gc.float().to(device), xh, yh, sf, row, col,
-                                            "dot", False, [True, True, False])
+                                            "dot", False, [True, True, False], False, "tc")
     logits = s * x @ y.T
     G = gr[:, None] * torch.softmax(logits, 1) + gc[None, :] * torch.softmax(logits, 0)
     assert rel_err(dx.cpu(), s * G @ y) < 5e-3
@@ -201,21 +200,21 @@ def test_cuda_kernels_refuse_float64(device):
         op(x, x, torch.tensor(1.0), "dot", False, True)
 
 
-def test_deterministic_mode_is_bitwise_reproducible(device, monkeypatch):
-    monkeypatch.setenv("MMCL_FAST_DETERMINISTIC", "1")
+def test_deterministic_mode_is_bitwise_reproducible(device):
     n = 3000 if device == "cuda" else 300
     g = torch.Generator().manual_seed(3)
     a = torch.randn(n, 96, generator=g).to(device).requires_grad_()
     b = torch.randn(n, 96, generator=g).to(device)
     runs = []
     for _ in range(2):
-        loss = mf.symmetric_infonce(a, b, logit_scale=torch.tensor(100.0, device=device))
+        loss = mf.symmetric_infonce(a, b, logit_scale=torch.tensor(100.0, device=device),
+                                    kernel_options=KernelOptions(deterministic=True))
         (grad,) = torch.autograd.grad(loss, a)
         runs.append((loss, grad))
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
 
 
-def test_atomic_column_merge_matches_second_pass(device, monkeypatch):
+def test_atomic_column_merge_matches_second_pass(device):
     """The column LSE from the 64-bit CAS merge of per-block (max, sum) pairs (blocks racing)
     agrees with the deterministic second pass."""
     n = 4096 if device == "cuda" else 450
@@ -223,15 +222,12 @@ def test_atomic_column_merge_matches_second_pass(device, monkeypatch):
     x = torch.nn.functional.normalize(torch.randn(n, 24, generator=g), dim=1).to(device)
     y = torch.nn.functional.normalize(torch.randn(n, 24, generator=g), dim=1).to(device)
     s = torch.tensor(50.0, device=device)
-    monkeypatch.setenv("MMCL_FAST_DETERMINISTIC", "0")
-    _, col_atomic = mf.pairwise_lse(x, y, s)
-    monkeypatch.setenv("MMCL_FAST_DETERMINISTIC", "1")
-    _, col_pass = mf.pairwise_lse(x, y, s)
+    _, col_atomic = mf.pairwise_lse(x, y, s, kernel_options=KernelOptions(deterministic=False))
+    _, col_pass = mf.pairwise_lse(x, y, s, kernel_options=KernelOptions(deterministic=True))
     assert rel_err(col_atomic, col_pass) < 1e-6
 
 
-def test_logit_scale_100_column_merge_is_exact(device, monkeypatch):
-    monkeypatch.setenv("MMCL_FAST_DETERMINISTIC", "0")
+def test_logit_scale_100_column_merge_is_exact(device):
     n = 4096 if device == "cuda" else 520
     g = torch.Generator().manual_seed(0)
     x = torch.nn.functional.normalize(torch.randn(n, 32, generator=g, dtype=torch.float64), dim=1)
@@ -253,29 +249,29 @@ def test_opcheck_on_the_cuda_implementation(device, path, similarity, dtype):
     y = torch.randn(9, 5, generator=g).to(device, dtype).requires_grad_()
     s = torch.tensor(0.8, device=device, requires_grad=True)
     fwd, bwd = torch.ops.mmcl_fast.lse_fwd.default, torch.ops.mmcl_fast.lse_bwd.default
-    torch.library.opcheck(fwd, (x, y, s, similarity, False, True))
-    torch.library.opcheck(fwd, (x[:7], y[:7], s, similarity, True, False))
-    row, col = fwd(x.detach(), y.detach(), s.detach(), similarity, False, True)
+    torch.library.opcheck(fwd, (x, y, s, similarity, False, True, False, True, path))
+    torch.library.opcheck(fwd, (x[:7], y[:7], s, similarity, True, False, False, False, path))
+    row, col = fwd(x.detach(), y.detach(), s.detach(), similarity, False, True, False, False, path)
     for mask in ([True, True, True], [False, True, False]):
         torch.library.opcheck(bwd, (torch.rand_like(row), torch.rand_like(col), x.detach(), y.detach(), s.detach(),
-                                    row, col, similarity, False, mask))
+                                    row, col, similarity, False, mask, False, path))
 
 
 # --- the emulator's own conversions (no GPU needed) ---
 
 def test_emulated_half_to_float_is_exact_for_every_bit_pattern():
-    module = emulated_cuda.load()
+    emulated_cuda.load()  # registers torch.ops.mmcl_fast_emu
     bits = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16)
     for bf16, dtype in ((False, torch.float16), (True, torch.bfloat16)):
         want = bits.view(dtype).float()
-        got = module.from_half_bits(bits, bf16)
+        got = torch.ops.mmcl_fast_emu.from_half_bits(bits, bf16)
         finite = ~torch.isnan(want)
         assert torch.equal(got[finite], want[finite])
         assert torch.isnan(got[~finite]).all()
 
 
 def test_emulated_float_to_half_rounds_to_nearest_even():
-    module = emulated_cuda.load()
+    emulated_cuda.load()  # registers torch.ops.mmcl_fast_emu
     g = torch.Generator().manual_seed(1)
     # random floats across the half range (normal, subnormal, overflow), the exact midpoints
     # between neighbouring halves (ties), and the boundaries
@@ -286,10 +282,10 @@ def test_emulated_float_to_half_rounds_to_nearest_even():
                           float("inf"), float("-inf")])
     values = torch.cat([wide, ties, -ties, edges])
     for bf16, dtype in ((False, torch.float16), (True, torch.bfloat16)):
-        assert torch.equal(module.to_half_bits(values, bf16), values.to(dtype).view(torch.int16))
+        assert torch.equal(torch.ops.mmcl_fast_emu.to_half_bits(values, bf16), values.to(dtype).view(torch.int16))
 
 
-# --- host synchronisation (mmcl_fast/checks.py) ---
+# --- host synchronisation (the checks option, mmcl_fast/options.py) ---
 
 def _profiled_ops(fn):
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -297,37 +293,35 @@ def _profiled_ops(fn):
     return {e.name for e in prof.events()}
 
 
-def _fwd_bwd(x, y, s):
-    row, col = torch.ops.mmcl_fast.lse_fwd(x, y, s, "euclidean", True, True)
+def _fwd_bwd(x, y, s, checks, deterministic):
+    row, col = torch.ops.mmcl_fast.lse_fwd(x, y, s, "euclidean", True, True, checks, deterministic)
     torch.ops.mmcl_fast.lse_bwd(torch.ones_like(row), torch.ones_like(col), x, y, s, row, col, "euclidean", True,
-                                [True, True, True])
+                                [True, True, True], checks)
 
 
 SYNC_OPS = {"aten::item", "aten::_local_scalar_dense"}
 
 
-@pytest.mark.parametrize("deterministic", ["0", "1"])
-def test_cuda_launcher_does_not_sync_by_default_and_checks_on_request(device, deterministic, monkeypatch):
-    """Without MMCL_FAST_CHECKS the CUDA forward and backward read no tensor data on the host (no
-    .item() anywhere in the call tree, so the calls can be captured in a CUDA graph); with it, a
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_cuda_launcher_does_not_sync_by_default_and_checks_on_request(device, deterministic):
+    """Without checks the CUDA forward and backward read no tensor data on the host (no .item()
+    anywhere in the call tree, so the calls can be captured in a CUDA graph); with checks=True, a
     NaN input and a negative scale are refused."""
     g = torch.Generator().manual_seed(2)
     x, y = (torch.randn(70, 6, generator=g).to(device) for _ in range(2))
     s = torch.tensor(2.0, device=device)
-    monkeypatch.delenv("MMCL_FAST_CHECKS", raising=False)
-    monkeypatch.setenv("MMCL_FAST_DETERMINISTIC", deterministic)
-    assert not SYNC_OPS & _profiled_ops(lambda: _fwd_bwd(x, y, s))
+    assert not SYNC_OPS & _profiled_ops(lambda: _fwd_bwd(x, y, s, False, deterministic))
     nan_x = x.clone()
     nan_x[3, 1] = float("nan")
     row, col = torch.ops.mmcl_fast.lse_fwd(nan_x, y, s, "dot", False, True)
     assert torch.isnan(row[3]) and torch.isfinite(row[:3]).all()  # propagates, as in PyTorch
     assert torch.isnan(col).all()  # every column sums over row 3
-    mf.set_checks(True)
-    try:
-        assert SYNC_OPS & _profiled_ops(lambda: _fwd_bwd(x, y, s))
-        with pytest.raises(RuntimeError, match="x contains NaN or Inf"):
-            torch.ops.mmcl_fast.lse_fwd(nan_x, y, s, "dot", False, True)
-        with pytest.raises(RuntimeError, match="must be positive and finite"):
-            torch.ops.mmcl_fast.lse_fwd(x, y, -s, "dot", False, True)
-    finally:
-        mf.set_checks(False)
+    assert SYNC_OPS & _profiled_ops(lambda: _fwd_bwd(x, y, s, True, deterministic))
+    with pytest.raises(RuntimeError, match="x contains NaN or Inf"):
+        torch.ops.mmcl_fast.lse_fwd(nan_x, y, s, "dot", False, True, True)
+    with pytest.raises(RuntimeError, match="must be positive and finite"):
+        torch.ops.mmcl_fast.lse_fwd(x, y, -s, "dot", False, True, True)
+    # the public entry point passes the option down: checks=True refuses the NaN input, the default propagates it
+    with pytest.raises(RuntimeError, match="x contains NaN or Inf"):
+        mf.pairwise_lse(nan_x, y, s, kernel_options=KernelOptions(checks=True))
+    assert torch.isnan(mf.pairwise_lse(nan_x, y, s)[0][3])

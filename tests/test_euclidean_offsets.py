@@ -60,7 +60,7 @@ def exact_nt_xent(a, b, temperature):
     return _exact_ce(logits, (torch.arange(2 * n) + n) % (2 * n))
 
 
-def _chunked_pairwise_lse(x, y, scale, similarity="dot", mask_diag=False, compute_col=True):
+def _chunked_pairwise_lse(x, y, scale, similarity="dot", mask_diag=False, compute_col=True, kernel_options=None):
     return chunked.ChunkedPairwiseLSE.apply(x, y, scale, similarity, mask_diag, compute_col)
 
 

@@ -26,6 +26,9 @@ def test_opcheck_forward(similarity, dtype):
     for m, n, d, mask, col in ((7, 7, 3, True, True), (5, 9, 20, False, True), (6, 4, 2, False, False)):
         x, y, s = _operands(m, n, d, dtype, grad=True)
         torch.library.opcheck(LSE_FWD, (x, y, s, similarity, mask, col))
+    # the kernel options as explicit arguments (the CPU kernel always checks and is deterministic)
+    x, y, s = _operands(7, 7, 3, dtype, grad=True)
+    torch.library.opcheck(LSE_FWD, (x, y, s, similarity, True, True, True, True, "simt"))
 
 
 @pytest.mark.parametrize("similarity", ["dot", "euclidean", "l1"])
@@ -35,6 +38,7 @@ def test_opcheck_backward(similarity, output_mask):
     row, col = LSE_FWD(x, y, s, similarity, False, True)
     gr, gc = torch.rand(6, dtype=torch.float64), torch.rand(9, dtype=torch.float64)
     torch.library.opcheck(LSE_BWD, (gr, gc, x, y, s, row, col, similarity, False, output_mask))
+    torch.library.opcheck(LSE_BWD, (gr, gc, x, y, s, row, col, similarity, False, output_mask, True, "tc"))
 
 
 def _bwd_masks(rec: OpRecorder) -> list[list[bool]]:

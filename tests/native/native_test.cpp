@@ -26,11 +26,12 @@ double max_rel(const at::Tensor& a, const at::Tensor& b) {
 
 int main() {
   using Fwd = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                 const at::Tensor&, c10::string_view, bool, bool);
+                                                 const at::Tensor&, c10::string_view, bool, bool, bool,
+                                                 bool, c10::string_view);
   using Bwd = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
       const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
       const at::Tensor&, const at::Tensor&, const at::Tensor&, c10::string_view, bool,
-      std::array<bool, 3>);
+      std::array<bool, 3>, bool, c10::string_view);
   auto fwd = c10::Dispatcher::singleton().findSchemaOrThrow("mmcl_fast::lse_fwd", "").typed<Fwd>();
   auto bwd = c10::Dispatcher::singleton().findSchemaOrThrow("mmcl_fast::lse_bwd", "").typed<Bwd>();
   at::manual_seed(0);
@@ -46,8 +47,8 @@ int main() {
       auto want_row = at::logsumexp(L, {1}), want_col = at::logsumexp(L, {0});
       auto gr = at::rand({M}, at::kDouble), gc = at::rand({N}, at::kDouble);
       auto grads = torch::autograd::grad({(want_row * gr).sum() + (want_col * gc).sum()}, {x, y, s});
-      auto [row, col] = fwd.call(x.detach(), y.detach(), s.detach(), sim, mask, true);
-      auto [dx, dy, ds] = bwd.call(gr, gc, x.detach(), y.detach(), s.detach(), row, col, sim, mask, std::array<bool, 3>{true, true, true});
+      auto [row, col] = fwd.call(x.detach(), y.detach(), s.detach(), sim, mask, true, true, false, "auto");
+      auto [dx, dy, ds] = bwd.call(gr, gc, x.detach(), y.detach(), s.detach(), row, col, sim, mask, std::array<bool, 3>{true, true, true}, true, "auto");
       const double err = std::max({max_rel(row, want_row.detach()), max_rel(col, want_col.detach()),
                                    max_rel(dx, grads[0]), max_rel(dy, grads[1]), max_rel(ds, grads[2])});
       std::printf("%-9s mask=%d  max rel err %.2e\n", sim.c_str(), int(mask), err);

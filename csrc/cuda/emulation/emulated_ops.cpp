@@ -1,8 +1,11 @@
 // The host-emulated CUDA backend used by the tests: the operators' CUDA implementations
 // (csrc/cuda_launch.cpp, kernels of csrc/cuda/pairwise_lse.cu run by the emulator) registered as
-// mmcl_fast_emu::lse_fwd / lse_bwd for CPU tensors, plus the emulator's controls.
+// mmcl_fast_emu::lse_fwd / lse_bwd for CPU tensors, the emulator's half-precision conversions as
+// mmcl_fast_emu::to_half_bits / from_half_bits, and its controls (a pybind11 module).
 // Built on demand by tests/emulated_cuda.py; never part of the installed package.
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <pybind11/pybind11.h>
 #include <torch/library.h>
 
 #include "../../cuda_launch.h"
@@ -42,11 +45,15 @@ at::Tensor from_half_bits(const at::Tensor& bits, bool bfloat16) {
 TORCH_LIBRARY(mmcl_fast_emu, m) {
   m.def(mmcl_fast::kLseFwdSchema);
   m.def(mmcl_fast::kLseBwdSchema);
+  m.def("to_half_bits(Tensor values, bool bfloat16) -> Tensor");
+  m.def("from_half_bits(Tensor bits, bool bfloat16) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(mmcl_fast_emu, CPU, m) {
   m.impl("lse_fwd", &mmcl_fast::lse_fwd_cuda);
   m.impl("lse_bwd", &mmcl_fast::lse_bwd_cuda);
+  m.impl("to_half_bits", &to_half_bits);
+  m.impl("from_half_bits", &from_half_bits);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -54,6 +61,4 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_concurrent_blocks", &mmcl_fast::cuda_emulation::set_concurrent_blocks,
         "How many thread blocks of a launch run at once (1: one after another)");
   m.def("concurrent_blocks", &mmcl_fast::cuda_emulation::concurrent_blocks);
-  m.def("to_half_bits", &to_half_bits, "float32 -> float16 (or bfloat16) bits, emulator's rounding");
-  m.def("from_half_bits", &from_half_bits, "float16 (or bfloat16) bits -> float32");
 }
