@@ -10,7 +10,7 @@ from pathlib import Path
 
 # Paths relative to the repository root.
 OP_SOURCES = ("csrc/ops.cpp", "csrc/op_checks.cpp", "csrc/cpu/pairwise_lse_cpu.cpp",  # the TORCH_LIBRARY ops
-              "csrc/cpu/operands_cpu.cpp", "csrc/cpu/worker_pool.cpp")
+              "csrc/cpu/operands_cpu.cpp", "csrc/cpu/runtime/worker_pool.cpp")
 PYTHON_MODULE_SOURCES = ("csrc/python_module.cpp",)                      # the importable _C module
 CUDA_SOURCES = ("csrc/cuda/pairwise_lse.cu", "csrc/cuda_launch.cpp")     # built when torch has CUDA
 # The CUDA sources run on the CPU by the host emulator (csrc/cuda/emulation), as the test backend

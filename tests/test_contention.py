@@ -1,7 +1,7 @@
 """The fused loss keeps working when another process competes for the cores.
 
 Not a timing test: the bound is ~20x what the passes take on a shared 2-core machine. Before
-each worker made its BLAS calls sequential (csrc/cpu/blas.h, SequentialBlasScope), MKL started a
+each worker made its BLAS calls sequential (csrc/cpu/runtime/blas.h, SequentialBlasScope), MKL started a
 nested OpenMP team per tile and the D = 17 passes below took ~25 s each beside this neighbour.
 """
 import pytest

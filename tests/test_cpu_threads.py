@@ -1,4 +1,4 @@
-"""The CPU kernels' own thread pool (csrc/cpu/worker_pool.h): correct under any thread count, after
+"""The CPU kernels' own thread pool (csrc/cpu/runtime/worker_pool.h): correct under any thread count, after
 fork(), and idle without spinning.
 
 Each check runs in a fresh interpreter, so that thread counts and the pool's state are its own.
@@ -136,7 +136,7 @@ def test_the_losses_backward_leaves_no_thread_spinning_before_the_op():
 
 
 def test_the_op_leaves_the_callers_floating_point_mode_as_it_was():
-    # The kernel's slots flush subnormal results to zero (csrc/cpu/flush_denormals.h) and must
+    # The kernel's slots flush subnormal results to zero (csrc/cpu/runtime/flush_denormals.h) and must
     # restore the mode: after the op, a subnormal product on the calling thread is still exact.
     res = run_python(_SETUP + """
     torch.set_num_threads(2)

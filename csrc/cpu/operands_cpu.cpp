@@ -19,8 +19,10 @@
 // caller spin-waiting for a descheduled OpenMP thread.
 #include "operands_cpu.h"
 
-#include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -28,7 +30,7 @@
 #include <utility>
 
 #include "../similarity.h"
-#include "worker_pool.h"
+#include "runtime/worker_pool.h"
 
 namespace mmcl_fast {
 namespace {

@@ -7,7 +7,8 @@
 // spinning threads collapse throughput as soon as another process competes for the cores.
 #pragma once
 
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/from_blob.h>
 
 extern "C" {
 int MKL_Set_Num_Threads_Local(int) __attribute__((weak));  // MKL's C API (mkl_service.h)
