@@ -3,12 +3,11 @@
     python benchmarks/bench_contended_ab.py 64 cosine 3 "PP=/path/to/old/checkout" "PP=$PWD"
     python benchmarks/bench_contended_ab.py 64 cosine 1 "" "GOMP_SPINCOUNT=0"
 
-One BusyNeighbour process (mmcl_fast.experiments.benchmark) lives for the whole run; it is
+One BusyNeighbour process (benchmarks/harness.py) lives for the whole run; it is
 stopped (SIGSTOP) for the quiet passes and resumed (SIGCONT) for the loaded ones, so every
 variant sees the same neighbour. Each variant (comma-separated KEY=VALUE: PP sets PYTHONPATH,
 GOMP_* is passed as is) runs, per round, one quiet and one loaded fresh process timing the median
 of 5 fused forward+backward passes (B = 4096, 2 threads) in wall and process CPU time.
-results/cpu_pool_ab_contended_2026-11-24.txt is its output.
 """
 import json
 import os
@@ -19,7 +18,7 @@ import sys
 import textwrap
 import time
 
-from mmcl_fast.experiments.benchmark import _NEIGHBOUR
+from harness import _NEIGHBOUR
 
 BENCH = textwrap.dedent("""
     import json, statistics, sys, time, torch, mmcl_fast as mf

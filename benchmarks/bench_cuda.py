@@ -5,18 +5,17 @@
 Forward+backward of the symmetric InfoNCE (cosine, logit_scale 100/7) timed with CUDA events
 (median of warm repetitions, inputs rotated among several sets) and peak extra memory
 (torch.cuda.max_memory_allocated minus the inputs), for bf16 and fp32. The fused loss runs on
-both math paths of the kernels (MMCL_FAST_CUDA_PATH): `fused_simt` (CUDA cores) and `fused_tc`
+both math paths of the kernels (KernelOptions.cuda_math_path): `fused_simt` (CUDA cores) and `fused_tc`
 (tensor cores; fp32 as TF32), against eager PyTorch (open_clip's formulation), torch.compile of
 it, and Inf-CL (`inf_cl.cal_inf_loss`) when it is installed.
 
 Effective TFLOP/s count 8 * B^2 * D (forward logits, backward dA and dB, and the backward's
 recomputation); "of peak" divides them by the GPU's dense tensor-core peak for the dtype (bf16;
-TF32 for fp32), from PEAK_TFLOPS by device name or --peak-tflops. Writes
-benchmarks/results/bench_cuda.json and prints a table.
+TF32 for fp32), from PEAK_TFLOPS by device name or --peak-tflops. Writes bench_cuda.json in
+benchmarks/results (--out) and prints a table.
 """
 import argparse
 import json
-import os
 import statistics
 from pathlib import Path
 
@@ -34,11 +33,11 @@ def eager_clip(a, b, scale):
 
 
 def fused_on(path):
-    """The fused loss with the kernels' math path fixed to `path` (read by the launcher at every
-    call, forward and backward)."""
+    """The fused loss with the kernels' math path fixed to `path` (forward and backward)."""
+    options = mf.KernelOptions(cuda_math_path=path)
+
     def fused_clip(a, b, scale):
-        os.environ["MMCL_FAST_CUDA_PATH"] = path
-        return mf.symmetric_infonce(a, b, logit_scale=scale)
+        return mf.symmetric_infonce(a, b, logit_scale=scale, kernel_options=options)
     return fused_clip
 
 
@@ -129,7 +128,6 @@ def main():
                     else:
                         cells = rec["error"]
                     print(f"{dtype:9s} D={D:4d} B={B:7d} {name:10s} {cells}", flush=True)
-    os.environ.pop("MMCL_FAST_CUDA_PATH", None)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"device": device, "results": rows}, indent=1))
 

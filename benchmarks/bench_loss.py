@@ -11,7 +11,7 @@ benchmarks/results/<name>.json and .png.
 import argparse
 from pathlib import Path
 
-from mmcl_fast.experiments.benchmark import machine_rates, run_grid, write_outputs
+from harness import machine_rates, run_grid, write_outputs
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--batch-sizes", type=int, nargs="+", default=[1024, 6144, 16384, 65536])

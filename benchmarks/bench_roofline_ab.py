@@ -5,7 +5,7 @@
 Runs a threaded 2048^3 torch.mm first (its rate is the roofline, and it leaves MKL in the state
 a training step leaves it in), then times the fused forward and backward (best of 5) at
 D = 5, 64, 128 and prints 8 B^2 D / sgemm rate / time. Alternate checkouts on PYTHONPATH to
-compare builds; results/cpu_pool_ab_quiet_2026-11-24.txt is its output.
+compare builds.
 """
 import argparse
 import time

@@ -3,12 +3,10 @@
     compute-sanitizer --tool memcheck python3 benchmarks/cuda_sanitizer_case.py
 
 Runs the fused losses on a 150 x 130 problem (three row blocks, tiles cut at the edges) for every
-dtype and similarity, on both math paths (CUDA cores and tensor cores, MMCL_FAST_CUDA_PATH), in
+dtype and similarity, on both math paths (CUDA cores and tensor cores, KernelOptions.cuda_math_path), in
 atomic and in deterministic mode, then synchronises. Exits non-zero if a
 result is not finite.
 """
-import os
-
 import torch
 
 import mmcl_fast as mf
@@ -17,9 +15,8 @@ import mmcl_fast as mf
 def main():
     torch.manual_seed(0)
     ok = True
-    for path, deterministic in ((p, d) for p in ("simt", "tc") for d in ("0", "1")):
-        os.environ["MMCL_FAST_CUDA_PATH"] = path
-        os.environ["MMCL_FAST_DETERMINISTIC"] = deterministic
+    for path, deterministic in ((p, d) for p in ("simt", "tc") for d in (False, True)):
+        options = mf.KernelOptions(deterministic=deterministic, cuda_math_path=path)
         for dtype in (torch.float32, torch.float16, torch.bfloat16):
             for sim in ("cosine", "dot", "euclidean", "l1"):
                 if path == "tc" and sim == "l1":
@@ -27,7 +24,7 @@ def main():
                 a = torch.randn(150, 130, device="cuda", dtype=dtype, requires_grad=True)
                 b = torch.randn(150, 130, device="cuda", dtype=dtype, requires_grad=True)
                 scale = torch.tensor(5.0, device="cuda", requires_grad=True)
-                loss = mf.symmetric_infonce(a, b, logit_scale=scale, similarity=sim)
+                loss = mf.symmetric_infonce(a, b, logit_scale=scale, similarity=sim, kernel_options=options)
                 loss.backward()
                 torch.cuda.synchronize()
                 finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(a.grad).all())

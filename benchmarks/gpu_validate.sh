@@ -40,7 +40,7 @@ ARCH=$($PY -c "import torch; print('%d.%d' % torch.cuda.get_device_capability())
 export TORCH_CUDA_ARCH_LIST=$ARCH MAX_JOBS=${MAX_JOBS:-$(nproc)}
 if step build 300 $PY -m pip install --no-build-isolation --no-deps -e .; then
   step backend 60 $PY -c "import json, mmcl_fast as mf; info = mf.backend_info(); print(json.dumps(info)); assert info['cuda_kernels_compiled']"
-  step tests 240 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_op_conventions.py
+  step tests 240 $PY -m pytest -q -p no:cacheprovider -m "cuda or not slow" tests/test_cuda.py tests/test_op_conventions.py
   SAN=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   for tool in memcheck racecheck synccheck; do
     step "sanitizer_$tool" 120 "$SAN" --tool "$tool" --error-exitcode 3 $PY benchmarks/cuda_sanitizer_case.py

@@ -166,6 +166,9 @@ def _load_jit(reason: str):
           "minutes once. `pip install --no-build-isolation -e .` builds it ahead.",
           file=sys.stderr, flush=True)
     wait_for_build_lock(directory)
+    scripts = str(Path(sys.executable).parent)  # pip's ninja, when the venv is not activated
+    if scripts not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), scripts])
     sources = [*_build_config.OP_SOURCES, *_build_config.PYTHON_MODULE_SOURCES]
     flags = ["-O3", _build_config.source_hash_define(_CHECKOUT), *_build_config.cpu_compile_flags()]
     return load(name=JIT_NAME, sources=[str(_CHECKOUT / s) for s in sources],

@@ -14,6 +14,11 @@ os.environ["TORCH_EXTENSIONS_DIR"] = tempfile.mkdtemp(prefix="mmcl_fast_test_jit
 # schema of an earlier build.
 os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="mmcl_fast_test_inductor_")
 
+# The interpreter's scripts directory first on PATH: where pip put ninja (torch's JIT builds run
+# `ninja`) and the mmcl-fast command, so that `<venv>/bin/python -m pytest` works without
+# activating the venv. (cmake gets the interpreter explicitly: tests/test_native_build.py.)
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
 # One in-process compile thread: inductor's worker pool would otherwise compete with the
 # subprocess tests for the CI machine's two cores.
 os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")

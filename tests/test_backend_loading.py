@@ -29,6 +29,7 @@ def test_import_chooses_no_backend_until_the_first_op_call():
     assert res == {"before": [None, False], "after": "compiled"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["repository root", "elsewhere"])
 def test_compiled_backend_wherever_python_starts(where, tmp_path):
     jit_root = tmp_path / "torch_extensions"
@@ -98,6 +99,7 @@ def test_the_installed_build_matches_these_sources():
     assert _ops.backend_info()["source_hash"] == _build_config.source_hash(REPO)
 
 
+@pytest.mark.slow
 def test_an_unknown_or_unavailable_backend_request_raises(tmp_path):
     pkg = tmp_path / "mmcl_fast"                     # the package alone: no _C, no sources
     shutil.copytree(REPO / "mmcl_fast", pkg, ignore=shutil.ignore_patterns("_C*", "__pycache__"))
@@ -147,6 +149,7 @@ def test_a_young_lock_is_not_taken_for_stale(tmp_path):
     assert lock.exists()
 
 
+@pytest.mark.slow
 def test_a_jit_request_does_not_hang_on_a_held_lock(tmp_path):
     """End to end: MMCL_FAST_BACKEND=jit from the checkout with a lock in the build directory
     fails within seconds with the lock's path in the message instead of waiting forever."""

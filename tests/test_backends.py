@@ -15,6 +15,7 @@ def test_backend_info_reports_compiled():
     assert info["cpu_blas"] is not None
 
 
+@pytest.mark.slow
 def test_torch_compile_fullgraph_matches_eager():
     torch._dynamo.reset()
     g = torch.Generator().manual_seed(0)

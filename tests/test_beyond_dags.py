@@ -1,4 +1,4 @@
-"""Beyond DAGs (issue 17): the latent partial causal model's samplers, the disentanglement
+"""Beyond DAGs: the latent partial causal model's samplers, the disentanglement
 metrics, and one short run end to end (checkpoint, resume, report)."""
 import json
 import math
@@ -153,6 +153,7 @@ def test_output_dimension_and_primary_metric_follow_the_geometries():
         assert primary_metric(setting, model) == "linear_r2"
 
 
+@pytest.mark.slow
 def test_short_run_trains_checkpoints_resumes_and_reports(tmp_path, capsys):
     """A 120-step box run with the L1 model: the loss falls, the metrics are finite, a second
     call reuses results.json, and the report holds the row."""
@@ -207,6 +208,7 @@ def test_few_shot_probe_and_its_argument_checks():
         few_shot_accuracy(comps, x[:10], y[:10], x, y, shots=50)
 
 
+@pytest.mark.slow
 def test_imagetext_ica_demo_scores_every_pipeline(tmp_path):
     """The few-shot PCA+FastICA demonstration on a (tiny) trained image/text run."""
     from mmcl_fast.experiments.beyond_dags import imagetext_ica_demo

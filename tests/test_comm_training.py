@@ -65,6 +65,7 @@ def test_each_method_trains_and_resumes_exactly(method, train_data, tmp_path):
     assert [resumed.step() for _ in range(2)] == pytest.approx(losses[2:], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_scores_every_task_and_writes_the_table(tmp_path):
     flags = ["--method", "comm", "--steps", "3", "--batch-size", "16", "--encoder-width", "8", "--width", "16",
              "--threads", "1", "--out", str(tmp_path), "--quiet"]
@@ -110,6 +111,7 @@ def test_features_of_every_kind_and_a_clear_error_for_others(train_data):
         run.features(train_data, pairs, "logits")
 
 
+@pytest.mark.slow
 def test_probe_features_scores_a_checkpoint_and_its_random_init(tmp_path, capsys):
     from mmcl_fast.experiments.comm.probe_features import main as probe_main
 

@@ -1,4 +1,4 @@
-"""CoMM's bimodal Trifeatures generator and the torch SimCLR augmentations (issue 16)."""
+"""CoMM's bimodal Trifeatures generator and the torch SimCLR augmentations."""
 import numpy as np
 import pytest
 import torch

@@ -3,6 +3,8 @@ fork(), and idle without spinning.
 
 Each check runs in a fresh interpreter, so that thread counts and the pool's state are its own.
 """
+import pytest
+
 from conftest import run_python
 
 _SETUP = """
@@ -68,6 +70,7 @@ def test_a_forked_child_runs_the_kernel():
     assert res == {"finished": True, "same": True}, res
 
 
+@pytest.mark.slow
 def test_idle_threads_take_no_cpu_after_the_op():
     # After one of its calls the op leaves no thread spinning: the process's CPU time over a
     # following sleep stays near zero. (An OpenMP parallel region leaves its workers spinning for
@@ -88,6 +91,7 @@ def test_idle_threads_take_no_cpu_after_the_op():
     assert min(res["cpu_during_sleep_s"]) < 0.002, res
 
 
+@pytest.mark.slow
 def test_helper_threads_share_the_work():
     # With 2 threads the op's row slots run on a helper as well as on the caller: threads that
     # appear during the calls accumulate CPU time (read from /proc, in clock ticks).
@@ -112,6 +116,7 @@ def test_helper_threads_share_the_work():
     assert res["new_thread_ticks"] >= 0.25 * res["main_ticks"] > 0, res
 
 
+@pytest.mark.slow
 def test_the_losses_backward_leaves_no_thread_spinning_before_the_op():
     # The first backward step of every masked loss is its softplus; the operator's backward runs
     # right after it. That step must not open an OpenMP region (logaddexp's backward does, through
@@ -135,6 +140,7 @@ def test_the_losses_backward_leaves_no_thread_spinning_before_the_op():
     assert min(res["cpu_during_sleep_s"]) < 0.002, res
 
 
+@pytest.mark.slow
 def test_the_op_leaves_the_callers_floating_point_mode_as_it_was():
     # The kernel's slots flush subnormal results to zero (csrc/cpu/runtime/flush_denormals.h) and must
     # restore the mode: after the op, a subnormal product on the calling thread is still exact.

@@ -90,17 +90,35 @@ SIM_PATHS = [(sim, p) for sim in ("cosine", "dot", "euclidean", "l1") for p in (
              if (sim, p) != ("l1", "tc")]
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("sim, math_path", SIM_PATHS)
-@pytest.mark.parametrize("m, n, d", SHAPES)
-@pytest.mark.parametrize("deterministic", [False, True])
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+def _matrix():
+    """Every (deterministic, shape, similarity, math path, dtype). The fast lane runs a slice in
+    which every similarity/path pair, shape, dtype and mode appears at least once; the rest is
+    marked slow (the full lane)."""
+    fast = {(k % 2 == 1, SHAPES[k % len(SHAPES)], sp, DTYPES[k % len(DTYPES)]) for k, sp in enumerate(SIM_PATHS)}
+    cases = []
+    for det in (False, True):
+        for shape in SHAPES:
+            for sp in SIM_PATHS:
+                for dtype in DTYPES:
+                    marks = () if (det, shape, sp, dtype) in fast else (pytest.mark.slow,)
+                    name = f"{det}-{'-'.join(map(str, shape))}-{'-'.join(sp)}-{str(dtype).removeprefix('torch.')}"
+                    cases.append(pytest.param(dtype, *sp, *shape, det, marks=marks, id=name))
+    return cases
+
+
+@pytest.mark.parametrize("dtype, sim, math_path, m, n, d, deterministic", _matrix())
 def test_cuda_matches_float64_reference(device, dtype, sim, math_path, m, n, d, deterministic):
     a, b = _inputs(m, n, d, sim, dtype, seed=m * 1000 + d)
     _check_losses(device, dtype, sim, a, b, tol=_tol(dtype, math_path),
                   options=KernelOptions(deterministic=deterministic, cuda_math_path=math_path))
 
 
-@pytest.mark.parametrize("sim, math_path", [sp for sp in SIM_PATHS if sp[0] != "cosine"])
+@pytest.mark.parametrize("sim, math_path", [
+    sp if sp == ("euclidean", "tc") else pytest.param(*sp, marks=pytest.mark.slow)
+    for sp in SIM_PATHS if sp[0] != "cosine"])
 def test_cuda_rectangular_many_tiles(device, sim, math_path):
     """Three row blocks against five column tiles, with D spanning nine 16-wide slices."""
     a, b = _inputs(130, 257, 130, sim, torch.float32, seed=7)
@@ -239,8 +257,10 @@ def test_logit_scale_100_column_merge_is_exact(device):
     assert rel_err(row.cpu(), torch.logsumexp(logits, 1)) < 1e-5
 
 
-@pytest.mark.parametrize("similarity", ["dot", "euclidean", "l1"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("similarity, dtype", [
+    (sim, dtype) if (sim, dtype) in {("euclidean", torch.float32), ("dot", torch.bfloat16), ("l1", torch.float16)}
+    else pytest.param(sim, dtype, marks=pytest.mark.slow)
+    for sim in ("dot", "euclidean", "l1") for dtype in (torch.float32, torch.float16, torch.bfloat16)])
 def test_opcheck_on_the_cuda_implementation(device, path, similarity, dtype):
     """torch.library.opcheck (schema, fake kernel, autograd registration, AOT dispatch) with the
     CUDA implementation behind both ops."""

@@ -58,7 +58,7 @@ def _assert_close(got, want, what):
         assert err < TOL, f"{what}: output {i} rel err {err:.2e}"
 
 
-@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("world", [2, pytest.param(3, marks=pytest.mark.slow)])
 def test_clip_loss_and_distributed_losses_match_full_batch(world, tmp_path):
     results = launch(losses_worker, world, tmp_path, SEED, N_LOCAL, DIM)
     img, txt, scale = full_batch(SEED, world * N_LOCAL, DIM, dtype=torch.float64)

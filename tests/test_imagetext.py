@@ -126,6 +126,7 @@ SMALL = dict(image_size=32, n_train=64, n_val=32, n_test=64, batch_size=8, encod
              checkpoint_every=10)
 
 
+@pytest.mark.slow
 def test_training_smoke_and_exact_resume(tmp_path):
     cfg = ImageTextConfig(steps=20, lr_schedule="cosine", **SMALL)
     res = train(cfg, tmp_path / "a", progress=False)
@@ -156,6 +157,7 @@ def test_training_smoke_and_exact_resume(tmp_path):
     assert again["seconds"]["train"] < 5   # resumed at step 20: nothing left to train
 
 
+@pytest.mark.slow
 def test_finished_run_is_reused_not_retrained(tmp_path, monkeypatch):
     """A sweep re-run after an interruption: a results.json of the same configuration (bookkeeping
     fields aside) is returned without building a run; another configuration trains."""
@@ -172,6 +174,7 @@ def test_finished_run_is_reused_not_retrained(tmp_path, monkeypatch):
         train(replace(cfg, temperature=0.5), tmp_path, progress=False)
 
 
+@pytest.mark.slow
 def test_cli_sweep_and_nt_xent(tmp_path):
     out = main(["--steps", "3", "--encoding-sizes", "2", "3", "--loss", "nt_xent",
                 "--image-size", "32", "--n-train", "64", "--n-val", "32", "--n-test", "40",
@@ -180,6 +183,7 @@ def test_cli_sweep_and_nt_xent(tmp_path):
     assert (tmp_path / "sweep.png").stat().st_size > 0 and (tmp_path / "sweep.json").exists()
 
 
+@pytest.mark.slow
 def test_seeds_are_summarised_as_mean_and_sd(tmp_path):
     out = main(["--steps", "2", "--seeds", "2", "--seed", "5", "--image-size", "32", "--n-train", "64",
                 "--n-val", "32", "--n-test", "40", "--batch-size", "8", "--out", str(tmp_path), "--quiet"])
@@ -195,6 +199,7 @@ def test_seeds_are_summarised_as_mean_and_sd(tmp_path):
         ImageTextRun(ImageTextConfig(loss="mse", **SMALL), tmp_path / "c")
 
 
+@pytest.mark.slow
 def test_evaluation_detects_encoded_factors():
     """A code that holds shape and x (and noise) scores high on those, near chance elsewhere."""
     rng = np.random.default_rng(0)
@@ -256,6 +261,7 @@ def test_zero_init_residual_blocks_start_as_their_shortcut():
     assert zero(torch.randn(2, 3, 32, 32)).std() > 0
 
 
+@pytest.mark.slow
 def test_colour_index_is_the_captions_colour_name_and_follows_x_when_causal():
     split = m3di.generate_split(60, seed=3, image_size=32, causal=True)
     vocab = m3di.color_vocabulary()

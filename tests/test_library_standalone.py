@@ -11,6 +11,8 @@ import re
 import subprocess
 import venv
 
+import pytest
+
 from conftest import REPO
 
 
@@ -31,6 +33,7 @@ def _torch_and_its_requirements():
     return list(seen.values())
 
 
+@pytest.mark.slow
 def test_import_and_loss_in_a_venv_holding_only_torch(tmp_path):
     venv.create(tmp_path / "venv", with_pip=False)
     site = next((tmp_path / "venv" / "lib").glob("python*/site-packages"))

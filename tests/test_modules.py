@@ -76,6 +76,7 @@ def test_clip_loss_checks_its_world():
         mf.ClipLoss()(img, txt, -1.0)
 
 
+@pytest.mark.slow
 def test_compiled_training_step_with_clip_loss():
     """A whole training step under torch.compile: no graph break inside the loss."""
     torch.manual_seed(0)

@@ -23,18 +23,24 @@ def _run(*cmd):
     return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=1200)
 
 
+def _configure(build: Path, *options: str):
+    """cmake's configure step with the interpreter running these tests (not the first python3 on
+    PATH, which may lack torch when the venv is not activated)."""
+    return _run("cmake", "-S", ".", "-B", str(build), f"-DPython3_EXECUTABLE={sys.executable}", *options)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
 def test_cmake_build_native_and_emulated_tests(tmp_path):
     build = tmp_path / "build"
-    cfg = _run("cmake", "-S", ".", "-B", str(build), "-DCMAKE_BUILD_TYPE=Release")
+    cfg = _configure(build, "-DCMAKE_BUILD_TYPE=Release")
     assert cfg.returncode == 0, cfg.stdout[-3000:] + cfg.stderr[-3000:]
     assert (build / "compile_commands.json").exists()
     if shutil.which("nvcc") and list((REPO / "csrc" / "cuda").glob("*.cu")):
         assert "compile-checking" in cfg.stdout
     bld = _run("cmake", "--build", str(build), "-j2")
     assert bld.returncode == 0, bld.stdout[-5000:] + bld.stderr[-3000:]
-    test = _run("ctest", "--test-dir", str(build), "--output-on-failure")
+    test = _run("ctest", "--test-dir", str(build), "--output-on-failure", "-j2")
     assert test.returncode == 0, test.stdout[-3000:]
     for name in ("native_ops", *EMULATED_CTESTS):  # each one ran and passed
         assert any(f" {name} " in line and "Passed" in line for line in test.stdout.splitlines()), \
@@ -51,7 +57,7 @@ def test_cuda_launcher_compiles_against_cuda_torch_headers(tmp_path):
         pytest.skip(f"needs a CUDA torch wheel ({wheel}) and the CUDA toolkit headers ({toolkit})")
     dirs = torch_cuda_headers.pinned_headers(tmp_path / "headers", wheel, toolkit)
     build = tmp_path / "build"
-    cfg = _run("cmake", "-S", ".", "-B", str(build), f"-DMMCL_FAST_TORCH_CUDA_INCLUDE={';'.join(dirs)}")
+    cfg = _configure(build, f"-DMMCL_FAST_TORCH_CUDA_INCLUDE={';'.join(dirs)}")
     assert cfg.returncode == 0 and "compile-checking the CUDA launcher" in cfg.stdout, cfg.stdout[-3000:]
     bld = _run("cmake", "--build", str(build), "--target", "mmcl_fast_launcher_check", "-j2")
     assert bld.returncode == 0, bld.stdout[-5000:] + bld.stderr[-3000:]

@@ -1,4 +1,4 @@
-"""The row-by-row comparison of finished table presets with the paper (issue 13's targets)."""
+"""The row-by-row comparison of finished table presets with the paper (the reproduction targets)."""
 import json
 import math
 
@@ -30,7 +30,7 @@ PAPER = {"content_r2": 0.95, "content_sd": 0.01, "style_r2": 0.56, "style_sd": 0
     (0.95, 1.03, 0.0, {"content": True, "style": False, "modality": True}),
     (0.95, 0.56, 0.11, {"content": True, "style": True, "modality": False}),
 ])
-def test_targets_follow_the_issue(content, style, modality, expected):
+def test_targets_follow_the_rule(content, style, modality, expected):
     assert targets(content, style, modality, PAPER) == expected
 
 

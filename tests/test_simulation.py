@@ -76,6 +76,7 @@ def test_causal_dependence_of_style_on_content():
     assert abs(np.corrcoef(indep["c"][:, 0], indep["s"][:, 0])[0, 1]) < 0.05
 
 
+@pytest.mark.slow
 def test_original_setting_shares_the_mixing_function_and_content_is_shared():
     proc = MultimodalProcess(LatentSpec(n_m=0), multimodal=False, seed=0, n_cond_draws=1000)
     assert proc.f1 is proc.f2
@@ -88,6 +89,7 @@ def test_original_setting_shares_the_mixing_function_and_content_is_shared():
     assert torch.allclose(z2[:, :5], z["c"], atol=1e-4) and torch.allclose(z2[:, 5:10], z["s_tilde"], atol=1e-4)
 
 
+@pytest.mark.slow
 def test_intervention_permutes_content_only():
     proc = MultimodalProcess(LatentSpec(), seed=0, n_cond_draws=1000)
     x1, x2, z = proc.sample(128, _gen(0))

@@ -4,40 +4,18 @@
     mmcl-fast train-imagetext [...]          image/text pairs (imagetext.train_imagetext)
     mmcl-fast beyond-dags [--setting ...]     latent partial causal model (beyond_dags.run_beyond_dags)
     mmcl-fast comm [--method ...]             CoMM and baselines on bimodal Trifeatures (comm.run_comm)
-    mmcl-fast bench [--full] [--out DIR]     forward+backward time / memory vs. naive and chunked
     mmcl-fast info                           which operator backend is active
 """
 from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
-
-
-def _bench(args) -> None:
-    from .benchmark import run_grid, write_outputs
-
-    if args.full:
-        grid = dict(batch_sizes=[1024, 6144, 16384, 65536], dims=[5, 128, 512],
-                    sims=["cosine", "euclidean"])
-    else:  # the quick default: a couple of minutes on two cores
-        grid = dict(batch_sizes=[1024, 6144], dims=[5, 128], sims=["cosine", "euclidean"])
-    results = run_grid(**grid, reps=args.reps)
-    json_path, png_path, report = write_outputs(results, Path(args.out), "bench_loss")
-    print()
-    print(report)
-    print(f"\nwrote {json_path} and {png_path}")
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="mmcl-fast", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    bench = sub.add_parser("bench", help="benchmark the fused loss against naive and chunked PyTorch")
-    bench.add_argument("--full", action="store_true", help="the full grid (B up to 65536; ~1 hour)")
-    bench.add_argument("--reps", type=int, default=3)
-    bench.add_argument("--out", default="runs/bench")
-    bench.set_defaults(func=_bench)
     from .identifiability.simulate import build_parser as simulate_parser
     from .identifiability.simulate import main as simulate_main
     sim = sub.add_parser("simulate", help="numerical simulation of Daunhawer et al. (ICLR 2023)")

@@ -3,7 +3,7 @@
 Two coupled latents z_x -- z_t (an undirected edge) and modality-specific m_x, m_t, independent of
 them; observations x = g_x(z_x, m_x), t = g_t(z_t, m_t) through separate invertible MLPs (the
 identifiability simulation's mixing, :class:`..identifiability.sim_data.InvertibleMLP`).
-The authors' synthetic code is not public; this is the design of issue 17, stated as such.
+The authors' synthetic code is not public; this design is the project's own, stated as such.
 
 * sphere: z_x uniform on S^{n-1}, z_t ~ vMF(z_x, kappa); m ~ N(0, I).
 * box:    z_x uniform on [0, 1]^n, z_t = z_x + Laplace(0, lambda) per component, each component

@@ -1,5 +1,5 @@
 """Tables of Beyond-DAGs runs: mean +- std over seeds of every (setting, violation), next to the
-issue's targets (sphere R^2 >= 0.97, box MCC >= 0.95; under a violation >= 0.85 and >= 0.3 above
+reproduction targets (sphere R^2 >= 0.97, box MCC >= 0.95; under a violation >= 0.85 and >= 0.3 above
 the controls)."""
 from __future__ import annotations
 

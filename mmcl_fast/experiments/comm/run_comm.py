@@ -23,7 +23,7 @@ from .training import train
 
 ABLATION = {"comm_full_only": "0,0,1", "comm_unimodal_only": "1,1,0", "comm": "1,1,1"}
 PAPER_NAMES = {"cross": "Cross", "cross_self": "Cross+Self", "comm": "CoMM"}
-# The issue's targets at CPU scale: (R >=, U bound, S bound) per method
+# The reproduction targets at CPU scale: (R >=, U bound, S bound) per method
 TARGETS = {"cross": {"R": (">=", 0.95), "U": ("<=", 0.25), "S": ("within", 0.05)},
            "cross_self": {"R": (">=", 0.95), "S": ("within", 0.05)},
            "comm": {"R": (">=", 0.95), "U": (">=", 0.75), "S": (">=", 0.62)}}

@@ -1,5 +1,5 @@
 """Finished table presets (Tables 1 (a), 1 (b), 4 (b), ...) side by side with the paper, row by row,
-with issue 13's targets checked on each row:
+with the reproduction targets checked on each row:
 
 * content R² >= paper - 0.05;
 * style R² within max(0.10, 2 x the paper's sd) of the paper's;
@@ -7,7 +7,7 @@ with issue 13's targets checked on each row:
 
     python -m mmcl_fast.experiments.identifiability.paper_comparison \\
         --table table1a runs/table1a_quick --table table1b runs/table1b_quick \\
-        --table table4b runs/table4b_quick --out benchmarks/results/table1_quick
+        --table table4b runs/table4b_quick --out results/identifiability/table1_quick
 
 writes OUT.json (one entry per row: seeds, mean ± sd of every column, the paper's mean ± sd, the
 training time, the estimator, the targets met) and OUT.md.
@@ -35,7 +35,7 @@ def _row_key(config: dict) -> tuple:
 
 
 def targets(content: float, style: float, modality: float, paper: dict) -> dict[str, bool]:
-    """Which of the issue's targets a row's means meet, against the paper's row (means and sds)."""
+    """Which of the reproduction targets a row's means meet, against the paper's row (means and sds)."""
     met = {"content": content >= paper["content_r2"] - CONTENT_SLACK,
            "style": abs(style - paper["style_r2"]) <= max(STYLE_MIN_BAND, 2 * paper["style_sd"])}
     if not np.isnan(modality):

@@ -13,12 +13,12 @@ that direction behaves like content, and the more of it an encoder may keep.
 
     python -m mmcl_fast.experiments.identifiability.sigma_spread --table table4b \\
         runs/table4b_quick/p-0.75_stat-1_caus-0_seed-{0,1,2} runs/t4b_stat_seeds/seed-* \\
-        --out benchmarks/results/table4b_statistical_sigma_spread
+        --out results/identifiability/table4b_statistical_sigma_spread
 
 writes OUT.json and OUT.md: per seed the content and style R², log10 cond(Σ_s), λ_max(R) and the
 least-changed fraction; the Spearman correlation of style with each statistic; the mean ± sd
 over all seeds next to the paper; and the distribution of the means of every 3 seeds, with the
-share of them that meet issue 13's style target.
+share of them that meet the reproduction's style target (paper_comparison.py).
 """
 from __future__ import annotations
 

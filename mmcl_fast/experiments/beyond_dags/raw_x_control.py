@@ -2,7 +2,7 @@
 z_x from x = g_x(z_x, m_x), before any training. A high value means the mixing is nearly linear
 and no encoder can beat the control by much on a linear metric.
 
-    python benchmarks/beyond_dags_raw_x_control.py --out benchmarks/results/beyond_dags_raw_x_control.json
+    python -m mmcl_fast.experiments.beyond_dags.raw_x_control --out results/beyond_dags/beyond_dags_raw_x_control.json
 
 For each depth, with the box latents as drawn ([0, 1]) and centred (minus 0.5): the mixing of
 run seeds 0-2 (PartialCausalProcess's g_x), 10,000 samples to fit, 10,000 to score.

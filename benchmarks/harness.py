@@ -252,7 +252,7 @@ def markdown_table(results) -> str:
 
 
 def targets(results) -> list[str]:
-    """The CPU targets of the operator issue, evaluated as ratios within this run."""
+    """The CPU speed and memory targets, evaluated as ratios within this run."""
     idx = _index(results)
     out = []
 
