@@ -68,3 +68,23 @@ def test_another_configuration_is_refused_naming_every_differing_field(tmp_path)
 def test_config_differences_treats_tuples_and_lists_alike_and_sees_added_fields():
     assert config_differences({"h": [1, 2]}, {"h": (1, 2)}) == {}
     assert config_differences({"a": 1}, {"a": 1, "b": 2}) == {"b": (None, 2)}
+
+
+def test_one_finished_run_rule_for_every_trainer(tmp_path):
+    """finished_result (common/step_loop.py), used by all four trainers: results.json is reused
+    when its configuration equals the current one up to the trainer's result-free fields."""
+    import json
+    from dataclasses import asdict, replace
+
+    from mmcl_fast.experiments.common.step_loop import finished_result
+
+    cfg = Cfg(tags=["a"])
+    assert finished_result(tmp_path, cfg, True) is None  # nothing written yet
+    (tmp_path / "results.json").write_text(json.dumps({"config": asdict(cfg), "score": 0.5}))
+    assert finished_result(tmp_path, cfg, True)["score"] == 0.5
+    assert finished_result(tmp_path, cfg, False) is None  # resume=False retrains
+    assert finished_result(None, cfg, True) is None
+    other = replace(cfg, lr=2e-3)
+    assert finished_result(tmp_path, other, True) is None  # another configuration's result
+    assert finished_result(tmp_path, other, True, result_free_fields=("lr",))["score"] == 0.5
+    assert finished_result(tmp_path, replace(cfg, steps=20), True, ("lr",)) is None

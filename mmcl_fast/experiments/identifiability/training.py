@@ -24,9 +24,9 @@ import torch
 
 from mmcl_fast import symmetric_infonce, symmetric_lpsimclr
 
-from ..common.checkpoint import CHECKPOINT_NAME, restore_checkpoint, save_checkpoint
 from ..common.evaluation import accuracy_scores, mcc, r2_scores
 from ..common.lr_schedule import learning_rate
+from ..common.step_loop import finished_result, run_steps
 from .config import BATCH_SEED_OFFSET, EVAL_SEED_OFFSET, LOSSES, SimConfig, paper_hidden, resume_free_fields
 from .encoders import encoder
 from .report import summary
@@ -141,33 +141,13 @@ def train(cfg: SimConfig, out_dir: str | Path | None = None, resume: bool = True
 
     A finished run whose results.json was written by the identical configuration is returned as
     it is (resuming a preset does not re-train or re-evaluate its completed runs)."""
-    from tqdm.auto import tqdm
-
     out = Path(out_dir) if out_dir is not None else None
-    ckpt = out / CHECKPOINT_NAME if out is not None else None
-    if out is not None and resume and (out / "results.json").exists():
-        previous = json.loads((out / "results.json").read_text())
-        if previous.get("config") == json.loads(json.dumps(asdict(cfg))):
-            return previous
+    previous = finished_result(out, cfg, resume)
+    if previous is not None:
+        return previous
     sim = Simulation(cfg)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        if resume:
-            restore_checkpoint(sim, ckpt, resume_free_fields(cfg))
-    losses = []
-    t0 = time.perf_counter()
-    bar = tqdm(total=cfg.steps, initial=sim.step_count, disable=not progress, desc="simulate",
-               dynamic_ncols=True, mininterval=0.5)
-    while sim.step_count < cfg.steps:
-        losses.append(sim.step())
-        bar.update(1)
-        if sim.step_count % 20 == 0:
-            rate = len(losses) / (time.perf_counter() - t0)
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", steps_per_s=f"{rate:.1f}")
-        if ckpt is not None and (sim.step_count % cfg.checkpoint_every == 0 or sim.step_count == cfg.steps):
-            save_checkpoint(sim, ckpt)
-    bar.close()
-    train_s = time.perf_counter() - t0
+    losses, train_s = run_steps(sim, cfg.steps, out, resume, resume_free_fields(cfg), cfg.checkpoint_every,
+                                "simulate", progress)
     t1 = time.perf_counter()
     result = sim.evaluate()
     result.update(config=asdict(cfg), steps=sim.step_count, train_seconds=train_s,

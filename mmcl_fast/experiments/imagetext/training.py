@@ -16,8 +16,8 @@ import torch
 
 from mmcl_fast import nt_xent, symmetric_infonce
 
-from ..common.checkpoint import CHECKPOINT_NAME, config_differences, restore_checkpoint, save_checkpoint
 from ..common.lr_schedule import learning_rate
+from ..common.step_loop import finished_result, run_steps
 from . import procedural_m3di as m3di
 from .config import BATCH_SEED_OFFSET, LOSSES, TEXT_ENCODERS, TEXT_SEQUENCE_LENGTH, ImageTextConfig, resume_free_fields
 from .encoders import ImageEncoder, TextConvNet2D, TextEncoder
@@ -118,16 +118,8 @@ class ImageTextRun:
 
 # Fields that change neither the trained model nor its scores: a results.json written under other
 # values of these is this configuration's result.
+# Fields that cannot change a finished run's results (bookkeeping, or sweep-level options).
 RESULT_FREE_FIELDS = ("data_dir", "checkpoint_every", "threads", "encoding_sizes", "seeds")
-
-
-def finished_results(cfg: ImageTextConfig, out_dir: Path) -> dict | None:
-    """``out_dir/results.json`` when it holds this configuration's finished run, else None."""
-    path = out_dir / "results.json"
-    if not path.exists():
-        return None
-    stored = json.loads(path.read_text())
-    return None if config_differences(stored.get("config", {}), asdict(cfg), RESULT_FREE_FIELDS) else stored
 
 
 def train(cfg: ImageTextConfig, out_dir: Path | str, progress: bool = True) -> dict:
@@ -136,7 +128,7 @@ def train(cfg: ImageTextConfig, out_dir: Path | str, progress: bool = True) -> d
     is returned as it is, so an interrupted sweep re-run only trains what is missing."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    done = finished_results(cfg, out_dir)
+    done = finished_result(out_dir, cfg, True, RESULT_FREE_FIELDS)
     if done is not None:
         return done
     if cfg.threads:
@@ -144,31 +136,15 @@ def train(cfg: ImageTextConfig, out_dir: Path | str, progress: bool = True) -> d
     t0 = time.time()
     run = ImageTextRun(cfg, out_dir)
     m3di.contact_sheet(run.splits["train"], out_dir / "samples.png")
-    ckpt = out_dir / CHECKPOINT_NAME
-    restore_checkpoint(run, ckpt, resume_free_fields(cfg))
     t_data = time.time() - t0
     history = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=cfg.steps, initial=run.step_count, desc=f"train-imagetext enc={cfg.encoding_size}",
-                   mininterval=1.0)
-    t1, first = time.time(), run.step_count
-    while run.step_count < cfg.steps:
-        loss = run.step()
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss:.4f}",
-                            steps_per_s=f"{(run.step_count - first) / (time.time() - t1):.2f}",
-                            refresh=False)
-        if cfg.eval_every and run.step_count % cfg.eval_every == 0:
-            history.append({"step": run.step_count, "train_loss": loss,
-                            "val_loss": run.validation_loss()})
-        if run.step_count % cfg.checkpoint_every == 0 or run.step_count == cfg.steps:
-            save_checkpoint(run, ckpt)
-    if bar is not None:
-        bar.close()
-    t_train = time.time() - t1
+
+    def record_validation(step: int, loss: float) -> None:
+        if cfg.eval_every and step % cfg.eval_every == 0:
+            history.append({"step": step, "train_loss": loss, "val_loss": run.validation_loss()})
+
+    _, t_train = run_steps(run, cfg.steps, out_dir, True, resume_free_fields(cfg), cfg.checkpoint_every,
+                           f"train-imagetext enc={cfg.encoding_size}", progress, on_step=record_validation)
     t2 = time.time()
     # as in the paper's code: probes fit on the validation encodings, scored on the test split
     (vi, vt), (ti, tt) = run.encode("val"), run.encode("test")
