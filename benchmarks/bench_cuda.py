@@ -1,4 +1,4 @@
-"""GPU benchmark of the fused CLIP loss (run on a lent GPU; see benchmarks/RESULTS.md).
+"""GPU benchmark of the fused CLIP loss (run on a lent GPU; figures in docs/benchmarks.md).
 
     python benchmarks/bench_cuda.py [--batch-sizes 6144 32768 65536 131072] [--dims 5 128 768]
 

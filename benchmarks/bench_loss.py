@@ -1,6 +1,6 @@
 """CPU benchmark of the fused symmetric InfoNCE against naive and chunked PyTorch.
 
-    python benchmarks/bench_loss.py                      # the full grid of the README/RESULTS.md
+    python benchmarks/bench_loss.py                      # the full grid
     python benchmarks/bench_loss.py --batch-sizes 1024 6144 --dims 5 128   # a subset
 
 In one run: the quiet grid (time, peak extra memory, ratios), this machine's limits (sgemm rate,

@@ -22,44 +22,8 @@
 // The same source runs on the CPU under the host emulator of emulation/ (see kernel_launch.cuh),
 // whose nvcuda::wmma keeps fragment layouts opaque (cuda_emulation_wmma.h).
 //
-// ---- Tensor-core design notes (for tuning on a GPU) ---------------------------------------------
-// Tiles. Block = 256 threads = 8 warps, 64 rows x 64 columns of the logit tile (BM x BN). Logits:
-//   warp w owns rows 16 (w % 4) and columns 32 (w / 4) .. +32 as two 16 x 16 accumulators; the
-//   features are staged KT = 32 at a time (both operands, input dtype, rows padded by 16 bytes),
-//   one mma step per 16 features (bf16/fp16, m16n16k16) or 8 (TF32, m16n16k8). Gradient: per
-//   64 x 32 slice of dA, warp w owns the 16 x 16 output block (16 (w % 4), 16 (w / 4)) and runs
-//   64 / K mma steps over the tile's columns; the slice goes through shared memory (Out) into
-//   the float32 dA rows the block owns, so there are no atomics and the result is deterministic.
-// Shared memory per block (ptxas, sm_80 and sm_90 alike; static limit 48 KiB):
-//   lse_rows  SIMT 26,624 B | TC bf16/fp16 28,160 B | TC TF32 36,352 B
-//   grad_rows SIMT 43,040 B | TC bf16/fp16 46,368-46,624 B | TC TF32 45,344-45,600 B
-//   (TC grad: Ls 17,408 + staging 2 x 5,120 (bf16) or 2 x 9,216 (TF32) + Out 9,216 + G in
-//   bf16/fp16 9,216 (TF32 reads G from Ls) + row sums/exponents 512.)
-// Registers per thread (ptxas, nvcc 13.0, -O3): sm_90 64-80, sm_80 64-101 (SIMT grad 101).
-// Occupancy (256-thread blocks; 64 K registers, 2,048 threads per SM):
-//   64 regs -> 4 blocks/SM by registers (32 warps, 50 %); 72-80 regs -> 3 blocks (24 warps).
-//   Shared memory: sm_90 (228 KiB/SM) fits 8 (bf16) or 6 (TF32) forward and 4 gradient blocks;
-//   sm_80 (164 KiB/SM) 5 (bf16) or 4 (TF32) forward and 3 gradient blocks. So the forward is register-bound at 3-4 blocks and the
-//   gradient at 3 (sm_80) or 3-4 (sm_90) blocks per SM.
-// Work actually done per pair (i, j), against the 8 D FLOPs the benchmark counts (8 B^2 D):
-//   forward 2 D (+2 D for the deterministic column pass); backward 2 x (2 D recompute + 2 D
-//   product) = 8 D; so 10 D performed. Exponentials: 2 (forward) + 4 (backward) per pair on the
-//   SFUs, which at D = 128 cost about as much time as the tensor-core work on an H100
-//   (6 / (132 SMs x 16 ex2/clk x 1.98 GHz) = 1.4 ps vs 10 x 128 / 989 TFLOP/s = 1.3 ps per pair).
-// Expected ceiling (arithmetic, not measured): WMMA compiles to mma.sync (no wgmma, no TMA), the
-//   staging is synchronous (no cp.async double buffering) and each warp reuses an A fragment only
-//   twice, so this path is shared-memory-bandwidth and latency bound: expect roughly 15-30 % of
-//   the dense bf16 peak at D = 768 (about 150-300 TFLOP/s on an H100 SXM), several times the
-//   SIMT path (fp32 FMA peak 67 TFLOP/s). The 600 TFLOP/s goal needs wgmma + TMA with 128 x 128
-//   (or 128 x 256) tiles and the exponentials overlapped with the next tile's products.
-// Sweep first, in this order (bench_cuda.py, B = 65,536, D = 768 and 128, bf16):
-//   1. BM x BN = 128 x 64 and 128 x 128 with 32 x 32 warp tiles (four accumulators per warp);
-//   2. KT = 64 and cp.async double-buffered staging;
-//   3. the gradient slice width (KT of the G B product) 32 -> 64, and Out kept in registers;
-//   4. __launch_bounds__(256, 3 or 4) against the register counts above;
-//   5. one backward kernel for dX and dY (one recompute; dY by a split reduction) to do 6 D, not
-//      10 D, per pair.
-// -------------------------------------------------------------------------------------------------
+// Tile sizes, shared memory, registers, occupancy, the expected ceiling and what to tune first:
+// docs/design.md ("CUDA kernels").
 #include "pairwise_lse.cuh"
 
 #include <cuda_bf16.h>

@@ -20,7 +20,7 @@ TABLE1_ROWS = [  # (p_change, statistical, causal), the rows of paper Tables 1 a
 # higher, decaying learning rate learned fastest per second in a short search (content R^2 after
 # 3000 steps: lr 1e-3 0.43, 3e-3 0.53, 1e-2 0.34; batch 2048 no better per step at 3x the cost).
 # Kaiming init: with PyTorch's default init the fifth content direction was still unlearned after
-# 20k steps (content R^2 0.78 on three seeds, see benchmarks/RESULTS.md and `encoder`).
+# 20k steps (content R^2 0.78 on three seeds; docs/experiments/identifiability.md and `encoder`).
 # The quick preset keeps the estimator it was tuned and validated with (symmetric InfoNCE over the
 # batch's other pairs); `--loss lpsimclr` gives the paper's. It evaluates on 1,000 + 1,000 samples.
 QUICK = dict(hidden=(64, 256, 256, 64), batch_size=512, steps=20000, lr=3e-3, lr_schedule="cosine",

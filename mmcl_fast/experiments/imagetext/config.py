@@ -28,7 +28,7 @@ class ImageTextConfig:
     # temperature 1, constant lr, no warmup, torchvision's default init. At temperature 1 a few
     # hundred CPU steps learn position but not shape; temperature 0.1, a cosine decay after a
     # 50-step warmup and residual blocks that start as identities were the best of a short
-    # search (benchmarks/RESULTS.md).
+    # search (docs/experiments/imagetext.md).
     encoding_size: int = option(4, "encoder output dimension")
     text_encoder: str = option("conv2d", "conv2d: the paper code's 2-D ConvNet over the token "
                                          "embeddings; conv1d: this project's 1-D ConvNet")
