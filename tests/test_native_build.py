@@ -29,11 +29,27 @@ def _configure(build: Path, *options: str):
     return _run("cmake", "-S", ".", "-B", str(build), f"-DPython3_EXECUTABLE={sys.executable}", *options)
 
 
+@pytest.fixture(scope="module")
+def cmake_tree(tmp_path_factory):
+    """One configured CMake tree for both tests (configuring finds torch and probes nvcc: ~10 s).
+    With a CUDA torch wheel and the CUDA toolkit headers on this machine, the tree also holds the
+    launcher compile check (target mmcl_fast_launcher_check, built only when asked for)."""
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake not installed")
+    root = tmp_path_factory.mktemp("cmake")
+    wheel, toolkit = torch_cuda_headers.find_cuda_wheel(), torch_cuda_headers.cuda_toolkit_include()
+    launcher = []
+    if wheel is not None and toolkit is not None:
+        dirs = torch_cuda_headers.pinned_headers(root / "headers", wheel, toolkit)
+        launcher = [f"-DMMCL_FAST_TORCH_CUDA_INCLUDE={';'.join(dirs)}"]
+    build = root / "build"
+    cfg = _configure(build, "-DCMAKE_BUILD_TYPE=Release", *launcher)
+    return build, cfg, (wheel, toolkit)
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
-def test_cmake_build_native_and_emulated_tests(tmp_path):
-    build = tmp_path / "build"
-    cfg = _configure(build, "-DCMAKE_BUILD_TYPE=Release")
+def test_cmake_build_native_and_emulated_tests(cmake_tree):
+    build, cfg, _ = cmake_tree
     assert cfg.returncode == 0, cfg.stdout[-3000:] + cfg.stderr[-3000:]
     assert (build / "compile_commands.json").exists()
     if shutil.which("nvcc") and list((REPO / "csrc" / "cuda").glob("*.cu")):
@@ -48,16 +64,12 @@ def test_cmake_build_native_and_emulated_tests(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake not installed")
-def test_cuda_launcher_compiles_against_cuda_torch_headers(tmp_path):
+def test_cuda_launcher_compiles_against_cuda_torch_headers(cmake_tree):
     """csrc/cuda_launch.cpp and ops.cpp's CUDA registration, compiled -Wall -Wextra -Werror against
     the pinned torch's c10/cuda and ATen headers (plus the one header a CUDA build generates)."""
-    wheel, toolkit = torch_cuda_headers.find_cuda_wheel(), torch_cuda_headers.cuda_toolkit_include()
+    build, cfg, (wheel, toolkit) = cmake_tree
     if wheel is None or toolkit is None:
         pytest.skip(f"needs a CUDA torch wheel ({wheel}) and the CUDA toolkit headers ({toolkit})")
-    dirs = torch_cuda_headers.pinned_headers(tmp_path / "headers", wheel, toolkit)
-    build = tmp_path / "build"
-    cfg = _configure(build, f"-DMMCL_FAST_TORCH_CUDA_INCLUDE={';'.join(dirs)}")
     assert cfg.returncode == 0 and "compile-checking the CUDA launcher" in cfg.stdout, cfg.stdout[-3000:]
     bld = _run("cmake", "--build", str(build), "--target", "mmcl_fast_launcher_check", "-j2")
     assert bld.returncode == 0, bld.stdout[-5000:] + bld.stderr[-3000:]
