@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from . import distributed as mdist
 from .losses import infonce, symmetric_infonce
-from .options import KernelOptions, resolve, value_checks
+from .options import KernelOptions, checked, value_checks
 from .validation import check_pair
 
 
@@ -51,7 +51,7 @@ class ClipLoss(nn.Module):
                              f"world_size={world_size}")
         self.local_loss, self.gather_with_grad = bool(local_loss), bool(gather_with_grad)
         self.cache_labels, self.rank, self.world_size = cache_labels, rank, world_size
-        self.kernel_options = resolve(kernel_options) if kernel_options is not None else None
+        self.kernel_options = checked(kernel_options)
 
     def _check_world(self) -> None:
         w, r = mdist.world()

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from . import distributed as mdist
 from .losses import nt_xent, symmetric_infonce
-from .options import KernelOptions, resolve
+from .options import KernelOptions, checked
 from .validation import check_options
 
 
@@ -38,7 +38,7 @@ class _ScaledLoss(nn.Module):
             self.register_buffer("log_scale", log_s)
         self.similarity, self.reduction = similarity, reduction
         self.log_bounds = (-math.log(max_temperature), math.log(max_scale))
-        self.kernel_options = resolve(kernel_options) if kernel_options is not None else None
+        self.kernel_options = checked(kernel_options)
 
     def scale(self) -> Tensor:
         """The clamped, exponentiated scale s = 1 / temperature (0-dim float32 tensor)."""

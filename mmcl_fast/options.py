@@ -89,14 +89,18 @@ def set_checks(enabled: bool) -> None:
     set_defaults(checks=bool(enabled))
 
 
-def resolve(kernel_options: KernelOptions | None) -> KernelOptions:
-    """``kernel_options``, or the process defaults when it is None."""
-    if kernel_options is None:
-        return _defaults
-    if not isinstance(kernel_options, KernelOptions):
+def checked(kernel_options: KernelOptions | None) -> KernelOptions | None:
+    """``kernel_options`` as given (None stays None: the defaults of each call), after checking its
+    type; for modules that store the options of every call."""
+    if kernel_options is not None and not isinstance(kernel_options, KernelOptions):
         raise TypeError(f"`kernel_options` must be a mmcl_fast.KernelOptions or None, got "
                         f"{type(kernel_options).__name__}")
     return kernel_options
+
+
+def resolve(kernel_options: KernelOptions | None) -> KernelOptions:
+    """``kernel_options``, or the process defaults when it is None."""
+    return _defaults if checked(kernel_options) is None else kernel_options
 
 
 def value_checks(device: torch.device, kernel_options: KernelOptions | None = None) -> bool:
