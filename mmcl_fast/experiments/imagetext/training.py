@@ -118,7 +118,6 @@ class ImageTextRun:
 
 # Fields that change neither the trained model nor its scores: a results.json written under other
 # values of these is this configuration's result.
-# Fields that cannot change a finished run's results (bookkeeping, or sweep-level options).
 RESULT_FREE_FIELDS = ("data_dir", "checkpoint_every", "threads", "encoding_sizes", "seeds")
 
 
