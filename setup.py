@@ -21,7 +21,7 @@ _spec.loader.exec_module(build_config)
 
 def _extension():
     sources = [*build_config.OP_SOURCES, *build_config.PYTHON_MODULE_SOURCES]
-    cxx = ["-O3", build_config.source_hash_define(ROOT), *build_config.cpu_compile_flags()]
+    cxx = ["-O3", build_config.source_hash_define(ROOT)]
     include_dirs = [os.path.join(ROOT, "csrc")]
     want_cuda = os.environ.get("MMCL_FAST_NO_CUDA", "0") != "1"
     if want_cuda and torch.version.cuda and CUDA_HOME is not None:

@@ -170,7 +170,7 @@ def _load_jit(reason: str):
     if scripts not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), scripts])
     sources = [*_build_config.OP_SOURCES, *_build_config.PYTHON_MODULE_SOURCES]
-    flags = ["-O3", _build_config.source_hash_define(_CHECKOUT), *_build_config.cpu_compile_flags()]
+    flags = ["-O3", _build_config.source_hash_define(_CHECKOUT)]
     return load(name=JIT_NAME, sources=[str(_CHECKOUT / s) for s in sources],
                 extra_cflags=flags, extra_include_paths=[str(_CHECKOUT / "csrc")],
                 build_directory=str(directory), verbose=True)
@@ -383,6 +383,22 @@ def cpu_exp_rate(seconds: float = 0.5) -> float | None:
     return module.vec_exp_rate(seconds) if hasattr(module, "vec_exp_rate") else None
 
 
+def force_cpu_isa(isa: str | None) -> None:
+    """Run the CPU kernels' ``isa`` copy ("default", "avx2" or "avx512") in this process from now
+    on; None returns to the automatic choice (the widest level that this CPU executes and that
+    ``ATEN_CPU_CAPABILITY`` allows). For comparing the levels in one process (tests, benchmarks);
+    ``backend_info()["cpu_isas_runnable"]`` lists the levels this machine can run."""
+    if isa is not None and not isinstance(isa, str):
+        raise TypeError(f"isa must be a string or None, got {type(isa).__name__}")
+    load_backend()
+    module = _state["module"]
+    if not hasattr(module, "force_cpu_isa"):
+        if isa is None:
+            return
+        raise RuntimeError(f"force_cpu_isa: the {_state['backend']} backend has no ISA copies to choose from")
+    module.force_cpu_isa(isa or "")
+
+
 def backend_info() -> dict:
     """Which implementation of the operator is active, and how it was built (loads it if needed)."""
     backend = load_backend()
@@ -393,7 +409,9 @@ def backend_info() -> dict:
         "source_hash": getattr(mod, "source_hash", None),
         "torch": torch.__version__,
         "num_threads": torch.get_num_threads(),
-        "cpu_flags": getattr(mod, "cpu_flags", None),
+        # the ISA copy of the CPU kernels in use, and the copies this CPU could run
+        "cpu_isa": mod.cpu_isa() if hasattr(mod, "cpu_isa") else None,
+        "cpu_isas_runnable": mod.runnable_cpu_isas() if hasattr(mod, "runnable_cpu_isas") else None,
         "cpu_blas": mod.cpu_blas() if hasattr(mod, "cpu_blas") else None,
         "cuda_kernels_compiled": has_cuda_kernels(),
         "cuda_available": torch.cuda.is_available(),

@@ -30,12 +30,34 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 settings.register_profile(
     "default", deadline=None, max_examples=int(os.environ.get("MMCL_FAST_EXAMPLES", "40")),
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    # function-scoped fixtures that set a process state (cpu_isa below) hold for every example
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
 settings.load_profile("default")
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 device_params = pytest.mark.parametrize(
     "device", [pytest.param(d, marks=pytest.mark.cuda) if d == "cuda" else d for d in DEVICES])
+
+
+def _runnable_cpu_isas():
+    import mmcl_fast as mf
+    return mf.backend_info()["cpu_isas_runnable"] or [None]  # None: the Python backend, no copies
+
+
+# Every ISA copy of the CPU kernels that this machine can run (tests/test_cpu_isa.py).
+CPU_ISAS = _runnable_cpu_isas()
+cpu_isa_params = pytest.mark.parametrize("cpu_isa", CPU_ISAS, indirect=True)
+
+
+@pytest.fixture
+def cpu_isa(request):
+    """Runs the test on the CPU kernels' copy for request.param, then returns to the automatic choice."""
+    import mmcl_fast as mf
+    mf.force_cpu_isa(request.param)
+    if request.param is not None:
+        assert mf.backend_info()["cpu_isa"] == request.param
+    yield request.param
+    mf.force_cpu_isa(None)
 
 
 class OpRecorder(TorchDispatchMode):

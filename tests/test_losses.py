@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 import mmcl_fast as mf
 from mmcl_fast import reference as ref
 
-from conftest import rel_err
+from conftest import cpu_isa_params, rel_err
 
 LOSSES = {"symmetric_infonce": (mf.symmetric_infonce, ref.symmetric_infonce),
           "infonce": (mf.infonce, ref.infonce),
@@ -81,8 +81,9 @@ def _compare(name, a, b, *, sim, reduction, temperature=None, logit_scale=None, 
     return errs
 
 
+@cpu_isa_params
 @given(data=st.data())
-def test_symmetric_matches_reference(data):
+def test_symmetric_matches_reference(cpu_isa, data):
     sim = data.draw(st.sampled_from(SIMS))
     m = data.draw(st.integers(2, 300))  # M = 1 (all gradients exactly 0): test_single_pair_...
     d = data.draw(st.integers(2 if sim == "cosine" else 1, 256))
@@ -97,8 +98,9 @@ def test_symmetric_matches_reference(data):
     assert max(errs) < TOL32, errs
 
 
+@cpu_isa_params
 @given(data=st.data())
-def test_infonce_matches_reference(data):
+def test_infonce_matches_reference(cpu_isa, data):
     sim = data.draw(st.sampled_from(SIMS))
     m = data.draw(st.integers(1, 200))
     n = data.draw(st.integers(m, 300))
@@ -113,8 +115,9 @@ def test_infonce_matches_reference(data):
     assert max(errs) < TOL32, errs
 
 
+@cpu_isa_params
 @given(data=st.data())
-def test_nt_xent_matches_reference(data):
+def test_nt_xent_matches_reference(cpu_isa, data):
     sim = data.draw(st.sampled_from(SIMS))
     m = data.draw(st.integers(2, 150))  # M = 1: each denominator holds only the positive, loss 0
     d = data.draw(st.integers(2 if sim == "cosine" else 1, 256))

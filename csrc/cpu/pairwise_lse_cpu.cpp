@@ -1,84 +1,27 @@
-// CPU kernels of the pairwise log-sum-exp operator.
-//
-// With X in R^{M x D}, Y in R^{N x D}, scale s > 0 and logits L_ij = s * sim(x_i, y_j):
-//   forward:   row_lse_i = log sum_j exp(L_ij),   col_lse_j = log sum_i exp(L_ij)
-//              (entries j == i are excluded when mask_diag is set)
-//   backward:  given upstream gradients gr (of row_lse) and gc (of col_lse),
-//              G_ij   = gr_i exp(L_ij - row_lse_i) + gc_j exp(L_ij - col_lse_j)   (= dloss/dL_ij)
-//              dscale = sum_ij G_ij sim_ij
-//              dx_i   = s sum_j G_ij d sim_ij / d x_i,   dy_j = s sum_i G_ij d sim_ij / d y_j
-//
-// The engine's pieces, in csrc/cpu/lse_engine/:
-//   tile_operands.h      the operands, tile sizes and the split of the rows over worker slots
-//   logit_tile.h         the tile producer (BLAS or streamed loops)
-//   forward_reduction.h  the online row/column LSE of each tile, and the merge of the partials
-//   gradient_tile.h      G of a tile from the logits and the LSEs
-//   gradient_apply.h     dX, dY (and the euclidean norm terms) from G
-//   vec_exp.h            the exponential arithmetic both directions share
-// and the runtime in csrc/cpu/runtime/: the worker pool whose slots run everything here (never an
-// OpenMP region), sequential BLAS per slot, flush-to-zero per slot.
-//
-// This file drives them: each of W worker slots owns a contiguous chunk of rows and streams over
-// its (tile_m x kTileN) tiles. Forward: the slot owns its rows' LSE and private column partials,
-// merged in slot order (deterministic for a fixed thread count). Backward: the tiles are
-// recomputed; dX rows are owned, dY is accumulated per slot and summed in slot order. Extra memory
-// is O(W * (N + tile_m * tile_n)) in the forward and O(W * N * D) (capped) in the backward, plus
-// (M + N)(D + 2) for euclidean's augmented operands: never O(M * N).
+// The CPU implementation of the pairwise log-sum-exp op pair: the argument checks shared by every
+// ISA, then the engine copy that cpu_isa.cpp picked (formulas: lse_engine/lse_kernels.h).
 #include "pairwise_lse_cpu.h"
 
-#include <ATen/Dispatch.h>
-#include <ATen/Parallel.h>
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
 #include <ATen/ops/full.h>
 
-#include <algorithm>
-#include <array>
 #include <cmath>
-#include <vector>
 
 #include "../similarity.h"
-#include "lse_engine/forward_reduction.h"
-#include "lse_engine/gradient_apply.h"
-#include "lse_engine/gradient_tile.h"
-#include "lse_engine/logit_tile.h"
-#include "lse_engine/tile_operands.h"
-#include "lse_engine/vec_exp.h"
-#include "runtime/blas.h"
-#include "runtime/flush_denormals.h"
-#include "runtime/worker_pool.h"
+#include "isa/cpu_isa.h"
 
 namespace mmcl_fast {
 namespace {
 
-using namespace lse_engine;
+Similarity parsed(const std::string& similarity) {
+  Similarity sim;
+  TORCH_CHECK(parse_similarity(similarity.c_str(), &sim), "unknown similarity '", similarity, "'");
+  return sim;
+}
 
-// Upper bound on the backward's per-worker dY partials; fewer workers are used above it.
-constexpr int64_t kPartialBudgetBytes = int64_t(256) << 20;
-
-// One worker slot's backward over rows [r0, r1): its dX rows (dx null: not requested), its dY
-// partial dy_acc (null: not requested), the column sums of G (euclidean dY; null otherwise) and
-// sum_ij G_ij sim_ij, written to *dscale_acc.
-template <typename T>
-void backward_rows(const Operands<T>& op, bool mask_diag, const LseGrads<T>& grads, int64_t r0,
-                   int64_t r1, int64_t tm, T* dx, T* dy_acc, double* colsum_g, double* dscale_acc) {
-  const bool euclid = op.sim == Similarity::Euclidean;
-  GradientScratch<T> scratch(tm);
-  double dscale_gl = 0;  // sum G_ij L_ij; divided by s at the end
-  for (int64_t i0 = r0; i0 < r1; i0 += tm) {
-    const int64_t mt = std::min(tm, r1 - i0);
-    std::fill(scratch.rowsum_g.begin(), scratch.rowsum_g.end(), 0.0);
-    for (int64_t r = 0; r < mt; ++r) scratch.roff[r] = exp_offset(grads.rlse[i0 + r]);
-    for (int64_t j0 = 0; j0 < op.N; j0 += kTileN) {
-      const int64_t nt = std::min(kTileN, op.N - j0);
-      logit_tile(op, i0, mt, j0, nt, scratch.L.data(), kTileN);
-      gradient_tile(grads, mask_diag, i0, mt, j0, nt, scratch, euclid, colsum_g, &dscale_gl);
-      if (dx == nullptr && dy_acc == nullptr) continue;  // dscale only
-      apply_gradient_tile(op, scratch.G.data(), i0, mt, j0, nt, dx, dy_acc);
-    }
-    if (euclid && dx) euclidean_row_term(op, scratch.rowsum_g.data(), i0, mt, dx);
-  }
-  *dscale_acc = dscale_gl;
+double checked_scale(const at::Tensor& scale) {
+  const double s = scale.item<double>();
+  TORCH_CHECK(std::isfinite(s) && s > 0, "scale (1/temperature or logit_scale) must be positive and finite, got ", s);
+  return s;
 }
 
 }  // namespace
@@ -87,37 +30,8 @@ std::tuple<at::Tensor, at::Tensor> lse_fwd_cpu(const at::Tensor& x, const at::Te
                                                const at::Tensor& scale,
                                                const std::string& similarity, bool mask_diag,
                                                bool compute_col) {
-  Similarity sim;
-  TORCH_CHECK(parse_similarity(similarity.c_str(), &sim), "unknown similarity '", similarity, "'");
-  const double s = scale.item<double>();
-  TORCH_CHECK(std::isfinite(s) && s > 0, "scale (1/temperature or logit_scale) must be positive and finite, got ", s);
-  const int64_t M = x.size(0), N = y.size(0);
-  auto row_lse = at::empty({M}, x.options());
-  auto col_lse = at::empty({compute_col ? N : 0}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lse_fwd_cpu", [&] {
-    using T = scalar_t;
-    auto prep = prepare<T>(x, y, sim, s);
-    const int64_t threads = at::get_num_threads();
-    const RowPartition part = partition_rows(M, threads);
-    const int64_t W = part.workers;
-    const int64_t ncol = compute_col ? N : 0;
-    std::vector<T> cmax(W * ncol, neg_inf<T>());
-    std::vector<double> csum(W * ncol, 0.0);
-    T* rl = row_lse.data_ptr<T>();
-    run_slots(W, threads, [&](int64_t p) {
-      SequentialBlasScope sequential_blas;
-      FlushDenormalsScope flush_denormals;
-      forward_rows(prep.op, mask_diag, compute_col, part.begin(p, M), part.begin(p + 1, M),
-                   part.tile_m, rl, cmax.data() + p * ncol, csum.data() + p * ncol);
-    });
-    if (compute_col) {
-      T* cl = col_lse.data_ptr<T>();
-      run_ranges(N, 2048, threads, [&](int64_t b, int64_t e) {
-        merge_column_partials(cmax.data(), csum.data(), W, N, b, e, cl);
-      });
-    }
-  });
-  return {row_lse, col_lse};
+  const Similarity sim = parsed(similarity);
+  return active_cpu_kernels().lse_fwd(x, y, checked_scale(scale), sim, mask_diag, compute_col);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cpu(
@@ -125,71 +39,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cpu(
     const at::Tensor& y, const at::Tensor& scale, const at::Tensor& row_lse,
     const at::Tensor& col_lse, const std::string& similarity, bool mask_diag,
     std::array<bool, 3> output_mask) {
-  Similarity sim;
-  TORCH_CHECK(parse_similarity(similarity.c_str(), &sim), "unknown similarity '", similarity, "'");
-  const double s = scale.item<double>();
-  TORCH_CHECK(std::isfinite(s) && s > 0, "scale must be positive and finite, got ", s);
-  const int64_t M = x.size(0), N = y.size(0), D = x.size(1);
-  const bool use_col = grad_col.numel() > 0;
-  const bool need_dx = output_mask[0], need_dy = output_mask[1];
-  // Zeroed inside the slots (dX rows by their owner, dY and the partials by the slot that
-  // accumulates into them), not by at::zeros: no OpenMP region anywhere in the op.
-  auto dx = need_dx ? at::empty({M, D}, x.options()) : x.new_empty({0});
-  auto dy = need_dy ? at::empty({N, D}, y.options()) : y.new_empty({0});
-  double dscale_total = 0;
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lse_bwd_cpu", [&] {
-    using T = scalar_t;
-    auto prep = prepare<T>(x, y, sim, s);
-    auto gr = grad_row.contiguous();
-    auto gc = use_col ? grad_col.contiguous() : at::Tensor();
-    auto rl = row_lse.contiguous();
-    auto cl = use_col ? col_lse.contiguous() : at::Tensor();
-    const bool euclid = sim == Similarity::Euclidean;
-    // Worker 0 accumulates straight into dy (BLAS path); every other worker, and every streamed
-    // worker (whose accumulator is D x N), owns a zeroed partial.
-    // Without a requested dY there are no partials and no cap on the workers.
-    const int64_t partial_bytes = need_dy ? N * D * int64_t(sizeof(T)) : 0;
-    const int64_t threads = at::get_num_threads();
-    const int64_t budget_workers =
-        need_dy ? 1 + kPartialBudgetBytes / std::max<int64_t>(1, partial_bytes) : threads;
-    const RowPartition part = partition_rows(M, std::min(threads, budget_workers));
-    const int64_t W = part.workers;
-    const bool streamed = prep.op.streamed;
-    const int64_t own = streamed ? 0 : 1;
-    std::vector<at::Tensor> partials;
-    if (need_dy)
-      for (int64_t p = own; p < W; ++p) partials.push_back(at::empty({N * D}, x.options()));
-    auto dy_ptr = [&](int64_t p) -> T* {
-      if (!need_dy) return nullptr;
-      return p < own ? dy.data_ptr<T>() : partials[p - own].data_ptr<T>();
-    };
-    const bool col_sums = euclid && need_dy;
-    std::vector<double> colsum(col_sums ? W * N : 0, 0.0), dscale(W, 0.0);
-    T* dxp = need_dx ? dx.data_ptr<T>() : nullptr;
-    run_slots(W, threads, [&](int64_t p) {
-      SequentialBlasScope sequential_blas;
-      FlushDenormalsScope flush_denormals;
-      const int64_t r0 = part.begin(p, M), r1 = part.begin(p + 1, M);
-      if (dxp) std::fill(dxp + r0 * D, dxp + r1 * D, T(0));
-      if (T* acc = dy_ptr(p)) std::fill(acc, acc + N * D, T(0));
-      const LseGrads<T> grads{gr.data_ptr<T>(), use_col ? gc.data_ptr<T>() : nullptr, rl.data_ptr<T>(),
-                              use_col ? cl.data_ptr<T>() : nullptr};
-      backward_rows(prep.op, mask_diag, grads, r0, r1, part.tile_m, dxp, dy_ptr(p),
-                    col_sums ? colsum.data() + p * N : nullptr, &dscale[p]);
-    });
-    for (int64_t p = 0; p < W; ++p) dscale_total += dscale[p];
-    if (!need_dy) return;
-    std::vector<const T*> partial_ptrs;
-    for (const auto& t : partials) partial_ptrs.push_back(t.data_ptr<T>());
-    const bool dy_accumulated = own == 1 && W >= 1;  // slot 0 zeroed dy and accumulated into it
-    run_ranges(N, 256, threads, [&](int64_t b, int64_t e) {
-      reduce_dy_partials(partial_ptrs, streamed, dy_accumulated, euclid ? colsum.data() : nullptr, W, N, D,
-                         s, prep.op.y, b, e, dy.data_ptr<T>());
-    });
-  });
-  auto dscale = output_mask[2] ? at::full(scale.sizes(), dscale_total / s, scale.options())
-                               : scale.new_empty({0});
-  return {dx, dy, dscale};
+  const Similarity sim = parsed(similarity);
+  auto [dx, dy, dscale] = active_cpu_kernels().lse_bwd(grad_row, grad_col, x, y, checked_scale(scale), row_lse,
+                                                       col_lse, sim, mask_diag, output_mask);
+  auto dscale_t = output_mask[2] ? at::full(scale.sizes(), dscale, scale.options()) : scale.new_empty({0});
+  return {dx, dy, dscale_t};
 }
 
 }  // namespace mmcl_fast

@@ -22,6 +22,7 @@
 #include "vec_exp.h"
 
 namespace mmcl_fast::lse_engine {
+inline namespace CPU_CAPABILITY {  // one copy per ISA (csrc/cpu/isa/isa_target.h)
 
 // Per-slot scratch of the forward: one tile, its maxima, offsets and sums.
 template <typename T>
@@ -189,4 +190,5 @@ void merge_column_partials(const T* cmax, const double* csum, int64_t W, int64_t
   }
 }
 
+}  // namespace CPU_CAPABILITY
 }  // namespace mmcl_fast::lse_engine

@@ -21,6 +21,7 @@
 #include "vec_exp.h"
 
 namespace mmcl_fast::lse_engine {
+inline namespace CPU_CAPABILITY {  // one copy per ISA (csrc/cpu/isa/isa_target.h)
 
 // acc[k][v] = sum_r G[r * ldg + v * W + (0..W)] x[r * ldx + k] for k < KB, v < 2 (W = vector
 // width), then out[k * ldo + v * W + (0..W)] += alpha acc[k][v]: 2 KB independent FMA chains, one
@@ -202,4 +203,5 @@ void reduce_dy_partials(const std::vector<const T*>& partials, bool streamed, bo
   }
 }
 
+}  // namespace CPU_CAPABILITY
 }  // namespace mmcl_fast::lse_engine

@@ -23,6 +23,7 @@
 #include "vec_exp.h"
 
 namespace mmcl_fast::lse_engine {
+inline namespace CPU_CAPABILITY {  // one copy per ISA (csrc/cpu/isa/isa_target.h)
 
 // The upstream gradients and the forward's LSEs (gr/gc null: that direction has no gradient).
 template <typename T>
@@ -140,4 +141,5 @@ void gradient_tile(const LseGrads<T>& g, bool mask_diag, int64_t i0, int64_t mt,
     for (int64_t c = 0; c < nt; ++c) colsum_g[j0 + c] += double(gcol[c]);
 }
 
+}  // namespace CPU_CAPABILITY
 }  // namespace mmcl_fast::lse_engine

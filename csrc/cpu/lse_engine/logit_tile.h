@@ -17,6 +17,7 @@
 #include "tile_operands.h"
 
 namespace mmcl_fast::lse_engine {
+inline namespace CPU_CAPABILITY {  // one copy per ISA (csrc/cpu/isa/isa_target.h)
 
 template <typename T>
 void logit_tile(const Operands<T>& op, int64_t i0, int64_t tm, int64_t j0, int64_t tn, T* L,
@@ -89,4 +90,5 @@ void logit_tile(const Operands<T>& op, int64_t i0, int64_t tm, int64_t j0, int64
   }
 }
 
+}  // namespace CPU_CAPABILITY
 }  // namespace mmcl_fast::lse_engine

@@ -21,6 +21,7 @@
 #include "../../similarity.h"
 
 namespace mmcl_fast::lse_engine {
+inline namespace CPU_CAPABILITY {  // one copy per ISA (csrc/cpu/isa/isa_target.h)
 
 constexpr int64_t kTileM = 128;
 constexpr int64_t kTileN = 256;
@@ -122,4 +123,5 @@ inline RowPartition partition_rows(int64_t M, int64_t max_workers) {
   return {tm, std::min<int64_t>(threads, n_tiles), n_tiles};
 }
 
+}  // namespace CPU_CAPABILITY
 }  // namespace mmcl_fast::lse_engine

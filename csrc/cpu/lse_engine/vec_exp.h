@@ -18,6 +18,7 @@
 #include <type_traits>
 
 namespace mmcl_fast::lse_engine {
+inline namespace CPU_CAPABILITY {  // one copy per ISA (csrc/cpu/isa/isa_target.h)
 
 using at::vec::Vectorized;
 
@@ -119,4 +120,5 @@ inline bool all_negligible(const Vectorized<T>& a, const Vectorized<T>& b) {
   return (at::vec::maximum(a, b) > Vectorized<T>(negligible_exponent<T>())).zero_mask() == all_lanes;
 }
 
+}  // namespace CPU_CAPABILITY
 }  // namespace mmcl_fast::lse_engine

@@ -1,0 +1,52 @@
+// Runtime ISA dispatch of the CPU kernels. The LSE engine (csrc/cpu/lse_engine/) is compiled
+// three times in one build, each copy in its own inline namespace (DEFAULT, AVX2, AVX512) and with
+// its own code generation target (isa_target.h); the first call picks the widest copy that
+//   * this binary holds (the AVX copies exist on x86-64 builds only),
+//   * the running CPU executes (cpuid: AVX2+FMA+F16C; AVX-512 F/BW/DQ/VL), and
+//   * torch's own CPU capability allows (at::get_cpu_capability(), which honours
+//     ATEN_CPU_CAPABILITY=default|avx2|avx512, so a user or a test can force a lower level).
+// The build host's flags play no part: a wheel built anywhere runs anywhere.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "../../similarity.h"
+
+namespace mmcl_fast {
+
+// One ISA's copy of the engine (lse_engine/lse_kernels.h has the formulas).
+struct CpuKernels {
+  const char* isa;  // "default", "avx2" or "avx512"
+  // (row_lse [M], col_lse [N] or [0])
+  std::tuple<at::Tensor, at::Tensor> (*lse_fwd)(const at::Tensor& x, const at::Tensor& y, double scale,
+                                                Similarity sim, bool mask_diag, bool compute_col);
+  // (dx or [0], dy or [0], dscale as a double)
+  std::tuple<at::Tensor, at::Tensor, double> (*lse_bwd)(
+      const at::Tensor& grad_row, const at::Tensor& grad_col, const at::Tensor& x, const at::Tensor& y,
+      double scale, const at::Tensor& row_lse, const at::Tensor& col_lse, Similarity sim, bool mask_diag,
+      std::array<bool, 3> output_mask);
+  double (*vec_exp_rate)(double seconds);  // exp/s of the engine's vector exp on every ATen thread
+};
+
+// The copies in this binary: nullptr where the compiler could not target the ISA.
+const CpuKernels* cpu_kernels_default();
+const CpuKernels* cpu_kernels_avx2();
+const CpuKernels* cpu_kernels_avx512();
+
+// The copy the kernels run: the forced one if any, else the widest allowed (above), chosen once.
+const CpuKernels& active_cpu_kernels();
+
+// Names of the copies the running CPU can execute, narrowest first ("default", "avx2", ...).
+std::vector<std::string> runnable_cpu_isas();
+
+// Runs `isa` (one of runnable_cpu_isas()) from now on in this process; "" returns to the automatic
+// choice. For tests and benchmarks that compare the levels in one process; raises for a level this
+// CPU or binary lacks.
+void force_cpu_isa(const std::string& isa);
+
+}  // namespace mmcl_fast
