@@ -19,9 +19,22 @@ build_config = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(build_config)
 
 
+def _torch_release() -> str:
+    """The torch release this build compiles against (its C++ ABI is not stable across releases)."""
+    return torch.__version__.split("+")[0]
+
+
+def _version() -> str:
+    """mmcl_fast.__version__ with the torch release as a local label, e.g. 0.1.0+torch2.13.0: the
+    wheel's name says which torch it was built for (and its requirement pins that release)."""
+    init = open(os.path.join(ROOT, "mmcl_fast", "__init__.py")).read()
+    base = next(line.split('"')[1] for line in init.splitlines() if line.startswith("__version__"))
+    return f"{base}+torch{_torch_release()}"
+
+
 def _extension():
     sources = [*build_config.OP_SOURCES, *build_config.PYTHON_MODULE_SOURCES]
-    cxx = ["-O3", build_config.source_hash_define(ROOT)]
+    cxx = ["-O3", build_config.source_hash_define(ROOT), f"-DMMCL_FAST_TORCH_BUILT={_torch_release()}"]
     include_dirs = [os.path.join(ROOT, "csrc")]
     want_cuda = os.environ.get("MMCL_FAST_NO_CUDA", "0") != "1"
     if want_cuda and torch.version.cuda and CUDA_HOME is not None:
@@ -37,6 +50,8 @@ def _extension():
 
 
 setup(
+    version=_version(),
+    install_requires=[f"torch=={_torch_release()}"],
     packages=find_packages(include=["mmcl_fast", "mmcl_fast.*"]),
     package_data={"mmcl_fast.experiments.identifiability": ["data/*.json"]},
     ext_modules=[_extension()],

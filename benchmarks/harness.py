@@ -1,15 +1,33 @@
-"""Forward+backward time and peak extra memory of contrastive-loss implementations (CPU).
+"""Forward+backward time, peak extra memory and float64 error of contrastive-loss implementations
+(CPU), each measured on the same inputs in the same run.
 
-Methods compared on the same inputs, in the same run:
+Workloads (the ``similarity`` of a point):
 
-* ``fused``:   :func:`mmcl_fast.symmetric_infonce` (the compiled operator);
-* ``chunked``: the same loss on the pure-PyTorch chunked backend (``MMCL_FAST_BACKEND=python``);
-* ``naive``:   :func:`mmcl_fast.reference.symmetric_infonce`, which materialises the B x B logits.
+* ``clip``: open_clip's setting: features already L2-normalised by the towers, a learnable
+  logit_scale (1/0.07), the symmetric loss over the batch's pairs;
+* ``cosine``, ``euclidean``, ``dot``, ``l1``: :func:`mmcl_fast.symmetric_infonce` with that
+  similarity and temperature 0.07 (cosine) or 1 (the others).
 
-Every (method, B, D, similarity) point runs in a fresh subprocess so that its peak resident memory
-(``ru_maxrss``) minus the level after allocating the inputs (and one B=64 warm-up pass that loads
-libraries and thread pools) is the method's own extra memory.
-Time is the median of repeated forward+backward passes after one warm-up pass.
+Methods:
+
+* ``fused``:     :func:`mmcl_fast.symmetric_infonce` on the compiled operator (``clip``: with
+  ``similarity="dot"``, as ``mf.ClipLoss`` calls it);
+* ``chunked``:   the same loss on this project's pure-PyTorch chunked backend
+  (``MMCL_FAST_BACKEND=python``);
+* ``naive``:     :func:`mmcl_fast.reference.symmetric_infonce`, which stores the B x B logits;
+* ``open_clip``: open_clip's ``ClipLoss`` formula, ``(CE(s A B^T) + CE(s B A^T)) / 2`` (``clip`` only);
+* ``compiled``:  ``torch.compile`` of that formula (inductor fuses the softmax; the logits are still
+  stored). Compile time is reported separately (``compile_s``) and not in ``time_s``;
+* ``torch_lce``: torch's chunked ``linear_cross_entropy`` once per direction
+  (``options=LinearCrossEntropyOptions()``: it never stores the full B x B either; ``clip`` only).
+
+Every (method, B, D, similarity) point runs in a fresh subprocess with glibc's mmap threshold fixed
+(``MALLOC_MMAP_THRESHOLD_``), so freed tensors leave the resident set. After the warm-up passes the
+process's peak RSS is reset (``/proc/self/clear_refs``); the peak over the timed passes minus the
+resident level before them is the method's extra memory per step (the inputs and parameters are
+excluded; the gradients it produces are included). Time is the median of the timed passes. The
+float64 error is the largest relative error of the loss and the gradients against
+:mod:`mmcl_fast.reference` in float64 on the same inputs, where that fits (B <= 8192).
 """
 from __future__ import annotations
 
@@ -21,38 +39,84 @@ import textwrap
 import time
 from pathlib import Path
 
-METHODS = ("fused", "chunked", "naive")
+METHODS = ("fused", "chunked", "naive", "open_clip", "compiled", "torch_lce")
+CLIP_ONLY = ("open_clip", "compiled", "torch_lce")
 
 _WORKER = textwrap.dedent("""
-    import json, resource, statistics, sys, time, torch
+    import json, statistics, sys, time, torch
+    import torch.nn.functional as F
     import mmcl_fast as mf
     from mmcl_fast import reference
     method, sim = sys.argv[1], sys.argv[4]
     B, D, reps, budget = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[5]), float(sys.argv[6])
-    torch.manual_seed(0)
-    a = torch.randn(B, D, requires_grad=True); b = torch.randn(B, D, requires_grad=True)
-    temp = 0.07 if sim == "cosine" else 1.0
 
-    fn = {"fused": lambda x, y: mf.symmetric_infonce(x, y, temperature=temp, similarity=sim),
-          "naive": lambda x, y: reference.symmetric_infonce(x, y, temperature=temp, similarity=sim),
-          "chunked": lambda x, y: mf.symmetric_infonce(x, y, temperature=temp, similarity=sim)}[method]
-    # A small pass first loads libraries and thread pools, so that they do not count as extra memory.
-    fn(a[:64].detach().requires_grad_(), b[:64].detach().requires_grad_()).backward()
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    def status(field):
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field))
+
+    def clip_formula(x, y, s):  # open_clip's ClipLoss.forward for one process
+        logits = s * x @ y.T
+        labels = torch.arange(x.shape[0])
+        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
+
+    def torch_lce(x, y, s):
+        labels, opts = torch.arange(x.shape[0]), torch.nn.LinearCrossEntropyOptions()
+        return (F.linear_cross_entropy(s * x, y, labels, options=opts)
+                + F.linear_cross_entropy(s * y, x, labels, options=opts)) / 2
+
+    kernel_sim = "dot" if sim == "clip" else sim
+    temp = 0.07 if sim in ("clip", "cosine") else 1.0
+    if method in ("fused", "chunked"):
+        fn = lambda x, y, s: mf.symmetric_infonce(x, y, logit_scale=s, similarity=kernel_sim)
+    elif method == "naive":
+        fn = lambda x, y, s: reference.symmetric_infonce(x, y, logit_scale=s, similarity=kernel_sim)
+    elif method == "open_clip":
+        fn = clip_formula
+    elif method == "compiled":
+        fn = torch.compile(clip_formula, dynamic=False)
+    elif method == "torch_lce":
+        fn = torch_lce
+    torch.manual_seed(0)
+    a, b = torch.randn(B, D), torch.randn(B, D)
+    if sim == "clip":
+        a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+    a.requires_grad_(); b.requires_grad_()
+    s = torch.tensor(1.0 / temp, requires_grad=True)
+
+    def step():
+        a.grad = b.grad = s.grad = None
+        loss = fn(a, b, s)
+        loss.backward()
+        return loss
+
+    # Warm-up: a small pass loads libraries and thread pools; a full-size pass compiles (compiled).
+    fn(a[:64].detach().requires_grad_(), b[:64].detach().requires_grad_(), s).backward()
+    t = time.perf_counter(); step(); first_s = time.perf_counter() - t
+    a.grad = b.grad = s.grad = None
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets the peak resident set (VmHWM) to the current level
+    base = status("VmRSS:")
     times = []
     t_start = time.perf_counter()
-    for i in range(reps + 1):
-        a.grad = b.grad = None
+    for i in range(reps):
         t = time.perf_counter()
-        loss = fn(a, b)
-        loss.backward()
+        loss = step()
         times.append(time.perf_counter() - t)
-        if time.perf_counter() - t_start > budget:  # the B=64 pass above already warmed up
+        if time.perf_counter() - t_start > budget:
             break
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    measured = times[1:] if len(times) > 1 else times
-    print(json.dumps({"time_s": statistics.median(measured), "n_timed": len(measured),
-                      "extra_mem_bytes": max(0, peak - base), "loss": loss.item()}))
+    peak = status("VmHWM:")
+    rec = {"time_s": statistics.median(times), "n_timed": len(times), "extra_mem_bytes": max(0, peak - base),
+           "loss": loss.item(), "first_pass_s": first_s}
+    if method == "compiled":
+        rec["compile_s"] = max(0.0, first_s - rec["time_s"])
+    if B <= 8192:
+        got = [loss.detach(), a.grad, b.grad, s.grad]
+        a64, b64 = a.detach().double().requires_grad_(), b.detach().double().requires_grad_()
+        s64 = s.detach().double().requires_grad_()
+        ref = reference.symmetric_infonce(a64, b64, logit_scale=s64, similarity=kernel_sim)
+        want = [ref.detach(), *torch.autograd.grad(ref, (a64, b64, s64))]
+        rec["err_f64"] = max(((g.double() - w).norm() / w.norm().clamp_min(1e-30)).item() for g, w in zip(got, want))
+    print(json.dumps(rec))
 """)
 
 
@@ -138,7 +202,9 @@ def run_point(method: str, B: int, D: int, sim: str, reps: int = 3, budget_s: fl
     """One measurement in a fresh interpreter; returns its JSON record (or an error entry)."""
     cmd = [sys.executable, "-c", _WORKER, method, str(B), str(D), sim, str(reps), str(budget_s)]
     # "chunked" is the same public loss on the pure-PyTorch chunked backend.
-    env = {**os.environ, "MMCL_FAST_BACKEND": "python"} if method == "chunked" else None
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    if method == "chunked":
+        env["MMCL_FAST_BACKEND"] = "python"
     t0 = time.perf_counter()
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
@@ -154,7 +220,8 @@ def run_point(method: str, B: int, D: int, sim: str, reps: int = 3, budget_s: fl
 def run_grid(batch_sizes, dims, sims, methods=METHODS, mem_limit_bytes: int = 12 << 30,
              chunked_max_b: int = 16384, reps: int = 3, budget_s: float = 60.0, progress=print,
              load: str = "quiet"):
-    """Measure every point; skip naive where its logits alone would not fit in mem_limit_bytes.
+    """Measure every point; skip the methods that store the logits where they would not fit in
+    mem_limit_bytes, and open_clip's formulas outside the ``clip`` workload.
 
     ``load="neighbour"`` measures every point beside a :class:`BusyNeighbour` (one per point).
     """
@@ -164,7 +231,9 @@ def run_grid(batch_sizes, dims, sims, methods=METHODS, mem_limit_bytes: int = 12
             for B in batch_sizes:
                 for method in methods:
                     rec = {"method": method, "B": B, "D": D, "similarity": sim, "load": load}
-                    if method == "naive" and naive_bytes(B) > mem_limit_bytes:
+                    if method in CLIP_ONLY and sim != "clip":
+                        continue
+                    if method in ("naive", "open_clip", "compiled") and naive_bytes(B) > mem_limit_bytes:
                         rec["skipped"] = f"needs ~{naive_bytes(B) / 2**30:.0f} GiB for the logits"
                     elif method == "chunked" and B > chunked_max_b:
                         rec["skipped"] = f"B > {chunked_max_b} (minutes per pass)"
@@ -179,12 +248,14 @@ def run_grid(batch_sizes, dims, sims, methods=METHODS, mem_limit_bytes: int = 12
 
 
 def _format_point(r: dict) -> str:
-    head = f"{r['similarity']:9s} B={r['B']:6d} D={r['D']:4d} {r['method']:8s} {r.get('load', 'quiet'):9s}"
+    head = f"{r['similarity']:9s} B={r['B']:6d} D={r['D']:4d} {r['method']:9s} {r.get('load', 'quiet'):9s}"
     if "skipped" in r:
         return f"{head} skipped: {r['skipped']}"
     if "error" in r:
         return f"{head} error: {r['error']}"
-    return f"{head} {r['time_s'] * 1e3:10.1f} ms  {r['extra_mem_bytes'] / 2**20:9.1f} MiB"
+    extra = f"  compile {r['compile_s']:.1f} s" if "compile_s" in r else ""
+    err = f"  err {r['err_f64']:.1e}" if "err_f64" in r else ""
+    return f"{head} {r['time_s'] * 1e3:10.1f} ms  {r['extra_mem_bytes'] / 2**20:9.1f} MiB{err}{extra}"
 
 
 def _index(results, load: str = "quiet"):
@@ -227,27 +298,25 @@ def contention_table(quiet, loaded) -> str:
 
 
 def markdown_table(results) -> str:
-    """One row per (similarity, D, B): times, memory, and the speed/memory ratios vs. fused."""
+    """One row per (similarity, D, B, method): time, extra memory, float64 error, and the time and
+    memory of the method relative to fused in the same run."""
     idx = _index(results)
-    keys = sorted({(r["similarity"], r["D"], r["B"]) for r in results})
-    lines = ["| similarity | D | B | fused ms | chunked ms | naive ms | naive/fused | chunked/fused "
-             "| fused MiB | chunked MiB | naive MiB | naive/fused mem |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-
-    def cell(k, field, scale, fmt):
-        r = idx.get(k)
-        return fmt % (r[field] * scale) if r else "—"
-
-    def ratio(x, y, field):
-        return f"{idx[x][field] / idx[y][field]:.1f}x" if x in idx and y in idx and idx[y][field] > 0 else "—"
-
-    for sim, D, B in keys:
-        f, c, n = ((sim, D, B, m) for m in ("fused", "chunked", "naive"))
-        lines.append(
-            f"| {sim} | {D} | {B} | {cell(f, 'time_s', 1e3, '%.1f')} | {cell(c, 'time_s', 1e3, '%.1f')} "
-            f"| {cell(n, 'time_s', 1e3, '%.1f')} | {ratio(n, f, 'time_s')} | {ratio(c, f, 'time_s')} "
-            f"| {cell(f, 'extra_mem_bytes', 2**-20, '%.1f')} | {cell(c, 'extra_mem_bytes', 2**-20, '%.1f')} "
-            f"| {cell(n, 'extra_mem_bytes', 2**-20, '%.1f')} | {ratio(n, f, 'extra_mem_bytes')} |")
+    lines = ["| workload | D | B | method | time s | x fused time | extra MiB | x fused memory | err vs f64 "
+             "| compile s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(results, key=lambda r: (r["similarity"], r["D"], r["B"], METHODS.index(r["method"]))):
+        if r.get("load", "quiet") != "quiet":
+            continue
+        head = f"| {r['similarity']} | {r['D']} | {r['B']} | {r['method']} "
+        if "time_s" not in r:
+            lines.append(head + f"| {r.get('skipped') or r.get('error')} | | | | | |")
+            continue
+        f = idx.get((r["similarity"], r["D"], r["B"], "fused"))
+        x_time = f"{r['time_s'] / f['time_s']:.2f}" if f else "—"
+        x_mem = f"{r['extra_mem_bytes'] / max(1, f['extra_mem_bytes']):.1f}" if f else "—"
+        err = f"{r['err_f64']:.1e}" if "err_f64" in r else "—"
+        comp = f"{r['compile_s']:.1f}" if "compile_s" in r else ""
+        lines.append(head + f"| {r['time_s']:.3f} | {x_time} | {r['extra_mem_bytes'] / 2**20:.1f} | {x_mem} "
+                     f"| {err} | {comp} |")
     return "\n".join(lines)
 
 
@@ -272,6 +341,18 @@ def targets(results) -> list[str]:
     mem = [idx[k[:3] + ("naive",)]["extra_mem_bytes"] / max(1, idx[k]["extra_mem_bytes"])
            for k in idx if k[3] == "fused" and k[:3] + ("naive",) in idx and k[2] >= 6144]
     check("B>=6144, naive/fused extra memory (worst point)", min(mem) if mem else None, 20)
+    for D in sorted({k[1] for k in idx if k[0] == "clip"}):
+        for B in sorted({k[2] for k in idx if k[0] == "clip" and k[1] == D}):
+            compiled, lce = speed("clip", D, B, "compiled"), speed("clip", D, B, "torch_lce")
+            if D <= 128:
+                check(f"clip B={B} D={D}, compiled/fused time", compiled, 2.0)
+            else:
+                check(f"clip B={B} D={D}, compiled/fused time", compiled, 1.0, "%.2fx")
+            check(f"clip B={B} D={D}, torch_lce/fused time", lce, 1.5, "%.2fx")
+            c, f = idx.get(("clip", D, B, "compiled")), idx.get(("clip", D, B, "fused"))
+            if c and f and D >= 512:
+                check(f"clip B={B} D={D}, compiled/fused extra memory",
+                      c["extra_mem_bytes"] / max(1, f["extra_mem_bytes"]), 10)
     big = idx.get(("cosine", 128, 65536, "fused"))
     if big:
         gib = big["extra_mem_bytes"] / 2**30
@@ -289,7 +370,7 @@ def plot(results, path: Path) -> None:
     dims = sorted({r["D"] for r in results})
     fig, axes = plt.subplots(2, len(sims), figsize=(6 * len(sims), 8), squeeze=False)
     for col, sim in enumerate(sims):
-        for method, style in zip(METHODS, ("-o", "--s", ":^")):
+        for method, style in zip(METHODS, ("-o", "--s", ":^", "-.v", "--D", ":x")):
             for D, color in zip(dims, ("C0", "C1", "C2", "C3")):
                 pts = sorted((r["B"], r) for r in results if r["similarity"] == sim and r["D"] == D
                              and r["method"] == method and "time_s" in r)

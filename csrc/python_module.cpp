@@ -14,6 +14,10 @@
 #ifndef MMCL_FAST_SOURCE_HASH
 #define MMCL_FAST_SOURCE_HASH unknown
 #endif
+// setup.py passes -DMMCL_FAST_TORCH_BUILT=<release>: the torch this binary is compiled against.
+#ifndef MMCL_FAST_TORCH_BUILT
+#define MMCL_FAST_TORCH_BUILT unknown
+#endif
 #define MMCL_FAST_STRINGIFY_(x) #x
 #define MMCL_FAST_STRINGIFY(x) MMCL_FAST_STRINGIFY_(x)
 
@@ -25,6 +29,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.attr("with_cuda") = false;
 #endif
   m.attr("source_hash") = MMCL_FAST_STRINGIFY(MMCL_FAST_SOURCE_HASH);
+  m.attr("torch_built") = MMCL_FAST_STRINGIFY(MMCL_FAST_TORCH_BUILT);
   m.def("vec_exp_rate", [](double seconds) { return mmcl_fast::active_cpu_kernels().vec_exp_rate(seconds); },
         "exp/s of a tight at::vec exp_u20 loop on every ATen thread, in the active ISA's copy",
         pybind11::arg("seconds") = 0.5);

@@ -84,17 +84,48 @@ def _installed_extension() -> Path | None:
     return None
 
 
+class TorchMismatchError(RuntimeError):
+    """The compiled extension was built against another torch release than the running one."""
+
+
+def _torch_release() -> str:
+    return torch.__version__.split("+")[0]
+
+
+def _installed_for_torch() -> str | None:
+    """The torch release the installed distribution was built for (its version's local label,
+    ``0.1.0+torch2.13.0``), or None when unknown."""
+    try:
+        version = importlib.metadata.version("mmcl-fast")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    return version.split("+torch", 1)[1] if "+torch" in version else None
+
+
 def _load_compiled():
     try:
         from . import _C  # noqa: F401  (importing registers the TORCH_LIBRARY ops)
     except ImportError as exc:
         path = _installed_extension() if _is_source_checkout() else None
         if path is None:
-            raise ImportError(f"no compiled mmcl_fast._C next to {_PACKAGE_DIR} ({exc})") from exc
+            built = _installed_for_torch()
+            hint = (f"; the installed mmcl-fast was built for torch {built} and this process runs torch "
+                    f"{_torch_release()}: reinstall mmcl-fast for this torch"
+                    if built and built != _torch_release() else "")
+            raise ImportError(f"no usable compiled mmcl_fast._C next to {_PACKAGE_DIR} ({exc}){hint}") from exc
         spec = importlib.util.spec_from_file_location("mmcl_fast._C", path)
         _C = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(_C)
         sys.modules["mmcl_fast._C"] = _C
+    built = getattr(_C, "torch_built", "unknown")
+    if built != "unknown" and built != _torch_release():
+        # Loaded, but compiled against another torch's C++ ABI: no silent fallback (its ops are
+        # registered already), a clear error instead.
+        raise TorchMismatchError(
+            f"mmcl_fast: the compiled extension {_C.__file__} was built against torch {built}, and this "
+            f"process runs torch {torch.__version__}. A compiled torch extension works only with the "
+            "torch release it was built against: reinstall mmcl-fast with this torch "
+            "(`pip install --no-build-isolation mmcl-fast`, or `-e .` in a checkout).")
     if _is_source_checkout():
         want = _build_config.source_hash(_CHECKOUT)
         have = getattr(_C, "source_hash", "unknown")
@@ -170,7 +201,7 @@ def _load_jit(reason: str):
     if scripts not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = os.pathsep.join([os.environ.get("PATH", ""), scripts])
     sources = [*_build_config.OP_SOURCES, *_build_config.PYTHON_MODULE_SOURCES]
-    flags = ["-O3", _build_config.source_hash_define(_CHECKOUT)]
+    flags = ["-O3", _build_config.source_hash_define(_CHECKOUT), f"-DMMCL_FAST_TORCH_BUILT={_torch_release()}"]
     return load(name=JIT_NAME, sources=[str(_CHECKOUT / s) for s in sources],
                 extra_cflags=flags, extra_include_paths=[str(_CHECKOUT / "csrc")],
                 build_directory=str(directory), verbose=True)
@@ -193,6 +224,8 @@ def _load_backend() -> None:
     if choice in ("auto", "compiled"):
         try:
             _state["module"], _state["backend"] = _load_compiled(), "compiled"
+        except TorchMismatchError:
+            raise
         except Exception as exc:  # noqa: BLE001 - any failure means "try the next backend"
             errors.append(f"compiled: {type(exc).__name__}: {exc}")
     if _state["backend"] is None and (choice == "jit" or (choice == "auto" and _is_source_checkout())):
