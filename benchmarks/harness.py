@@ -361,7 +361,9 @@ def targets(results) -> list[str]:
     return out
 
 
-def plot(results, path: Path) -> None:
+def plot(results, path: Path, rates: dict | None = None) -> None:
+    """Time and extra memory against B per method and D; with ``rates``, the fused kernel's
+    recompute floor (8 B^2 D FLOPs at the run's sgemm rate) as a thin grey line per D."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -381,6 +383,12 @@ def plot(results, path: Path) -> None:
                                   label=f"{method} D={D}")
                 axes[1][col].plot(bs, [max(r["extra_mem_bytes"], 1) / 2**20 for _, r in pts], style,
                                   color=color, label=f"{method} D={D}")
+        if rates and rates.get("sgemm_flops"):
+            for D in dims:
+                bs = sorted({r["B"] for r in results if r["similarity"] == sim and r["D"] == D})
+                if bs:
+                    axes[0][col].plot(bs, [fused_flops(b, D) / rates["sgemm_flops"] for b in bs], "-", color="0.6",
+                                      lw=0.8, label=f"recompute floor D={D}" if D == dims[0] else None)
         for row, ylabel in enumerate(("forward+backward time [s]", "peak extra memory [MiB]")):
             ax = axes[row][col]
             ax.set_xscale("log", base=2)
@@ -406,7 +414,7 @@ def write_outputs(results, out_dir: Path, name: str, rates: dict | None = None,
     json_path = out_dir / f"{name}.json"
     json_path.write_text(json.dumps({"meta": meta, "results": results, "contended": contended}, indent=1))
     png_path = out_dir / f"{name}.png"
-    plot(results, png_path)
+    plot(results, png_path, rates)
     report = markdown_table(results) + "\n\n" + "\n".join(targets(results))
     if rates:
         exp = f"{rates['exp_per_s'] / 1e9:.2f} G exp/s" if rates.get("exp_per_s") else "exp rate n/a"
