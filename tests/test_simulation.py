@@ -336,3 +336,26 @@ def test_fig6_plots_r2_and_the_training_loss_curves(tmp_path):
                 "loss_curve": [[10 * k, 5.0 / k + 0.01 * seed] for k in range(1, 6)]}
     rows = [row(n, 5, s) for n in (1, 5, 9) for s in (0, 1)] + [row(5, n, s) for n in (0, 9) for s in (0, 1)]
     assert figures.plot_preset("fig6", rows, tmp_path / "fig6.png") and (tmp_path / "fig6.png").stat().st_size > 0
+
+
+def test_fig7_elbow_rule_on_known_curves():
+    """The elbow is the smallest size within 5 % of the whole drop of the validation loss."""
+    from mmcl_fast.experiments.identifiability.report import fig7_elbow, report
+
+    def rows(losses, n_c=5):
+        return [{"config": {"encoding_size": k, "n_c": n_c, "p_change": 0.75, "statistical": False, "causal": False,
+                            "n_s": 5, "n_m": 5, "discrete": "", "n_classes": 5},
+                 "val_loss": v, "summary": {"content": 0.0, "style": 0.0, "modality": 0.0}}
+                for k, v in enumerate(losses, start=1)]
+    # drop 4.0 -> 1.0 (3.0): sizes within 0.15 of the minimum are 5.. -> elbow 5, met
+    sharp = rows([4.0, 3.2, 2.4, 1.6, 1.1, 1.02, 1.0, 1.0])
+    e = fig7_elbow(sharp)
+    assert (e["elbow"], e["met"]) == (5, True)
+    assert "encoding size 5; n_c = 5: met" in report("fig7", sharp)
+    # a curve that keeps falling until 7 misses
+    assert fig7_elbow(rows([4.0, 3.5, 3.0, 2.5, 2.0, 1.5, 1.0, 1.0]))["elbow"] == 7
+    # seeds are averaged per size before the rule
+    two = rows([4.0, 3.0, 2.0, 1.5, 1.0, 1.0]) + rows([4.0, 3.0, 2.0, 1.3, 1.0, 1.0])
+    assert fig7_elbow(two)["val_loss"][3] == pytest.approx(1.4)
+    with pytest.raises(ValueError, match="two encoding sizes"):
+        fig7_elbow(rows([1.0]))

@@ -42,6 +42,9 @@ def plot_preset(name: str, rows: list[dict], path: Path) -> bool:
         v = [np.mean([r["val_loss"] for r in rows if r["config"]["encoding_size"] == k]) for k in ks]
         ax.plot(ks, v, "-o")
         ax.axvline(rows[0]["config"]["n_c"], ls=":", c="gray", label="n_c")
+        if len(ks) >= 2:
+            from .report import fig7_elbow
+            ax.axvline(fig7_elbow(rows)["elbow"], ls="--", c="C3", lw=0.8, label="elbow (5 % rule)")
         ax.set_xlabel("encoding size")
         ax.set_ylabel("validation loss")
         ax.legend()

@@ -61,6 +61,26 @@ def format_r2_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+# Fig. 7's elbow rule, fixed before any quick-scale run: the smallest encoding size whose mean
+# validation loss has come within ELBOW_FRACTION of the whole drop (from the smallest size's loss to
+# the lowest loss over all sizes). The paper's claim holds when that size is n_c.
+ELBOW_FRACTION = 0.05
+
+
+def fig7_elbow(rows: list[dict]) -> dict:
+    """{"sizes", "val_loss" (mean per size), "elbow", "n_c", "met"} for the runs of a fig7 preset,
+    by the rule above; needs at least two encoding sizes."""
+    sizes = sorted({r["config"]["encoding_size"] for r in rows})
+    if len(sizes) < 2:
+        raise ValueError(f"the elbow needs runs of at least two encoding sizes, got {sizes}")
+    loss = [float(np.mean([r["val_loss"] for r in rows if r["config"]["encoding_size"] == k])) for k in sizes]
+    lowest, drop = min(loss), loss[0] - min(loss)
+    elbow = next(k for k, v in zip(sizes, loss) if v - lowest <= ELBOW_FRACTION * drop)
+    n_c = rows[0]["config"]["n_c"]
+    return {"sizes": sizes, "val_loss": loss, "elbow": elbow, "n_c": n_c, "met": elbow == n_c,
+            "rule": f"smallest size within {ELBOW_FRACTION:.0%} of the drop from size {sizes[0]} to the minimum"}
+
+
 def report(name: str, rows: list[dict]) -> str:
     """Markdown table of a preset's results (mean ± sd over seeds), next to the paper's numbers.
     Scores are nonlinear R^2, or accuracy for the discrete group of a Fig. 5 run."""
@@ -92,4 +112,8 @@ def report(name: str, rows: list[dict]) -> str:
             match = [p for p in paper["rows"] if (p[0], p[1], p[2]) == key[:3]]
             line += " " + (", ".join(f"{x:.2f}" for x in match[0][3:]) if match else "—") + " |"
         lines.append(line)
+    if name == "fig7" and len({r["config"]["encoding_size"] for r in rows}) >= 2:
+        e = fig7_elbow(rows)
+        lines.append(f"\nElbow ({e['rule']}): encoding size {e['elbow']}; n_c = {e['n_c']}: "
+                     f"{'met' if e['met'] else 'missed'}.")
     return "\n".join(lines)
