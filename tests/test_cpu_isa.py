@@ -142,3 +142,40 @@ def test_no_avx_instruction_outside_the_isa_copies():
     extension = Path(mf.backend_info()["extension"])
     leaks = _avx_outside_isa_namespaces(extension)
     assert not leaks, leaks.most_common(10)
+
+
+@compiled
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("sim", ["dot", "euclidean", "l1"])
+def test_backward_over_several_column_blocks_matches_float64(sim, threads):
+    """N and D large enough that the backward's dY runs over several column blocks (2 MiB of
+    partial per worker slot: 1024 float32 or 512 float64 columns at D = 512), the last one ragged;
+    one thread (no partial for BLAS tiles, one for streamed l1) and two (a partial per extra slot)."""
+    g = torch.Generator().manual_seed(5)
+    m, n, d = 150, 2600, 512
+    x = torch.randn(m, d, generator=g, dtype=torch.float64) * d ** -0.5
+    y = torch.randn(n, d, generator=g, dtype=torch.float64) * d ** -0.5
+    w_r = torch.rand(m, generator=g, dtype=torch.float64) + 0.5
+    w_c = torch.rand(n, generator=g, dtype=torch.float64) + 0.5
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        grads = {}
+        for dtype in (torch.float32, torch.float64):
+            xs, ys = x.to(dtype).requires_grad_(), y.to(dtype).requires_grad_()
+            s = torch.tensor(3.0, dtype=dtype, requires_grad=True)
+            row, col = mf.pairwise_lse(xs, ys, s, similarity=sim, compute_col=True)
+            grads[dtype] = torch.autograd.grad((row * w_r.to(dtype)).sum() + (col * w_c.to(dtype)).sum(), (xs, ys, s))
+    finally:
+        torch.set_num_threads(before)
+    xr, yr = x.clone().requires_grad_(), y.clone().requires_grad_()
+    sr = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
+    sims = {"dot": lambda: xr @ yr.T, "euclidean": lambda: -torch.cdist(xr, yr) ** 2,
+            "l1": lambda: -torch.cdist(xr, yr, p=1)}[sim]()
+    logits = sr * sims
+    ref = torch.autograd.grad((torch.logsumexp(logits, 1) * w_r).sum() + (torch.logsumexp(logits, 0) * w_c).sum(),
+                              (xr, yr, sr))
+    for got, want in zip(grads[torch.float64], ref):
+        assert rel_err(got, want) < 1e-10, sim
+    for got, want in zip(grads[torch.float32], ref):
+        assert rel_err(got, want) < 2e-5, sim
