@@ -19,7 +19,7 @@ Public API::
     mf.distributed.symmetric_infonce(a_local, b_local, ...)       # global loss over all ranks
 """
 from . import distributed
-from ._ops import backend_info, cpu_exp_rate, force_cpu_isa, pairwise_lse
+from ._ops import TorchMismatchError, backend_info, cpu_exp_rate, force_cpu_isa, pairwise_lse
 from .clip_loss import ClipLoss
 from .comm import comm_loss
 from .losses import infonce, lpsimclr, nt_xent, symmetric_infonce, symmetric_lpsimclr
@@ -27,6 +27,6 @@ from .modules import NTXent, SymmetricInfoNCE
 from .options import KernelOptions, set_checks
 
 __all__ = ["symmetric_infonce", "infonce", "nt_xent", "comm_loss", "lpsimclr", "symmetric_lpsimclr", "pairwise_lse",
-           "backend_info", "cpu_exp_rate", "force_cpu_isa", "KernelOptions", "set_checks", "ClipLoss",
-           "SymmetricInfoNCE", "NTXent", "distributed"]
+           "backend_info", "cpu_exp_rate", "force_cpu_isa", "TorchMismatchError", "KernelOptions", "set_checks",
+           "ClipLoss", "SymmetricInfoNCE", "NTXent", "distributed"]
 __version__ = "0.1.0"
