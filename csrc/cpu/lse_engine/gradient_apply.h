@@ -6,8 +6,8 @@
 //              -2s (sum_j G_ij) x_i and -2s (sum_i G_ij) y_j, added once per row tile / at the end
 //   l1:        dx_ik -= alpha sum_j G_ij sign(x_ik - y_jk),  dy_jk += alpha sum_i G_ij sign(x_ik - y_jk)
 // BLAS tiles use two GEMMs; streamed tiles (D <= kSmallD or l1) use register-accumulated loops and
-// accumulate dY^T. Each worker slot owns its dX rows and a private dY partial for one block of
-// columns at a time (DyBlock); reduce_dy_block sums the partials in slot order.
+// accumulate dY^T (D x N). Each worker slot owns its dX rows and a private dY partial;
+// reduce_dy_partials sums the partials in slot order.
 #pragma once
 
 #include <ATen/cpu/vec/vec.h>
@@ -102,25 +102,15 @@ void streamed_dx(const Operands<T>& op, const T* G, int64_t i0, int64_t mt, int6
   }
 }
 
-// Where a worker slot accumulates dY for the columns [col0, col0 + cols): row j - col0 of a
-// cols x D block (BLAS tiles), or column j - col0 of a D x cols block, leading dimension cols
-// (streamed tiles).
-template <typename T>
-struct DyBlock {
-  T* data;
-  int64_t col0, cols;
-};
-
-// Streamed dY^T of the tile into the D x cols block: each dy_kc sums over the tile's rows (a
-// column strip of G, 8 KB). dot/euclidean: blocked over 2 column vectors x up to 4 features, so
-// each G vector is loaded once per row for all of them; l1 and the remaining columns: four
-// accumulators over the rows.
+// Streamed dY^T of the tile (dy_acc is D x N): each dy_kc sums over the tile's rows (a column
+// strip of G, 8 KB). dot/euclidean: blocked over 2 column vectors x up to 4 features, so each G
+// vector is loaded once per row for all of them; l1 and the remaining columns: four accumulators
+// over the rows.
 template <typename T>
 void streamed_dy(const Operands<T>& op, const T* G, int64_t i0, int64_t mt, int64_t j0, int64_t nt,
-                 T alpha, const DyBlock<T>& block) {
+                 T alpha, T* dy_acc) {
   using V = Vectorized<T>;
-  const int64_t N = op.N, D = op.D, ld = block.cols;
-  T* dy_acc = block.data - block.col0;  // dy_acc[k * ld + j] for the block's columns j
+  const int64_t N = op.N, D = op.D;
   const bool l1 = op.sim == Similarity::L1;
   const T* xt = op.x + i0 * D;  // the tile's rows of X, row-major (mt x D)
   int64_t c = 0;
@@ -128,11 +118,11 @@ void streamed_dy(const Operands<T>& op, const T* G, int64_t i0, int64_t mt, int6
     for (; c + 2 * V::size() <= nt; c += 2 * V::size())
       for (int64_t k0 = 0; k0 < D; k0 += 4)
         dy_block_dispatch(std::min<int64_t>(4, D - k0), G + c, kTileN, xt + k0, D, mt, alpha,
-                          dy_acc + k0 * ld + j0 + c, ld);
+                          dy_acc + k0 * N + j0 + c, N);
   }
   for (; c + V::size() <= nt; c += V::size()) {
     for (int64_t k = 0; k < D; ++k) {
-      T* dyk = dy_acc + k * ld + j0 + c;
+      T* dyk = dy_acc + k * N + j0 + c;
       const V yv = V::loadu(op.yt + k * N + j0 + c);
       auto term = [&](int64_t r) {
         const V xv(xt[r * D + k]);
@@ -155,26 +145,24 @@ void streamed_dy(const Operands<T>& op, const T* G, int64_t i0, int64_t mt, int6
         const T xk = xt[r * D + k];
         acc += G[r * kTileN + c] * (l1 ? T((xk - yk > 0) - (xk - yk < 0)) : xk);
       }
-      dy_acc[k * ld + j0 + c] += alpha * acc;
+      dy_acc[k * N + j0 + c] += alpha * acc;
     }
   }
 }
 
-// dX and dY contributions of one gradient tile (dx or dy null: not requested); the tile's columns
-// lie inside dy's block.
+// dX and dY contributions of one gradient tile (either pointer null: not requested).
 template <typename T>
 void apply_gradient_tile(const Operands<T>& op, const T* G, int64_t i0, int64_t mt, int64_t j0,
-                         int64_t nt, T* dx, const DyBlock<T>* dy) {
+                         int64_t nt, T* dx, T* dy_acc) {
   const T alpha = op.sim == Similarity::Euclidean ? T(2) * op.s : op.s;
   if (op.streamed) {
     if (dx) streamed_dx(op, G, i0, mt, j0, nt, alpha, dx);
-    if (dy) streamed_dy(op, G, i0, mt, j0, nt, alpha, *dy);
+    if (dy_acc) streamed_dy(op, G, i0, mt, j0, nt, alpha, dy_acc);
     return;
   }
   const int64_t D = op.D;
   if (dx) gemm(false, false, D, mt, nt, alpha, op.y + j0 * D, D, G, kTileN, T(1), dx + i0 * D, D);
-  if (dy)
-    gemm(false, true, D, nt, mt, alpha, op.x + i0 * D, D, G, kTileN, T(1), dy->data + (j0 - dy->col0) * D, D);
+  if (dy_acc) gemm(false, true, D, nt, mt, alpha, op.x + i0 * D, D, G, kTileN, T(1), dy_acc + j0 * D, D);
 }
 
 // The euclidean norm term of dX for rows i0..i0+mt: dx_i += -2 s (sum_j G_ij) x_i.
@@ -189,23 +177,21 @@ void euclidean_row_term(const Operands<T>& op, const double* rowsum_g, int64_t i
   }
 }
 
-// dY rows [begin, end) of the column block [col0, col0 + cols): the sum of the slots' partials for
-// the block in slot order (partials[p] as a DyBlock's data: D x cols for streamed tiles, cols x D
-// otherwise; `accumulated`: dy already holds slot 0's sum), plus, for euclidean, the norm term
-// -2 s (sum_i G_ij) y_j from the slots' column sums colsum[p * N + j].
+// dY rows [begin, end): the sum of the slots' partials in slot order (partials[p] is D x N for
+// streamed tiles, N x D otherwise; `accumulated`: dy already holds slot 0's sum), plus, for
+// euclidean, the norm term -2 s (sum_i G_ij) y_j from the slots' column sums colsum[p * N + j].
 template <typename T>
-void reduce_dy_block(const std::vector<const T*>& partials, bool streamed, bool accumulated,
-                     const double* colsum, int64_t W, int64_t N, int64_t D, double s, const T* y,
-                     int64_t col0, int64_t cols, int64_t begin, int64_t end, T* dy) {
+void reduce_dy_partials(const std::vector<const T*>& partials, bool streamed, bool accumulated,
+                        const double* colsum, int64_t W, int64_t N, int64_t D, double s, const T* y,
+                        int64_t begin, int64_t end, T* dy) {
   for (int64_t j = begin; j < end; ++j) {
-    const int64_t local = j - col0;
     T* dyj = dy + j * D;
     if (!accumulated) std::fill(dyj, dyj + D, T(0));
     for (const T* src : partials) {
       if (streamed) {
-        for (int64_t k = 0; k < D; ++k) dyj[k] += src[k * cols + local];
+        for (int64_t k = 0; k < D; ++k) dyj[k] += src[k * N + j];
       } else {
-        for (int64_t k = 0; k < D; ++k) dyj[k] += src[local * D + k];
+        for (int64_t k = 0; k < D; ++k) dyj[k] += src[j * D + k];
       }
     }
     if (colsum) {

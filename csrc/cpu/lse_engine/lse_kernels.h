@@ -23,10 +23,9 @@
 // lse_fwd_kernel / lse_bwd_kernel drive them: each of W worker slots owns a contiguous chunk of rows and streams over
 // its (tile_m x kTileN) tiles. Forward: the slot owns its rows' LSE and private column partials,
 // merged in slot order (deterministic for a fixed thread count). Backward: the tiles are
-// recomputed; dX rows are owned, dY is accumulated per slot over one block of columns at a time
-// and summed in slot order. Extra memory is O(W * (N + tile_m * tile_n)) in the forward and
-// O(W * (N + 2 MiB)) in the backward (kPartialBlockBytes), plus (M + N)(D + 2) for euclidean's
-// augmented operands: never O(M * N).
+// recomputed; dX rows are owned, dY is accumulated per slot and summed in slot order. Extra memory
+// is O(W * (N + tile_m * tile_n)) in the forward and O(W * N * D) (capped) in the backward, plus
+// (M + N)(D + 2) for euclidean's augmented operands: never O(M * N).
 #pragma once
 
 #include <ATen/Dispatch.h>
@@ -56,43 +55,32 @@ namespace mmcl_fast::lse_engine {
 inline namespace CPU_CAPABILITY {
 namespace {
 
-// Bound on one worker slot's dY partial: the backward runs over blocks of columns, each slot
-// accumulating its rows' contribution to the block in a private partial of at most this size
-// (and at least one tile wide), which the slots' sum then adds to dY before the next block.
-constexpr int64_t kPartialBlockBytes = int64_t(2) << 20;
+// Upper bound on the backward's per-worker dY partials; fewer workers are used above it.
+constexpr int64_t kPartialBudgetBytes = int64_t(256) << 20;
 
-// Columns per block for a dY of N x D: whole tiles, kPartialBlockBytes per partial at most.
+// One worker slot's backward over rows [r0, r1): its dX rows (dx null: not requested), its dY
+// partial dy_acc (null: not requested), the column sums of G (euclidean dY; null otherwise) and
+// sum_ij G_ij sim_ij, written to *dscale_acc.
 template <typename T>
-int64_t dy_block_columns(int64_t N, int64_t D) {
-  const int64_t tiles = std::max<int64_t>(1, kPartialBlockBytes / (kTileN * D * int64_t(sizeof(T))));
-  return std::min(N, tiles * kTileN);
-}
-
-// One worker slot's backward over rows [r0, r1) and the columns [c0, c1): adds to its dX rows (dx
-// null: not requested) and its dY block (dy null: not requested), to the column sums of G
-// (euclidean dY; null otherwise), to the row sums of G in rowsum[M] (euclidean dX; null
-// otherwise) and to *dscale_acc (sum_ij G_ij L_ij, divided by s at the end).
-template <typename T>
-void backward_block(const Operands<T>& op, bool mask_diag, const LseGrads<T>& grads, int64_t r0, int64_t r1,
-                    int64_t tm, int64_t c0, int64_t c1, T* dx, const DyBlock<T>* dy, double* colsum_g,
-                    double* rowsum, double* dscale_acc) {
+void backward_rows(const Operands<T>& op, bool mask_diag, const LseGrads<T>& grads, int64_t r0,
+                   int64_t r1, int64_t tm, T* dx, T* dy_acc, double* colsum_g, double* dscale_acc) {
   const bool euclid = op.sim == Similarity::Euclidean;
   GradientScratch<T> scratch(tm);
-  double dscale_gl = 0;
+  double dscale_gl = 0;  // sum G_ij L_ij; divided by s at the end
   for (int64_t i0 = r0; i0 < r1; i0 += tm) {
     const int64_t mt = std::min(tm, r1 - i0);
-    if (rowsum) std::copy(rowsum + i0, rowsum + i0 + mt, scratch.rowsum_g.begin());
+    std::fill(scratch.rowsum_g.begin(), scratch.rowsum_g.end(), 0.0);
     for (int64_t r = 0; r < mt; ++r) scratch.roff[r] = exp_offset(grads.rlse[i0 + r]);
-    for (int64_t j0 = c0; j0 < c1; j0 += kTileN) {
-      const int64_t nt = std::min(kTileN, c1 - j0);
+    for (int64_t j0 = 0; j0 < op.N; j0 += kTileN) {
+      const int64_t nt = std::min(kTileN, op.N - j0);
       logit_tile(op, i0, mt, j0, nt, scratch.L.data(), kTileN);
       gradient_tile(grads, mask_diag, i0, mt, j0, nt, scratch, euclid, colsum_g, &dscale_gl);
-      if (dx == nullptr && dy == nullptr) continue;  // dscale only
-      apply_gradient_tile(op, scratch.G.data(), i0, mt, j0, nt, dx, dy);
+      if (dx == nullptr && dy_acc == nullptr) continue;  // dscale only
+      apply_gradient_tile(op, scratch.G.data(), i0, mt, j0, nt, dx, dy_acc);
     }
-    if (rowsum) std::copy(scratch.rowsum_g.begin(), scratch.rowsum_g.begin() + mt, rowsum + i0);
+    if (euclid && dx) euclidean_row_term(op, scratch.rowsum_g.data(), i0, mt, dx);
   }
-  *dscale_acc += dscale_gl;
+  *dscale_acc = dscale_gl;
 }
 
 }  // namespace
@@ -148,57 +136,47 @@ std::tuple<at::Tensor, at::Tensor, double> lse_bwd_kernel(
     auto rl = row_lse.contiguous();
     auto cl = use_col ? col_lse.contiguous() : at::Tensor();
     const bool euclid = sim == Similarity::Euclidean;
-    // The columns run in blocks (dy_block_columns). Within a block, worker 0 accumulates straight
-    // into dy's rows of the block (BLAS path); every other worker, and every streamed worker (whose
-    // accumulator is D x cols), owns a zeroed partial, summed into dy in slot order after the
-    // block. Without a requested dY there are no partials and a single block.
+    // Worker 0 accumulates straight into dy (BLAS path); every other worker, and every streamed
+    // worker (whose accumulator is D x N), owns a zeroed partial.
+    // Without a requested dY there are no partials and no cap on the workers.
+    const int64_t partial_bytes = need_dy ? N * D * int64_t(sizeof(T)) : 0;
     const int64_t threads = at::get_num_threads();
-    const RowPartition part = partition_rows(M, threads);
+    const int64_t budget_workers =
+        need_dy ? 1 + kPartialBudgetBytes / std::max<int64_t>(1, partial_bytes) : threads;
+    const RowPartition part = partition_rows(M, std::min(threads, budget_workers));
     const int64_t W = part.workers;
     const bool streamed = prep.op.streamed;
     const int64_t own = streamed ? 0 : 1;
-    const int64_t block_cols = need_dy && W > own ? dy_block_columns<T>(N, D) : N;
     std::vector<at::Tensor> partials;
     if (need_dy)
-      for (int64_t p = own; p < W; ++p) partials.push_back(at::empty({block_cols * D}, x.options()));
+      for (int64_t p = own; p < W; ++p) partials.push_back(at::empty({N * D}, x.options()));
+    auto dy_ptr = [&](int64_t p) -> T* {
+      if (!need_dy) return nullptr;
+      return p < own ? dy.data_ptr<T>() : partials[p - own].data_ptr<T>();
+    };
+    const bool col_sums = euclid && need_dy;
+    std::vector<double> colsum(col_sums ? W * N : 0, 0.0), dscale(W, 0.0);
+    T* dxp = need_dx ? dx.data_ptr<T>() : nullptr;
+    run_slots(W, threads, [&](int64_t p) {
+      SequentialBlasScope sequential_blas;
+      FlushDenormalsScope flush_denormals;
+      const int64_t r0 = part.begin(p, M), r1 = part.begin(p + 1, M);
+      if (dxp) std::fill(dxp + r0 * D, dxp + r1 * D, T(0));
+      if (T* acc = dy_ptr(p)) std::fill(acc, acc + N * D, T(0));
+      const LseGrads<T> grads{gr.data_ptr<T>(), use_col ? gc.data_ptr<T>() : nullptr, rl.data_ptr<T>(),
+                              use_col ? cl.data_ptr<T>() : nullptr};
+      backward_rows(prep.op, mask_diag, grads, r0, r1, part.tile_m, dxp, dy_ptr(p),
+                    col_sums ? colsum.data() + p * N : nullptr, &dscale[p]);
+    });
+    for (int64_t p = 0; p < W; ++p) dscale_total += dscale[p];
+    if (!need_dy) return;
     std::vector<const T*> partial_ptrs;
     for (const auto& t : partials) partial_ptrs.push_back(t.data_ptr<T>());
-    const bool col_sums = euclid && need_dy;
-    const bool row_sums = euclid && need_dx;
-    std::vector<double> colsum(col_sums ? W * N : 0, 0.0), rowsum(row_sums ? M : 0, 0.0), dscale(W, 0.0);
-    T* dxp = need_dx ? dx.data_ptr<T>() : nullptr;
-    const LseGrads<T> grads{gr.data_ptr<T>(), use_col ? gc.data_ptr<T>() : nullptr, rl.data_ptr<T>(),
-                            use_col ? cl.data_ptr<T>() : nullptr};
-    for (int64_t c0 = 0; c0 < N; c0 += block_cols) {
-      const int64_t c1 = std::min(N, c0 + block_cols), cols = c1 - c0;
-      run_slots(W, threads, [&](int64_t p) {
-        SequentialBlasScope sequential_blas;
-        FlushDenormalsScope flush_denormals;
-        const int64_t r0 = part.begin(p, M), r1 = part.begin(p + 1, M);
-        if (dxp && c0 == 0) std::fill(dxp + r0 * D, dxp + r1 * D, T(0));
-        DyBlock<T> block{nullptr, c0, cols};
-        if (need_dy) {
-          block.data = p < own ? dy.data_ptr<T>() + c0 * D : partials[p - own].data_ptr<T>();
-          std::fill(block.data, block.data + cols * D, T(0));
-        }
-        backward_block(prep.op, mask_diag, grads, r0, r1, part.tile_m, c0, c1, dxp, need_dy ? &block : nullptr,
-                       col_sums ? colsum.data() + p * N : nullptr, row_sums ? rowsum.data() : nullptr,
-                       &dscale[p]);
-      });
-      if (!need_dy) continue;
-      const bool dy_accumulated = own == 1;  // slot 0 zeroed dy's block and accumulated into it
-      run_ranges(cols, 256, threads, [&](int64_t b, int64_t e) {
-        reduce_dy_block(partial_ptrs, streamed, dy_accumulated, euclid ? colsum.data() : nullptr, W, N, D, s,
-                        prep.op.y, c0, cols, c0 + b, c0 + e, dy.data_ptr<T>());
-      });
-    }
-    for (int64_t p = 0; p < W; ++p) dscale_total += dscale[p];
-    if (row_sums) {  // the euclidean norm term of dX, once every column has added to the row sums
-      run_slots(W, threads, [&](int64_t p) {
-        const int64_t r0 = part.begin(p, M), r1 = part.begin(p + 1, M);
-        euclidean_row_term(prep.op, rowsum.data() + r0, r0, r1 - r0, dxp);
-      });
-    }
+    const bool dy_accumulated = own == 1 && W >= 1;  // slot 0 zeroed dy and accumulated into it
+    run_ranges(N, 256, threads, [&](int64_t b, int64_t e) {
+      reduce_dy_partials(partial_ptrs, streamed, dy_accumulated, euclid ? colsum.data() : nullptr, W, N, D,
+                         s, prep.op.y, b, e, dy.data_ptr<T>());
+    });
   });
   return {dx, dy, dscale_total / s};
 }
