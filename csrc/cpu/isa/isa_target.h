@@ -72,6 +72,26 @@
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt")
 #endif
+#elif defined(MMCL_FAST_ISA_AVX2) && defined(__x86_64__)
+#define CPU_CAPABILITY AVX2
+#define CPU_CAPABILITY_AVX2
+#define MMCL_FAST_ISA_NAME "avx2"
+#define MMCL_FAST_ISA_TARGETED
+#if defined(__clang__)
+#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt"))), apply_to = function)
+#else
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt")
+#endif
+#elif defined(MMCL_FAST_ISA_DEFAULT)
+#define CPU_CAPABILITY DEFAULT
+#define MMCL_FAST_ISA_NAME "default"
+#else
+#define MMCL_FAST_ISA_UNAVAILABLE  // an AVX copy in a non-x86 build: the file returns nullptr
+#endif
+
+// The ISA macros of the target set above: AVX2's for both AVX copies, AVX-512's for its own.
+#ifdef MMCL_FAST_ISA_TARGETED
 #ifndef __SSE3__
 #define __SSE3__ 1
 #endif
@@ -108,6 +128,8 @@
 #ifndef __LZCNT__
 #define __LZCNT__ 1
 #endif
+#endif
+#ifdef CPU_CAPABILITY_AVX512
 #ifndef __AVX512F__
 #define __AVX512F__ 1
 #endif
@@ -120,56 +142,4 @@
 #ifndef __AVX512VL__
 #define __AVX512VL__ 1
 #endif
-#elif defined(MMCL_FAST_ISA_AVX2) && defined(__x86_64__)
-#define CPU_CAPABILITY AVX2
-#define CPU_CAPABILITY_AVX2
-#define MMCL_FAST_ISA_NAME "avx2"
-#define MMCL_FAST_ISA_TARGETED
-#if defined(__clang__)
-#pragma clang attribute push(__attribute__((target("avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt"))), apply_to = function)
-#else
-#pragma GCC push_options
-#pragma GCC target("avx2,fma,f16c,bmi,bmi2,lzcnt,popcnt")
-#endif
-#ifndef __SSE3__
-#define __SSE3__ 1
-#endif
-#ifndef __SSSE3__
-#define __SSSE3__ 1
-#endif
-#ifndef __SSE4_1__
-#define __SSE4_1__ 1
-#endif
-#ifndef __SSE4_2__
-#define __SSE4_2__ 1
-#endif
-#ifndef __POPCNT__
-#define __POPCNT__ 1
-#endif
-#ifndef __AVX__
-#define __AVX__ 1
-#endif
-#ifndef __AVX2__
-#define __AVX2__ 1
-#endif
-#ifndef __FMA__
-#define __FMA__ 1
-#endif
-#ifndef __F16C__
-#define __F16C__ 1
-#endif
-#ifndef __BMI__
-#define __BMI__ 1
-#endif
-#ifndef __BMI2__
-#define __BMI2__ 1
-#endif
-#ifndef __LZCNT__
-#define __LZCNT__ 1
-#endif
-#elif defined(MMCL_FAST_ISA_DEFAULT)
-#define CPU_CAPABILITY DEFAULT
-#define MMCL_FAST_ISA_NAME "default"
-#else
-#define MMCL_FAST_ISA_UNAVAILABLE  // an AVX copy in a non-x86 build: the file returns nullptr
 #endif
