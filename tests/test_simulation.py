@@ -249,6 +249,21 @@ def test_quick_scale_applies_the_quick_hyperparameters_to_every_run_of_a_preset(
     assert "paper:" in (tmp_path / "report.md").read_text()
 
 
+def test_quick_scale_figures_run_their_stated_grids():
+    fig5 = presets.preset_runs("fig5", seeds=3, scale="quick")
+    per_k = {k: sum(1 for _, c in fig5 if c.n_classes == k and c.discrete == "style") for k in (3, 5, 10)}
+    assert per_k == {3: 1, 5: 3, 10: 1} and len(fig5) == 3 * 5
+    assert {c.steps for _, c in fig5 if c.discrete == "content"} == {2 * presets.QUICK["steps"]}
+    assert {c.steps for _, c in fig5 if c.discrete != "content"} == {presets.QUICK["steps"]}
+    fig6 = presets.preset_runs("fig6", seeds=1, scale="quick")
+    assert sorted((c.n_s, c.n_m) for _, c in fig6) == [(2, 5), (5, 2), (5, 5), (5, 10), (10, 5)]
+    assert all(c.batch_size == presets.QUICK["batch_size"] for _, c in fig5 + fig6)
+    fig8 = presets.preset_runs("fig8", seeds=3, scale="quick")
+    assert len(fig8) == 15 and {c.steps for _, c in fig8} == {presets.QUICK["steps"]} and fig8[0][1].intervention
+    with pytest.raises(ValueError, match="scale"):
+        presets.preset_runs("fig5", scale="medium")
+
+
 def test_paper_presets_use_the_authors_estimator_widths_and_evaluation_size():
     assert config.paper_hidden(15) == (150, 750, 750, 750, 750, 150)
     for preset, d in (("table1b", 15), ("table4b", 10), ("table1a", 10)):

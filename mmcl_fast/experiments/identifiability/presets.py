@@ -29,11 +29,29 @@ QUICK = dict(hidden=(64, 256, 256, 64), batch_size=512, steps=20000, lr=3e-3, lr
 
 FIG5_CLASSES = tuple(range(3, 11))
 
+# Quick-scale grids of the figures (a CPU-sized subset of the paper's axes, fixed before any run):
+# Fig. 5 at k = 3, 5, 10 with one seed (``seeds`` seeds at k = 5); Fig. 6 at n_s, n_m = 2, 5, 10 with
+# one shared n_s = n_m = 5 run. The paper gave its discrete runs more steps than its continuous ones
+# (600k style/modality, 3M content, vs 300k); at quick scale the discrete-content runs get twice the
+# quick budget and the others the quick budget itself.
+FIG5_QUICK_CLASSES = (3, 5, 10)
+FIG5_QUICK_CONTENT_STEPS = 2 * QUICK["steps"]
+FIG6_QUICK_DIMS = (2, 5, 10)
+
 PRESETS = ("quick", "paper", "table1a", "table1b", "table4a", "table4b", "fig5", "fig6", "fig7", "fig8")
 
 
-def preset_runs(name: str, seeds: int = 3) -> list[tuple[str, SimConfig]]:
-    """The runs of a preset as (label, config) pairs."""
+SCALES = ("paper", "quick")
+
+
+def preset_runs(name: str, seeds: int = 3, scale: str = "paper") -> list[tuple[str, SimConfig]]:
+    """The runs of a preset as (label, config) pairs: the paper's hyperparameters and grid, or
+    (``scale="quick"``) the quick preset's encoder, batch, steps and optimiser on every run, with the
+    figures' quick grids."""
+    if scale not in SCALES:
+        raise ValueError(f"scale must be one of {SCALES}, got {scale!r}")
+    if scale == "quick" and name not in ("quick", "paper"):
+        return _quick_runs(name, seeds)
     base = SimConfig()
     if name == "quick":
         return [("quick", replace(base, **QUICK))]
@@ -59,17 +77,33 @@ def preset_runs(name: str, seeds: int = 3) -> list[tuple[str, SimConfig]]:
     raise ValueError(f"unknown preset {name!r}; choose from {PRESETS}")
 
 
+def _quick_runs(name: str, seeds: int) -> list[tuple[str, SimConfig]]:
+    base = replace(SimConfig(), **QUICK)
+    if name == "fig5":
+        return [(f"discrete={d} k={k} seed={s}",
+                 replace(base, discrete=d, n_classes=k, seed=s,
+                         steps=FIG5_QUICK_CONTENT_STEPS if d == "content" else base.steps))
+                for d in FIG5_GROUPS for k in FIG5_QUICK_CLASSES for s in range(seeds if k == 5 else 1)]
+    if name == "fig6":
+        runs = [(f"n_s={n} seed={s}", replace(base, n_s=n, seed=s)) for n in FIG6_QUICK_DIMS for s in range(seeds)]
+        return runs + [(f"n_m={n} seed={s}", replace(base, n_m=n, seed=s))
+                       for n in FIG6_QUICK_DIMS if n != base.n_s for s in range(seeds)]
+    return [(label, replace(cfg, **QUICK)) for label, cfg in preset_runs(name, seeds)]
+
+
 def run_directory(label: str) -> str:
     """The folder of one run, named by its label ("p=0.75 stat=1 caus=0 seed=0" ->
     "p-0.75_stat-1_caus-0_seed-0"), so that a preset resumed with more seeds finds its earlier runs."""
     return label.replace(" ", "_").replace("=", "-")
 
 
-def run_preset(name: str, out_dir: Path, overrides: dict, seeds: int = 3, progress: bool = True) -> list[dict]:
-    """Run (or resume) every run of a preset; write results.csv/json, report.md and a figure."""
+def run_preset(name: str, out_dir: Path, overrides: dict, seeds: int = 3, progress: bool = True,
+               scale: str = "paper") -> list[dict]:
+    """Run (or resume) every run of a preset at ``scale``, with ``overrides`` (explicit flags) on
+    top; write results.csv/json, report.md and a figure."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    runs = preset_runs(name, seeds=seeds)
+    runs = preset_runs(name, seeds=seeds, scale=scale)
     for i, (label, cfg) in enumerate(runs):
         cfg = replace(cfg, **overrides)
         if progress:
@@ -79,10 +113,11 @@ def run_preset(name: str, out_dir: Path, overrides: dict, seeds: int = 3, progre
     return rows
 
 
-def finished_runs(name: str, out_dir: Path, seeds: int = 3) -> list[dict]:
+def finished_runs(name: str, out_dir: Path, seeds: int = 3, scale: str = "paper") -> list[dict]:
     """The results of a preset's runs that have finished in ``out_dir`` (others are skipped), for
     a report while the rest still train."""
-    found = [out_dir / run_directory(label) / "results.json" for label, _ in preset_runs(name, seeds=seeds)]
+    found = [out_dir / run_directory(label) / "results.json"
+             for label, _ in preset_runs(name, seeds=seeds, scale=scale)]
     return [json.loads(f.read_text()) for f in found if f.exists()]
 
 

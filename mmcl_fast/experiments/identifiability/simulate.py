@@ -30,7 +30,8 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--seeds", type=int, default=3, help="seeds per setting for table/figure presets")
     p.add_argument("--scale", choices=("paper", "quick"), default="paper",
                    help="table/figure presets: the paper's hyperparameters, or the quick preset's "
-                        "encoder, batch, steps and optimiser (a CPU-sized version of every run)")
+                        "encoder, batch, steps and optimiser (a CPU-sized version of every run; Figs. 5 and 6 on "
+                        "a smaller grid, see presets.py)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: write the report of the preset's runs already finished in --out")
@@ -46,7 +47,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
 def main(argv=None, args=None) -> list[dict]:
     args = args or build_parser().parse_args(argv)
     overrides = config_overrides(args, SimConfig)
-    if args.scale == "quick":
+    if args.scale == "quick" and args.preset == "paper":
         overrides = {**QUICK, **overrides}
     if "hidden" in overrides:
         overrides["hidden"] = tuple(overrides["hidden"])
@@ -54,14 +55,16 @@ def main(argv=None, args=None) -> list[dict]:
         raise SystemExit("--seed applies to single runs; table presets use --seeds")
     out = Path(args.out or f"runs/simulate-{args.preset}")
     if args.report_only:
-        rows = finished_runs(args.preset, out, seeds=args.seeds)
+        rows = finished_runs(args.preset, out, seeds=args.seeds, scale=args.scale)
         if not rows:
             raise SystemExit(f"no finished run of preset {args.preset!r} in {out}")
         write_preset_outputs(args.preset, out, rows)
         print((out / "report.md").read_text())
-        print(f"{len(rows)} of {len(preset_runs(args.preset, seeds=args.seeds))} runs finished; wrote {out}/")
+        total = len(preset_runs(args.preset, seeds=args.seeds, scale=args.scale))
+        print(f"{len(rows)} of {total} runs finished; wrote {out}/")
         return rows
-    rows = run_preset(args.preset, out, overrides, seeds=args.seeds, progress=not args.no_progress)
+    rows = run_preset(args.preset, out, overrides, seeds=args.seeds, progress=not args.no_progress,
+                      scale=args.scale)
     if len(rows) == 1:
         r = rows[0]
         print(f"\n{args.preset}: {r['steps']} steps in {r['train_seconds']:.0f}s, evaluation "
