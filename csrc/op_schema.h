@@ -18,6 +18,16 @@ inline constexpr const char* kLseBwdSchema =
     " Tensor col_lse, str similarity, bool mask_diag, bool[3] output_mask, bool checks=False,"
     " str math_path=\"auto\") -> (Tensor, Tensor, Tensor)";
 
+// The pairwise softplus pair of the sigmoid (SigLIP) loss: row_i = sum_j softplus(s sim(x_i, y_j) + t)
+// with t = bias (one element, finite, any sign), j == i left out when mask_diag, and its backward
+// (dx, dy, dscale, dbias).
+inline constexpr const char* kSoftplusFwdSchema =
+    "softplus_fwd(Tensor x, Tensor y, Tensor scale, Tensor bias, str similarity, bool mask_diag,"
+    " bool checks=False, str math_path=\"auto\") -> Tensor";
+inline constexpr const char* kSoftplusBwdSchema =
+    "softplus_bwd(Tensor grad_row, Tensor x, Tensor y, Tensor scale, Tensor bias, str similarity,"
+    " bool mask_diag, bool[4] output_mask, bool checks=False, str math_path=\"auto\") -> (Tensor, Tensor, Tensor, Tensor)";
+
 // The O((M + N) D) operands of a loss around the pairwise LSE (CPU only; csrc/cpu/operands_cpu.cpp):
 // the kernel inputs ka, kb (L2-normalised for cosine, else copies), the positive-pair similarities
 // pos_i = sim(ka_i, kb_i) for i < M <= N, and the row norms (empty unless cosine).

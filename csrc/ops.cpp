@@ -1,4 +1,5 @@
-// Operator schema and per-device dispatch of mmcl_fast's pairwise log-sum-exp pair.
+// Operator schema and per-device dispatch of mmcl_fast's operators: the pairwise log-sum-exp pair,
+// the pairwise softplus pair and the CPU operands pair.
 //
 //   lse_fwd(x[M,D], y[N,D], scale[], similarity, mask_diag, compute_col, checks, deterministic,
 //           math_path)
@@ -11,6 +12,12 @@
 //       work is skipped (a frozen tower costs no dY pass).
 //   checks, deterministic, math_path: the kernel options (op_schema.h); the CPU kernels always
 //       run their checks and are deterministic for a fixed thread count, so they ignore them.
+//   softplus_fwd(x[M,D], y[N,D], scale[], bias[], similarity, mask_diag, checks, math_path) -> row[M]
+//       row_i = sum_j softplus(s sim(x_i, y_j) + t), t = bias, j == i left out when mask_diag:
+//       the negatives' terms of the sigmoid loss (its positives are added outside, sigmoid_loss.py)
+//   softplus_bwd(grad_row[M], x, y, scale, bias, similarity, mask_diag, output_mask[4], checks,
+//                math_path)
+//       -> (dx, dy, dscale, dbias), G_ij = grad_row_i sigmoid(s sim_ij + t); masked outputs empty
 //   operands_fwd(a[M,D], b[N,D], similarity) -> (ka, kb, pos[M], norm_a, norm_b)   (CPU, M <= N)
 //   operands_bwd(grad_ka, grad_kb, grad_pos, ka, kb, norm_a, norm_b, similarity, output_mask[2])
 //       -> (da, db): the cosine normalisation and the positive-pair similarities of the losses,
@@ -24,6 +31,7 @@
 
 #include "cpu/operands_cpu.h"
 #include "cpu/pairwise_lse_cpu.h"
+#include "cpu/pairwise_softplus_cpu.h"
 #include "op_checks.h"
 #include "op_schema.h"
 
@@ -63,6 +71,33 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cpu_checked(
                      scale, row_lse, col_lse, sim, mask_diag, output_mask);
 }
 
+at::Tensor softplus_fwd_cpu_checked(const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+                                    const at::Tensor& bias, c10::string_view similarity,
+                                    bool mask_diag, bool /*checks*/, c10::string_view /*math_path*/) {
+  const std::string sim(similarity);
+  check_common("softplus_fwd", x, y, scale, sim);
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "softplus_fwd: the CPU kernel supports float32 and float64, got ", x.scalar_type());
+  check_finite("softplus_fwd", "x", x);
+  check_finite("softplus_fwd", "y", y);
+  const auto [xc, yc] = centred_if_euclidean(x, y, sim);
+  return softplus_fwd_cpu(xc, yc, scale, bias, sim, mask_diag);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_bwd_cpu_checked(
+    const at::Tensor& grad_row, const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+    const at::Tensor& bias, c10::string_view similarity, bool mask_diag,
+    std::array<bool, 4> output_mask, bool /*checks*/, c10::string_view /*math_path*/) {
+  const std::string sim(similarity);
+  check_common("softplus_bwd", x, y, scale, sim);
+  TORCH_CHECK(grad_row.dim() == 1 && grad_row.numel() == x.size(0), "softplus_bwd: grad_row must have M = ",
+              x.size(0), " elements, got shape ", grad_row.sizes());
+  TORCH_CHECK(grad_row.scalar_type() == x.scalar_type(), "softplus_bwd: grad_row must have the dtype of x (",
+              x.scalar_type(), "), got ", grad_row.scalar_type());
+  const auto [xc, yc] = centred_if_euclidean(x, y, sim);
+  return softplus_bwd_cpu(grad_row, xc, yc, scale, bias, sim, mask_diag, output_mask);
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> operands_fwd_cpu_checked(
     const at::Tensor& a, const at::Tensor& b, c10::string_view similarity) {
   check_finite("operands_fwd", "a", a.contiguous());
@@ -83,6 +118,8 @@ std::tuple<at::Tensor, at::Tensor> operands_bwd_cpu_checked(
 TORCH_LIBRARY(mmcl_fast, m) {
   m.def(kLseFwdSchema);
   m.def(kLseBwdSchema);
+  m.def(kSoftplusFwdSchema);
+  m.def(kSoftplusBwdSchema);
   m.def(kOperandsFwdSchema);
   m.def(kOperandsBwdSchema);
 }
@@ -90,6 +127,8 @@ TORCH_LIBRARY(mmcl_fast, m) {
 TORCH_LIBRARY_IMPL(mmcl_fast, CPU, m) {
   m.impl("lse_fwd", &lse_fwd_cpu_checked);
   m.impl("lse_bwd", &lse_bwd_cpu_checked);
+  m.impl("softplus_fwd", &softplus_fwd_cpu_checked);
+  m.impl("softplus_bwd", &softplus_bwd_cpu_checked);
   m.impl("operands_fwd", &operands_fwd_cpu_checked);
   m.impl("operands_bwd", &operands_bwd_cpu_checked);
 }

@@ -8,7 +8,8 @@ import hashlib
 from pathlib import Path
 
 # Paths relative to the repository root.
-OP_SOURCES = ("csrc/ops.cpp", "csrc/op_checks.cpp", "csrc/cpu/pairwise_lse_cpu.cpp",  # the TORCH_LIBRARY ops
+OP_SOURCES = ("csrc/ops.cpp", "csrc/op_checks.cpp",  # the TORCH_LIBRARY ops
+              "csrc/cpu/pairwise_lse_cpu.cpp", "csrc/cpu/pairwise_softplus_cpu.cpp",
               "csrc/cpu/operands_cpu.cpp", "csrc/cpu/runtime/worker_pool.cpp",
               # the CPU engine once per ISA level, and the run-time choice between the copies
               "csrc/cpu/isa/kernels_default.cpp", "csrc/cpu/isa/kernels_avx2.cpp",

@@ -9,6 +9,16 @@ The ``mmcl_fast`` namespace holds the pairwise log-sum-exp pair (schema in ``csr
   False is empty (shape [0]) and its kernel pass is skipped. The autograd formula passes
   ``ctx.needs_input_grad``, so a frozen tower (LiT) costs no dY pass.
 
+and the pairwise softplus pair of the sigmoid (SigLIP) loss:
+
+* ``softplus_fwd(x, y, scale, bias, similarity, mask_diag, checks, math_path) -> row``,
+  ``row_i = sum_j softplus(scale * sim(x_i, y_j) + bias)``, j == i left out when ``mask_diag``;
+* ``softplus_bwd(grad_row, x, y, scale, bias, similarity, mask_diag, output_mask, checks, math_path)
+  -> (dx, dy, dscale, dbias)``, with the same ``output_mask`` convention.
+
+On CUDA the softplus pair runs the chunked PyTorch implementation (``mmcl_fast.chunked``) until
+the CUDA tile kernels gain the softplus reduction.
+
 The last arguments are the kernel options (:class:`mmcl_fast.options.KernelOptions`); the
 backward receives the forward's.
 
@@ -64,6 +74,11 @@ _FWD_SCHEMA = ("lse_fwd(Tensor x, Tensor y, Tensor scale, str similarity, bool m
 _BWD_SCHEMA = ("lse_bwd(Tensor grad_row, Tensor grad_col, Tensor x, Tensor y, Tensor scale, "
                "Tensor row_lse, Tensor col_lse, str similarity, bool mask_diag, bool[3] output_mask, "
                "bool checks=False, str math_path=\"auto\") -> (Tensor, Tensor, Tensor)")
+_SOFTPLUS_FWD_SCHEMA = ("softplus_fwd(Tensor x, Tensor y, Tensor scale, Tensor bias, str similarity, "
+                        "bool mask_diag, bool checks=False, str math_path=\"auto\") -> Tensor")
+_SOFTPLUS_BWD_SCHEMA = ("softplus_bwd(Tensor grad_row, Tensor x, Tensor y, Tensor scale, Tensor bias, "
+                        "str similarity, bool mask_diag, bool[4] output_mask, bool checks=False, str math_path=\"auto\") "
+                        "-> (Tensor, Tensor, Tensor, Tensor)")
 
 
 def _is_source_checkout() -> bool:
@@ -211,9 +226,22 @@ def _register_python_fallback():
     lib = torch.library.Library("mmcl_fast", "DEF")
     lib.define(_FWD_SCHEMA)
     lib.define(_BWD_SCHEMA)
+    lib.define(_SOFTPLUS_FWD_SCHEMA)
+    lib.define(_SOFTPLUS_BWD_SCHEMA)
     lib.impl("lse_fwd", chunked.lse_fwd, "CompositeExplicitAutograd")
     lib.impl("lse_bwd", chunked.lse_bwd, "CompositeExplicitAutograd")
+    lib.impl("softplus_fwd", chunked.softplus_fwd, "CompositeExplicitAutograd")
+    lib.impl("softplus_bwd", chunked.softplus_bwd, "CompositeExplicitAutograd")
     return lib  # the registration lives as long as this object
+
+
+def _register_chunked_cuda_softplus():
+    """The chunked softplus pair as the CUDA kernels of the compiled ops (which have CPU kernels
+    only); kept alive in ``_state``."""
+    lib = torch.library.Library("mmcl_fast", "IMPL")
+    lib.impl("softplus_fwd", chunked.softplus_fwd, "CUDA")
+    lib.impl("softplus_bwd", chunked.softplus_bwd, "CUDA")
+    return lib
 
 
 def _load_backend() -> None:
@@ -243,6 +271,8 @@ def _load_backend() -> None:
         if choice == "auto":
             _state["warning"] = ("mmcl_fast: the compiled extension is unavailable, using the "
                                  f"pure-PyTorch chunked fallback (slower). Reasons: {_state['error']}")
+    if _state["backend"] != "python" and not getattr(_state["module"], "with_cuda_softplus", False):
+        _state["cuda_softplus"] = _register_chunked_cuda_softplus()
     if _state["warning"]:
         warnings.warn(_state["warning"], RuntimeWarning, stacklevel=4)
 
@@ -330,8 +360,50 @@ def _register_fake_and_autograd() -> None:
                 *(None,) * 6)
 
     torch.library.register_autograd("mmcl_fast::lse_fwd", backward, setup_context=setup_context)
+    _register_softplus_fake_and_autograd(_check_operands)
     if has_operands_op():
         _register_operands_fake_and_autograd()
+
+
+def _register_softplus_fake_and_autograd(check_operands) -> None:
+    def check_bias(bias):
+        torch._check(bias.numel() == 1, lambda: f"bias must hold exactly one element, got {bias.shape}")
+
+    @torch.library.register_fake("mmcl_fast::softplus_fwd")
+    def _fwd_fake(x, y, scale, bias, similarity, mask_diag, checks=False, math_path="auto"):
+        check_operands(x, y, scale)
+        check_bias(bias)
+        return x.new_empty((x.shape[0],), dtype=lse_dtype(x.dtype))
+
+    @torch.library.register_fake("mmcl_fast::softplus_bwd")
+    def _bwd_fake(grad_row, x, y, scale, bias, similarity, mask_diag, output_mask, checks=False,
+                  math_path="auto"):
+        check_operands(x, y, scale)
+        check_bias(bias)
+        torch._check(grad_row.shape == (x.shape[0],), lambda: f"grad_row must have M = {x.shape[0]} elements")
+        need_dx, need_dy, need_dscale, need_dbias = output_mask
+        return (torch.empty_like(x) if need_dx else x.new_empty((0,)),
+                torch.empty_like(y) if need_dy else y.new_empty((0,)),
+                torch.empty_like(scale) if need_dscale else scale.new_empty((0,)),
+                torch.empty_like(bias) if need_dbias else bias.new_empty((0,)))
+
+    def setup_context(ctx, inputs, output):
+        x, y, scale, bias, similarity, mask_diag, checks, math_path = inputs  # defaults filled in
+        ctx.save_for_backward(x, y, scale, bias)
+        ctx.similarity, ctx.mask_diag, ctx.checks, ctx.math_path = similarity, mask_diag, checks, math_path
+
+    def backward(ctx, grad_row):
+        need = list(ctx.needs_input_grad[:4])
+        if not any(need):
+            return (None,) * 8
+        x, y, scale, bias = ctx.saved_tensors
+        dx, dy, dscale, dbias = torch.ops.mmcl_fast.softplus_bwd(
+            grad_row.contiguous(), x, y, scale, bias, ctx.similarity, ctx.mask_diag, need, ctx.checks,
+            ctx.math_path)
+        return (dx if need[0] else None, dy if need[1] else None, dscale if need[2] else None,
+                dbias if need[3] else None, None, None, None, None)
+
+    torch.library.register_autograd("mmcl_fast::softplus_fwd", backward, setup_context=setup_context)
 
 
 def has_operands_op() -> bool:
@@ -395,6 +467,19 @@ def pairwise_lse(x: Tensor, y: Tensor, scale: Tensor, similarity: str = "dot",
     load_backend()
     return torch.ops.mmcl_fast.lse_fwd(x, y, scale, similarity, mask_diag, compute_col,
                                        *options.resolve(kernel_options).op_arguments())
+
+
+def pairwise_softplus(x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, similarity: str = "dot",
+                      mask_diag: bool = False, *, kernel_options: KernelOptions | None = None) -> Tensor:
+    """Row sums of softplus over the logits L = scale * sim(x, y) + bias, never stored:
+    ``row[i] = sum_j softplus(L[i, j])``, the diagonal j == i left out when ``mask_diag`` (the
+    negatives' terms of the sigmoid loss).
+    ``similarity`` is ``"dot"``, ``"euclidean"`` or ``"l1"``; ``scale`` (> 0) and ``bias`` are
+    one-element tensors. Differentiable in all four tensors."""
+    load_backend()
+    opts = options.resolve(kernel_options)
+    return torch.ops.mmcl_fast.softplus_fwd(x, y, scale, bias, similarity, mask_diag, opts.checks,
+                                            opts.cuda_math_path)
 
 
 def operands(a: Tensor, b: Tensor, similarity: str) -> tuple[Tensor, Tensor, Tensor]:

@@ -1,7 +1,7 @@
-"""Pure-PyTorch chunked implementation of the pairwise log-sum-exp operator pair.
+"""Pure-PyTorch chunked implementations of the operator pairs.
 
-Same semantics as the compiled ``mmcl_fast::lse_fwd`` / ``lse_bwd`` (see ``mmcl_fast/_ops.py``),
-processing ``chunk`` rows of X at a time, so memory is O(chunk * N) instead of O(M * N). It serves
+Same semantics as the compiled ``mmcl_fast::lse_fwd`` / ``lse_bwd`` and ``softplus_fwd`` /
+``softplus_bwd`` (see ``mmcl_fast/_ops.py``), processing ``chunk`` rows of X at a time, so memory is O(chunk * N) instead of O(M * N). It serves
 two purposes: the fallback operator when the extension cannot be compiled, and the
 "chunked PyTorch" baseline of the benchmarks.
 """
@@ -65,6 +65,28 @@ def _mask_diagonal(block: Tensor, i0: int, value: float) -> None:
     block[rows[keep], cols[keep]] = value
 
 
+def _apply_block_gradient(g: Tensor, xc: Tensor, y: Tensor, s: float, similarity: str,
+                          dx_block: Tensor | None, dy: Tensor | None) -> None:
+    """dx_block = s sum_j g_ij d sim_ij / d x_i (written) and dy += s sum_i g_ij d sim_ij / d y_j
+    for the block of rows xc (either may be None: not requested)."""
+    if similarity == "dot":
+        if dx_block is not None:
+            dx_block.copy_(s * (g @ y))
+        if dy is not None:
+            dy += s * (g.T @ xc)
+    elif similarity == "euclidean":
+        if dx_block is not None:
+            dx_block.copy_(2 * s * (g @ y - g.sum(1, keepdim=True) * xc))
+        if dy is not None:
+            dy += 2 * s * (g.T @ xc - g.sum(0)[:, None] * y)
+    elif dx_block is not None or dy is not None:
+        sign = torch.sign(xc[:, None, :] - y[None, :, :])
+        if dx_block is not None:
+            dx_block.copy_(-s * torch.einsum("ij,ijd->id", g, sign))
+        if dy is not None:
+            dy += s * torch.einsum("ij,ijd->jd", g, sign)
+
+
 def lse_fwd(x: Tensor, y: Tensor, scale: Tensor, similarity: str, mask_diag: bool,
             compute_col: bool, checks: bool = False, deterministic: bool = False,
             math_path: str = "auto") -> tuple[Tensor, Tensor]:
@@ -121,25 +143,73 @@ def lse_bwd(grad_row: Tensor, grad_col: Tensor, x: Tensor, y: Tensor, scale: Ten
             _mask_diagonal(g, i0, 0.0)
             _mask_diagonal(logits, i0, 0.0)
         dscale += (g * logits).sum().double() / s
-        if similarity == "dot":
-            if need_dx:
-                dx[i0:i0 + step] = s * (g @ y)
-            if need_dy:
-                dy += s * (g.T @ xc)
-        elif similarity == "euclidean":
-            if need_dx:
-                dx[i0:i0 + step] = 2 * s * (g @ y - g.sum(1, keepdim=True) * xc)
-            if need_dy:
-                dy += 2 * s * (g.T @ xc - g.sum(0)[:, None] * y)
-        elif need_dx or need_dy:
-            sign = torch.sign(xc[:, None, :] - y[None, :, :])
-            if need_dx:
-                dx[i0:i0 + step] = -s * torch.einsum("ij,ijd->id", g, sign)
-            if need_dy:
-                dy += s * torch.einsum("ij,ijd->jd", g, sign)
+        _apply_block_gradient(g, xc, y, s, similarity, dx[i0:i0 + step] if need_dx else None, dy)
     empty = x.new_empty((0,), dtype=in_dtype)
     return (dx.to(in_dtype) if need_dx else empty, dy.to(in_dtype) if need_dy else empty,
             dscale.to(scale.dtype).reshape(scale.shape) if need_dscale else scale.new_empty((0,)))
+
+
+def _check_bias(bias: Tensor) -> float:
+    if bias.numel() != 1:
+        raise RuntimeError(f"bias (logit_bias) must hold exactly one element, got shape {tuple(bias.shape)}")
+    t = float(bias.reshape(()).item())
+    if not math.isfinite(t):
+        raise RuntimeError(f"bias (logit_bias) must be finite, got {t}")
+    return t
+
+
+def _softplus(z: Tensor) -> Tensor:
+    """max(z, 0) + log1p(exp(-|z|)): exact at every z (F.softplus returns z above its threshold)."""
+    return z.clamp_min(0) + torch.log1p(torch.exp(-z.abs()))
+
+
+def softplus_fwd(x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, similarity: str, mask_diag: bool,
+                 checks: bool = False, math_path: str = "auto") -> Tensor:
+    """row_i = sum_j softplus(s sim(x_i, y_j) + t), t = bias, j == i left out when ``mask_diag``
+    (the kernel options are ignored)."""
+    s, t = _check_scale(scale), _check_bias(bias)
+    x, y = _centred_if_euclidean(*_compute_precision(x, y), similarity)
+    n = y.shape[0]
+    yn = y.square().sum(1) if similarity == "euclidean" else None
+    row = x.new_empty(x.shape[0])
+    step = _rows_per_chunk(n, x.shape[1], similarity)
+    for i0 in range(0, x.shape[0], step):
+        terms = _softplus(s * _sim_block(x[i0:i0 + step], y, similarity, yn) + t)
+        if mask_diag:
+            _mask_diagonal(terms, i0, 0.0)
+        row[i0:i0 + step] = terms.sum(1)
+    return row
+
+
+def softplus_bwd(grad_row: Tensor, x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, similarity: str,
+                 mask_diag: bool, output_mask=(True, True, True, True), checks: bool = False,
+                 math_path: str = "auto") -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """dx, dy, dscale, dbias from G_ij = gr_i sigmoid(s sim_ij + t), recomputed per chunk; outputs
+    whose ``output_mask`` entry is False are empty (shape [0])."""
+    s, t = _check_scale(scale), _check_bias(bias)
+    need_dx, need_dy, need_dscale, need_dbias = output_mask
+    in_dtype = x.dtype
+    x, y = _centred_if_euclidean(*_compute_precision(x, y), similarity)
+    grad_row = grad_row.to(x.dtype)
+    yn = y.square().sum(1) if similarity == "euclidean" else None
+    dx = torch.zeros_like(x) if need_dx else None
+    dy = torch.zeros_like(y) if need_dy else None
+    dscale = x.new_zeros((), dtype=torch.float64)
+    dbias = x.new_zeros((), dtype=torch.float64)
+    step = _rows_per_chunk(y.shape[0], x.shape[1], similarity)
+    for i0 in range(0, x.shape[0], step):
+        xc = x[i0:i0 + step]
+        logits = s * _sim_block(xc, y, similarity, yn)
+        g = grad_row[i0:i0 + step, None] * torch.sigmoid(logits + t)
+        if mask_diag:
+            _mask_diagonal(g, i0, 0.0)
+        dscale += (g * logits).sum().double() / s
+        dbias += g.sum().double()
+        _apply_block_gradient(g, xc, y, s, similarity, dx[i0:i0 + step] if need_dx else None, dy)
+    empty = x.new_empty((0,), dtype=in_dtype)
+    return (dx.to(in_dtype) if need_dx else empty, dy.to(in_dtype) if need_dy else empty,
+            dscale.to(scale.dtype).reshape(scale.shape) if need_dscale else scale.new_empty((0,)),
+            dbias.to(bias.dtype).reshape(bias.shape) if need_dbias else bias.new_empty((0,)))
 
 
 class ChunkedPairwiseLSE(torch.autograd.Function):

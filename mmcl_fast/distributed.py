@@ -172,3 +172,13 @@ def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None =
     if ddp_scaling:
         ka, kb = _ScaleGrad.apply(ka, float(w)), _ScaleGrad.apply(kb, float(w))
     return _global_value(sharded_symmetric_lse_loss(ka, kb, s, ksim, group, kernel_options), group)
+
+
+def siglip_loss(a: Tensor, b: Tensor, logit_scale, logit_bias=None, *, similarity: str = "dot", group=None,
+                kernel_options: KernelOptions | None = None) -> Tensor:
+    """This rank's sigmoid (SigLIP) loss against the text rows of every rank, with open_clip's
+    value and gradients: :func:`mmcl_fast.sigmoid_loss.distributed_siglip_loss`."""
+    from .sigmoid_loss import distributed_siglip_loss  # the loss module imports this one
+
+    return distributed_siglip_loss(a, b, logit_scale, logit_bias, similarity=similarity, group=group,
+                                   kernel_options=kernel_options)

@@ -168,3 +168,99 @@ class OpenClipLoss(torch.nn.Module):
             labels = labels + per_image.shape[0] * self.rank
         loss = (F.cross_entropy(per_image, labels) + F.cross_entropy(per_text, labels)) / 2
         return {"contrastive_loss": loss} if output_dict else loss
+
+
+# --------------------------------------------------------------------------------------------
+# The sigmoid (SigLIP) loss and open_clip's SigLipLoss, re-implemented from their documented
+# behaviour: the ground truth that mmcl_fast.siglip_loss / SigLipLoss must reproduce.
+# --------------------------------------------------------------------------------------------
+
+def siglip_loss(a, b, logit_scale, logit_bias=None, *, similarity="dot", reduction="mean", negative_only=False):
+    """(1/B) sum_ij -log sigmoid(z_ij L_ij), L = s sim(a, b) + t, z = +1 on the diagonal (unless
+    ``negative_only``) and -1 elsewhere, on the full logits matrix."""
+    logits = logit_scale * similarity_matrix(a, b, similarity)
+    if logit_bias is not None:
+        logits = logits + logit_bias
+    z = -torch.ones_like(logits)
+    if not negative_only:
+        z = z + 2 * torch.eye(a.shape[0], b.shape[0], dtype=logits.dtype, device=logits.device)
+    per = -F.logsigmoid(z * logits).sum(1)
+    return per.sum() / a.shape[0] if reduction == "mean" else _reduce(per, reduction)
+
+
+class _ExchangeWithGrad(torch.autograd.Function):
+    """Send ``to_send[k]`` to ``peers[k]`` and receive from ``sources[k]`` (one batch of P2P ops);
+    the backward sends each received tensor's gradient back the way it came."""
+
+    @staticmethod
+    def forward(ctx, peers, sources, group, *to_send):
+        import torch.distributed as dist
+        ctx.peers, ctx.sources, ctx.group = peers, sources, group
+        received = [torch.empty_like(t) for t in to_send]
+        ops = [dist.P2POp(dist.isend, t.contiguous(), p, group=group) for t, p in zip(to_send, peers)]
+        ops += [dist.P2POp(dist.irecv, r, s, group=group) for r, s in zip(received, sources)]
+        for req in dist.batch_isend_irecv(ops):
+            req.wait()
+        return tuple(received)
+
+    @staticmethod
+    def backward(ctx, *grads):
+        back = _ExchangeWithGrad.apply(ctx.sources, ctx.peers, ctx.group, *[g.contiguous() for g in grads])
+        return (None, None, None, *back)
+
+
+class OpenClipSigLipLoss(torch.nn.Module):
+    """open_clip's SigLipLoss: this rank's images against its own texts (positives on the
+    diagonal), then against every other rank's texts as negatives only, each block a materialised
+    B x B matrix, all divided by the local B. The other ranks' texts arrive as ``dist_impl`` says,
+    every transfer carrying gradients back:
+
+    * ``"shift"``: W - 1 steps, each passing the texts one rank to the right;
+    * ``"bidir"``: texts travel both ways at once, (W - 1) // 2 steps, plus one rightward step when
+      W - 1 is odd;
+    * ``"reduce"``: W all-reduces, the r-th summing rank r's texts with zeros from the others;
+    * ``"gather"``: one autograd all-gather.
+    """
+
+    def __init__(self, rank=0, world_size=1, dist_impl="bidir"):
+        super().__init__()
+        self.rank, self.world_size, self.dist_impl = rank, world_size, dist_impl
+
+    def forward(self, image_features, text_features, logit_scale, logit_bias=None):
+        loss = siglip_loss(image_features, text_features, logit_scale, logit_bias)
+        if self.world_size == 1:
+            return loss
+        w, r = self.world_size, self.rank
+        right, left = (r + 1) % w, (r - 1) % w
+        others = []
+        if self.dist_impl == "shift":
+            travelling = text_features
+            for _ in range(w - 1):
+                (travelling,) = _ExchangeWithGrad.apply([right], [left], None, travelling)
+                others.append(travelling)
+        elif self.dist_impl == "bidir":
+            to_left = to_right = text_features
+            for _ in range((w - 1) // 2):
+                from_right, from_left = _ExchangeWithGrad.apply([left, right], [right, left], None, to_left, to_right)
+                others += [from_right, from_left]
+                to_left, to_right = from_right, from_left
+            if (w - 1) % 2:
+                (from_left,) = _ExchangeWithGrad.apply([right], [left], None, to_right)
+                others.append(from_left)
+        elif self.dist_impl == "reduce":
+            from torch.distributed.nn.functional import all_reduce
+            for k in range(w):
+                mine = text_features if k == r else torch.zeros_like(text_features)
+                if k != r:
+                    others.append(all_reduce(mine))
+                else:
+                    all_reduce(mine)
+        elif self.dist_impl == "gather":
+            from torch.distributed.nn.functional import all_gather
+            gathered = all_gather(text_features)
+            others = [t for k, t in enumerate(gathered) if k != r]
+        else:
+            raise ValueError(self.dist_impl)
+        for t in others:
+            loss = loss + siglip_loss(image_features, t, logit_scale, logit_bias, negative_only=True)
+        return loss

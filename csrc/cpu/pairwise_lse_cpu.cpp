@@ -1,30 +1,13 @@
 // The CPU implementation of the pairwise log-sum-exp op pair: the argument checks shared by every
-// ISA, then the engine copy that cpu_isa.cpp picked (formulas: lse_engine/lse_kernels.h).
+// ISA, then the engine copy that cpu_isa.cpp picked (formulas: tile_engine/engine_kernels.h).
 #include "pairwise_lse_cpu.h"
 
 #include <ATen/ops/full.h>
 
-#include <cmath>
-
-#include "../similarity.h"
 #include "isa/cpu_isa.h"
+#include "scalar_arguments.h"
 
 namespace mmcl_fast {
-namespace {
-
-Similarity parsed(const std::string& similarity) {
-  Similarity sim;
-  TORCH_CHECK(parse_similarity(similarity.c_str(), &sim), "unknown similarity '", similarity, "'");
-  return sim;
-}
-
-double checked_scale(const at::Tensor& scale) {
-  const double s = scale.item<double>();
-  TORCH_CHECK(std::isfinite(s) && s > 0, "scale (1/temperature or logit_scale) must be positive and finite, got ", s);
-  return s;
-}
-
-}  // namespace
 
 std::tuple<at::Tensor, at::Tensor> lse_fwd_cpu(const at::Tensor& x, const at::Tensor& y,
                                                const at::Tensor& scale,

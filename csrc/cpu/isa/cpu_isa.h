@@ -1,4 +1,4 @@
-// Runtime ISA dispatch of the CPU kernels. The LSE engine (csrc/cpu/lse_engine/) is compiled
+// Runtime ISA dispatch of the CPU kernels. The tile engine (csrc/cpu/tile_engine/) is compiled
 // three times in one build, each copy in its own inline namespace (DEFAULT, AVX2, AVX512) and with
 // its own code generation target (isa_target.h); the first call picks the widest copy that
 //   * this binary holds (the AVX copies exist on x86-64 builds only),
@@ -19,7 +19,7 @@
 
 namespace mmcl_fast {
 
-// One ISA's copy of the engine (lse_engine/lse_kernels.h has the formulas).
+// One ISA's copy of the engine (tile_engine/engine_kernels.h has the formulas).
 struct CpuKernels {
   const char* isa;  // "default", "avx2" or "avx512"
   // (row_lse [M], col_lse [N] or [0])
@@ -30,6 +30,13 @@ struct CpuKernels {
       const at::Tensor& grad_row, const at::Tensor& grad_col, const at::Tensor& x, const at::Tensor& y,
       double scale, const at::Tensor& row_lse, const at::Tensor& col_lse, Similarity sim, bool mask_diag,
       std::array<bool, 3> output_mask);
+  // sum_j softplus(scale sim(x_i, y_j) + bias) per row [M] (j == i left out when mask_diag)
+  at::Tensor (*softplus_fwd)(const at::Tensor& x, const at::Tensor& y, double scale, double bias, Similarity sim,
+                             bool mask_diag);
+  // (dx or [0], dy or [0], dscale, dbias as doubles)
+  std::tuple<at::Tensor, at::Tensor, double, double> (*softplus_bwd)(
+      const at::Tensor& grad_row, const at::Tensor& x, const at::Tensor& y, double scale, double bias,
+      Similarity sim, bool mask_diag, std::array<bool, 2> output_mask);
   double (*vec_exp_rate)(double seconds);  // exp/s of the engine's vector exp on every ATen thread
 };
 

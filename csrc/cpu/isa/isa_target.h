@@ -6,7 +6,7 @@
 // functions keep the baseline target: the linker keeps one copy of each such function for the
 // whole extension, and that copy must run on every CPU. Only what is declared afterwards (at::vec,
 // whose classes live in the inline namespace at::vec::CPU_CAPABILITY, and the engine, in
-// mmcl_fast::lse_engine::CPU_CAPABILITY) is compiled for the ISA, under names of its own.
+// mmcl_fast::tile_engine::CPU_CAPABILITY) is compiled for the ISA, under names of its own.
 // tests/test_cpu_isa.py disassembles the extension and checks that no AVX instruction lies outside
 // those namespaces.
 #pragma once

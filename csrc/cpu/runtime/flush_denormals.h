@@ -5,7 +5,7 @@
 // (a wide logit spread: euclidean or unnormalised dot at a low temperature), and arithmetic on
 // subnormal numbers, in the kernel's loops and in the BLAS products with G, takes a slow path.
 // A flushed term is below e^-87 of its row's sum and below e^-17 of its column's (the bound
-// shared_exp_offsets in lse_engine/vec_exp.h already works with), under float32's epsilon either
+// shared_exp_offsets in tile_engine/vec_exp.h already works with), under float32's epsilon either
 // way. Only flush-to-zero is set, not denormals-are-zero: subnormal inputs keep their values.
 // x86 only (MXCSR); elsewhere the scope does nothing.
 #pragma once

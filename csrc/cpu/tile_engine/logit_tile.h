@@ -1,7 +1,7 @@
 // The tile producer of the CPU LSE engine:
 //   L[r * ldl + c] = s * sim(x_{i0 + r}, y_{j0 + c})   for r < tm, c < tn,
-// computed once per tile and consumed by the forward reduction (forward_reduction.h) or the
-// gradient tile (gradient_tile.h).
+// computed once per tile and consumed by the forward reduction (lse_reduction.h) or the
+// gradient tile (lse_gradient_tile.h).
 //   streamed: dot s x.y ; euclidean -s sum (x - y)^2 (on differences: no cancellation) ;
 //             l1 -s sum |x - y|
 //   BLAS:     dot s x.y ; euclidean 2s [x, -|x|^2/2, 1].[y, 1, -|y|^2/2] (augmented operands)
@@ -16,7 +16,7 @@
 #include "../runtime/blas.h"
 #include "tile_operands.h"
 
-namespace mmcl_fast::lse_engine {
+namespace mmcl_fast::tile_engine {
 inline namespace CPU_CAPABILITY {  // one copy per ISA (csrc/cpu/isa/isa_target.h)
 
 template <typename T>
@@ -91,4 +91,4 @@ void logit_tile(const Operands<T>& op, int64_t i0, int64_t tm, int64_t j0, int64
 }
 
 }  // namespace CPU_CAPABILITY
-}  // namespace mmcl_fast::lse_engine
+}  // namespace mmcl_fast::tile_engine

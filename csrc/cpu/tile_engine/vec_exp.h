@@ -17,7 +17,7 @@
 #include <limits>
 #include <type_traits>
 
-namespace mmcl_fast::lse_engine {
+namespace mmcl_fast::tile_engine {
 inline namespace CPU_CAPABILITY {  // one copy per ISA (csrc/cpu/isa/isa_target.h)
 
 using at::vec::Vectorized;
@@ -121,4 +121,4 @@ inline bool all_negligible(const Vectorized<T>& a, const Vectorized<T>& b) {
 }
 
 }  // namespace CPU_CAPABILITY
-}  // namespace mmcl_fast::lse_engine
+}  // namespace mmcl_fast::tile_engine

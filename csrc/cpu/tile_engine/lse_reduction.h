@@ -1,5 +1,5 @@
-// The forward reduction of the CPU LSE engine: the online log-sum-exp of each logit tile, in both
-// directions,
+// The log-sum-exp reduction of the CPU tile engine (a policy of tile_loop.h): the online
+// log-sum-exp of each logit tile, in both directions,
 //   row_lse_i = log sum_j exp(L_ij),   col_lse_j = log sum_i exp(L_ij)   (j == i left out when masked),
 // kept as running (max, sum of exp(L - max)) pairs: a new maximum rescales the sum by
 // exp(old max - new max). A worker slot owns the row state of its rows and private column
@@ -17,11 +17,11 @@
 #include <limits>
 #include <vector>
 
-#include "logit_tile.h"
+#include "tile_loop.h"
 #include "tile_operands.h"
 #include "vec_exp.h"
 
-namespace mmcl_fast::lse_engine {
+namespace mmcl_fast::tile_engine {
 inline namespace CPU_CAPABILITY {  // one copy per ISA (csrc/cpu/isa/isa_target.h)
 
 // Per-slot scratch of the forward: one tile, its maxima, offsets and sums.
@@ -141,39 +141,37 @@ template <typename T>
 void forward_rows(const Operands<T>& op, bool mask_diag, bool compute_col, int64_t r0, int64_t r1,
                   int64_t tm, T* row_lse, T* cmax, double* csum) {
   ForwardScratch<T> w(tm);
-  const int64_t N = op.N;
-  for (int64_t i0 = r0; i0 < r1; i0 += tm) {
-    const int64_t mt = std::min(tm, r1 - i0);
+  auto begin_rows = [&](int64_t, int64_t) {
     std::fill(w.rmax.begin(), w.rmax.end(), neg_inf<T>());
     std::fill(w.rsum.begin(), w.rsum.end(), 0.0);
-    for (int64_t j0 = 0; j0 < N; j0 += kTileN) {
-      const int64_t nt = std::min(kTileN, N - j0);
-      T* L = w.tile.data();
-      logit_tile(op, i0, mt, j0, nt, L, kTileN);
-      if (mask_diag) {
-        for (int64_t r = 0; r < mt; ++r) {
-          const int64_t c = i0 + r - j0;
-          if (c >= 0 && c < nt) L[r * kTileN + c] = neg_inf<T>();
-        }
-      }
-      tile_maxima(L, mt, nt, compute_col, w.trow.data(), w.tcol.data());
-      raise_running_maxima(w.rmax.data(), w.rsum.data(), w.trow.data(), mt, w.roff.data());
-      if (!compute_col) {
-        for (int64_t r = 0; r < mt; ++r) w.rsum[r] += double(sum_exp(L + r * kTileN, nt, w.roff[r]));
-        continue;
-      }
-      const T lowest = raise_running_maxima(cmax + j0, csum + j0, w.tcol.data(), nt, w.coff.data());
-      std::fill(w.tsum.begin(), w.tsum.begin() + nt, T(0));
-      T t;
-      if (shared_exp_offsets(w.roff.data(), mt, lowest, w.eoff.data(), &t)) {
-        accumulate_shared_exp(L, mt, nt, t, w, csum + j0);
-      } else {
-        accumulate_two_exp(L, mt, nt, w, csum + j0);
+  };
+  auto tile = [&](int64_t i0, int64_t mt, int64_t j0, int64_t nt, T* L) {
+    if (mask_diag) {
+      for (int64_t r = 0; r < mt; ++r) {
+        const int64_t c = i0 + r - j0;
+        if (c >= 0 && c < nt) L[r * kTileN + c] = neg_inf<T>();
       }
     }
+    tile_maxima(L, mt, nt, compute_col, w.trow.data(), w.tcol.data());
+    raise_running_maxima(w.rmax.data(), w.rsum.data(), w.trow.data(), mt, w.roff.data());
+    if (!compute_col) {
+      for (int64_t r = 0; r < mt; ++r) w.rsum[r] += double(sum_exp(L + r * kTileN, nt, w.roff[r]));
+      return;
+    }
+    const T lowest = raise_running_maxima(cmax + j0, csum + j0, w.tcol.data(), nt, w.coff.data());
+    std::fill(w.tsum.begin(), w.tsum.begin() + nt, T(0));
+    T t;
+    if (shared_exp_offsets(w.roff.data(), mt, lowest, w.eoff.data(), &t)) {
+      accumulate_shared_exp(L, mt, nt, t, w, csum + j0);
+    } else {
+      accumulate_two_exp(L, mt, nt, w, csum + j0);
+    }
+  };
+  auto end_rows = [&](int64_t i0, int64_t mt) {
     for (int64_t r = 0; r < mt; ++r)
       row_lse[i0 + r] = w.rsum[r] > 0 ? T(double(w.rmax[r]) + std::log(w.rsum[r])) : neg_inf<T>();
-  }
+  };
+  for_each_logit_tile(op, r0, r1, tm, w.tile.data(), begin_rows, tile, end_rows);
 }
 
 // col_lse_j = log sum_p csum[p][j] exp(cmax[p][j]) for j in [begin, end), over W slots' partials.
@@ -191,4 +189,4 @@ void merge_column_partials(const T* cmax, const double* csum, int64_t W, int64_t
 }
 
 }  // namespace CPU_CAPABILITY
-}  // namespace mmcl_fast::lse_engine
+}  // namespace mmcl_fast::tile_engine

@@ -19,10 +19,11 @@
 #include <limits>
 #include <vector>
 
+#include "gradient_scratch.h"
 #include "tile_operands.h"
 #include "vec_exp.h"
 
-namespace mmcl_fast::lse_engine {
+namespace mmcl_fast::tile_engine {
 inline namespace CPU_CAPABILITY {  // one copy per ISA (csrc/cpu/isa/isa_target.h)
 
 // The upstream gradients and the forward's LSEs (gr/gc null: that direction has no gradient).
@@ -32,18 +33,6 @@ struct LseGrads {
   const T* gc;    // [N] or null
   const T* rlse;  // [M]
   const T* clse;  // [N] or null
-};
-
-// Per-slot scratch of the backward: the logit and gradient tiles and the per-row / per-column
-// factors of the one-exponential form.
-template <typename T>
-struct GradientScratch {
-  explicit GradientScratch(int64_t tm)
-      : L(tm * kTileN), G(tm * kTileN), gc_off(kTileN), gcol(kTileN), w(kTileN), roff(tm), eoff(tm),
-        rscale(tm), ascale(tm), rowsum_g(tm) {}
-  std::vector<T> L, G, gc_off, gcol, w;
-  std::vector<T> roff, eoff, rscale, ascale;
-  std::vector<double> rowsum_g;  // sum_j G_ij of the current row tile (euclidean dX)
 };
 
 // The column offsets s.gc_off (when there is a column gradient) and the factors of the
@@ -141,5 +130,19 @@ void gradient_tile(const LseGrads<T>& g, bool mask_diag, int64_t i0, int64_t mt,
     for (int64_t c = 0; c < nt; ++c) colsum_g[j0 + c] += double(gcol[c]);
 }
 
+// The LSE backward as a policy of the tile loop (engine_kernels.h: backward_rows).
+template <typename T>
+struct LseGradientPolicy {
+  LseGrads<T> grads;
+  bool mask_diag;
+  void begin_rows(int64_t i0, int64_t mt, GradientScratch<T>& s) const {
+    for (int64_t r = 0; r < mt; ++r) s.roff[r] = exp_offset(grads.rlse[i0 + r]);
+  }
+  void tile(int64_t i0, int64_t mt, int64_t j0, int64_t nt, GradientScratch<T>& s, bool row_sums,
+            double* colsum_g, BackwardSums* sums) const {
+    gradient_tile(grads, mask_diag, i0, mt, j0, nt, s, row_sums, colsum_g, &sums->gl);
+  }
+};
+
 }  // namespace CPU_CAPABILITY
-}  // namespace mmcl_fast::lse_engine
+}  // namespace mmcl_fast::tile_engine

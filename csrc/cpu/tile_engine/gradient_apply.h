@@ -1,4 +1,4 @@
-// The gradient application of the CPU LSE engine: a gradient tile G (gradient_tile.h) turned into
+// The gradient application of the CPU LSE engine: a gradient tile G (lse_gradient_tile.h) turned into
 //   dx_i += s sum_j G_ij d sim_ij / d x_i,   dy_j += s sum_i G_ij d sim_ij / d y_j
 // with, per similarity (alpha = s for dot and l1, 2s for euclidean):
 //   dot:       dX_I += alpha G Y_J,  dY_J += alpha G^T X_I
@@ -20,7 +20,7 @@
 #include "tile_operands.h"
 #include "vec_exp.h"
 
-namespace mmcl_fast::lse_engine {
+namespace mmcl_fast::tile_engine {
 inline namespace CPU_CAPABILITY {  // one copy per ISA (csrc/cpu/isa/isa_target.h)
 
 // acc[k][v] = sum_r G[r * ldg + v * W + (0..W)] x[r * ldx + k] for k < KB, v < 2 (W = vector
@@ -204,4 +204,4 @@ void reduce_dy_partials(const std::vector<const T*>& partials, bool streamed, bo
 }
 
 }  // namespace CPU_CAPABILITY
-}  // namespace mmcl_fast::lse_engine
+}  // namespace mmcl_fast::tile_engine

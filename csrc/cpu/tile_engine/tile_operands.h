@@ -20,7 +20,7 @@
 
 #include "../../similarity.h"
 
-namespace mmcl_fast::lse_engine {
+namespace mmcl_fast::tile_engine {
 inline namespace CPU_CAPABILITY {  // one copy per ISA (csrc/cpu/isa/isa_target.h)
 
 constexpr int64_t kTileM = 128;
@@ -124,4 +124,4 @@ inline RowPartition partition_rows(int64_t M, int64_t max_workers) {
 }
 
 }  // namespace CPU_CAPABILITY
-}  // namespace mmcl_fast::lse_engine
+}  // namespace mmcl_fast::tile_engine

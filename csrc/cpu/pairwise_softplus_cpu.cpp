@@ -1,0 +1,29 @@
+// The CPU implementation of the pairwise softplus op pair: the scalar checks shared by every ISA,
+// then the engine copy that cpu_isa.cpp picked (formulas: tile_engine/softplus_reduction.h).
+#include "pairwise_softplus_cpu.h"
+
+#include <ATen/ops/full.h>
+
+#include "isa/cpu_isa.h"
+#include "scalar_arguments.h"
+
+namespace mmcl_fast {
+
+at::Tensor softplus_fwd_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+                            const at::Tensor& bias, const std::string& similarity, bool mask_diag) {
+  const Similarity sim = parsed(similarity);
+  return active_cpu_kernels().softplus_fwd(x, y, checked_scale(scale), checked_bias(bias), sim, mask_diag);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_bwd_cpu(
+    const at::Tensor& grad_row, const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+    const at::Tensor& bias, const std::string& similarity, bool mask_diag, std::array<bool, 4> output_mask) {
+  const Similarity sim = parsed(similarity);
+  auto [dx, dy, dscale, dbias] = active_cpu_kernels().softplus_bwd(
+      grad_row, x, y, checked_scale(scale), checked_bias(bias), sim, mask_diag, {output_mask[0], output_mask[1]});
+  auto dscale_t = output_mask[2] ? at::full(scale.sizes(), dscale, scale.options()) : scale.new_empty({0});
+  auto dbias_t = output_mask[3] ? at::full(bias.sizes(), dbias, bias.options()) : bias.new_empty({0});
+  return {dx, dy, dscale_t, dbias_t};
+}
+
+}  // namespace mmcl_fast

@@ -1,0 +1,289 @@
+// The CPU kernels of the tile engine, compiled once per ISA level: each of
+// csrc/cpu/isa/kernels_{default,avx2,avx512}.cpp includes this file after isa_target.h, and
+// csrc/cpu/pairwise_lse_cpu.cpp / pairwise_softplus_cpu.cpp call the copy the running CPU supports.
+//
+// With X in R^{M x D}, Y in R^{N x D}, scale s > 0 and logits L_ij = s * sim(x_i, y_j), two
+// reductions of the same tiles (never an M x N matrix):
+// * the log-sum-exp (the softmax losses):
+//   forward:   row_lse_i = log sum_j exp(L_ij),   col_lse_j = log sum_i exp(L_ij)
+//              (entries j == i are excluded when mask_diag is set)
+//   backward:  given upstream gradients gr (of row_lse) and gc (of col_lse),
+//              G_ij   = gr_i exp(L_ij - row_lse_i) + gc_j exp(L_ij - col_lse_j)   (= dloss/dL_ij)
+// * the softplus sum (the sigmoid loss), with a bias t:
+//   forward:   row_i = sum_j softplus(L_ij + t)   (j == i excluded when mask_diag is set)
+//   backward:  G_ij  = gr_i sigmoid(L_ij + t),   dbias = sum_ij G_ij
+// and for both
+//              dscale = sum_ij G_ij sim_ij
+//              dx_i   = s sum_j G_ij d sim_ij / d x_i,   dy_j = s sum_i G_ij d sim_ij / d y_j
+//
+// The engine's pieces, beside this file:
+//   tile_operands.h        the operands, tile sizes and the split of the rows over worker slots
+//   logit_tile.h           the tile producer (BLAS or streamed loops)
+//   tile_loop.h            the one loop over a slot's tiles that every reduction plugs into
+//   lse_reduction.h        the online row/column LSE of each tile, and the merge of the partials
+//   lse_gradient_tile.h    G of a tile from the logits and the LSEs
+//   softplus_reduction.h   the softplus row sums and their gradient tile
+//   gradient_scratch.h     the backward's per-slot tiles and sums
+//   gradient_apply.h       dX, dY (and the euclidean norm terms) from G
+//   vec_exp.h              the exponential arithmetic the LSE directions share
+// and the runtime in csrc/cpu/runtime/: the worker pool whose slots run everything here (never an
+// OpenMP region), sequential BLAS per slot, flush-to-zero per slot.
+//
+// The kernels below drive them: each of W worker slots owns a contiguous chunk of rows and streams
+// over its (tile_m x kTileN) tiles. Forward: the slot owns its rows' LSE and private column partials,
+// merged in slot order (deterministic for a fixed thread count). Backward: the tiles are
+// recomputed; dX rows are owned, dY is accumulated per slot and summed in slot order. Extra memory
+// is O(W * (N + tile_m * tile_n)) in the forward and O(W * N * D) (capped) in the backward, plus
+// (M + N)(D + 2) for euclidean's augmented operands: never O(M * N).
+#pragma once
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cmath>
+#include <vector>
+
+#include "../../similarity.h"
+#include "../isa/cpu_isa.h"
+#include "../runtime/blas.h"
+#include "../runtime/flush_denormals.h"
+#include "../runtime/worker_pool.h"
+#include "gradient_apply.h"
+#include "gradient_scratch.h"
+#include "lse_gradient_tile.h"
+#include "lse_reduction.h"
+#include "softplus_reduction.h"
+#include "tile_loop.h"
+#include "tile_operands.h"
+#include "vec_exp.h"
+
+namespace mmcl_fast::tile_engine {
+inline namespace CPU_CAPABILITY {
+namespace {
+
+// Upper bound on the backward's per-worker dY partials; fewer workers are used above it.
+constexpr int64_t kPartialBudgetBytes = int64_t(256) << 20;
+
+// One worker slot's backward over rows [r0, r1) under a gradient policy (LseGradientPolicy,
+// SoftplusGradientPolicy): its dX rows (dx null: not requested), its dY partial dy_acc (null: not
+// requested), the column sums of G (euclidean dY; null otherwise) and the policy's sums.
+template <typename T, typename Policy>
+void backward_rows(const Operands<T>& op, const Policy& policy, int64_t r0, int64_t r1, int64_t tm,
+                   T* dx, T* dy_acc, double* colsum_g, BackwardSums* sums) {
+  const bool euclid = op.sim == Similarity::Euclidean;
+  GradientScratch<T> scratch(tm);
+  auto begin_rows = [&](int64_t i0, int64_t mt) {
+    std::fill(scratch.rowsum_g.begin(), scratch.rowsum_g.end(), 0.0);
+    policy.begin_rows(i0, mt, scratch);
+  };
+  auto tile = [&](int64_t i0, int64_t mt, int64_t j0, int64_t nt, T*) {
+    policy.tile(i0, mt, j0, nt, scratch, euclid, colsum_g, sums);
+    if (dx == nullptr && dy_acc == nullptr) return;  // scalar gradients only
+    apply_gradient_tile(op, scratch.G.data(), i0, mt, j0, nt, dx, dy_acc);
+  };
+  auto end_rows = [&](int64_t i0, int64_t mt) {
+    if (euclid && dx) euclidean_row_term(op, scratch.rowsum_g.data(), i0, mt, dx);
+  };
+  for_each_logit_tile(op, r0, r1, tm, scratch.L.data(), begin_rows, tile, end_rows);
+}
+
+// The backward of either reduction under its gradient policy (shared, read-only, by the slots):
+// fills dX [M, D] and dY [N, D] when requested, returns the slots' sums added in slot order.
+template <typename T, typename Policy>
+BackwardSums run_backward(const Prepared<T>& prep, const Policy& policy, bool need_dx, bool need_dy,
+                          at::Tensor& dx, at::Tensor& dy) {
+  const int64_t M = prep.op.M, N = prep.op.N, D = prep.op.D;
+  const bool euclid = prep.op.sim == Similarity::Euclidean;
+  // Worker 0 accumulates straight into dy (BLAS path); every other worker, and every streamed
+  // worker (whose accumulator is D x N), owns a zeroed partial. Without a requested dY there are
+  // no partials and no cap on the workers.
+  const int64_t partial_bytes = need_dy ? N * D * int64_t(sizeof(T)) : 0;
+  const int64_t threads = at::get_num_threads();
+  const int64_t budget_workers =
+      need_dy ? 1 + kPartialBudgetBytes / std::max<int64_t>(1, partial_bytes) : threads;
+  const RowPartition part = partition_rows(M, std::min(threads, budget_workers));
+  const int64_t W = part.workers;
+  const bool streamed = prep.op.streamed;
+  const int64_t own = streamed ? 0 : 1;
+  std::vector<at::Tensor> partials;
+  if (need_dy)
+    for (int64_t p = own; p < W; ++p) partials.push_back(at::empty({N * D}, dy.options()));
+  auto dy_ptr = [&](int64_t p) -> T* {
+    if (!need_dy) return nullptr;
+    return p < own ? dy.data_ptr<T>() : partials[p - own].data_ptr<T>();
+  };
+  const bool col_sums = euclid && need_dy;
+  std::vector<double> colsum(col_sums ? W * N : 0, 0.0);
+  std::vector<BackwardSums> sums(W);
+  T* dxp = need_dx ? dx.data_ptr<T>() : nullptr;
+  // dX rows are zeroed by their owner, dY and the partials by the slot that accumulates into
+  // them (not by at::zeros: no OpenMP region anywhere in the op).
+  run_slots(W, threads, [&](int64_t p) {
+    SequentialBlasScope sequential_blas;
+    FlushDenormalsScope flush_denormals;
+    const int64_t r0 = part.begin(p, M), r1 = part.begin(p + 1, M);
+    if (dxp) std::fill(dxp + r0 * D, dxp + r1 * D, T(0));
+    if (T* acc = dy_ptr(p)) std::fill(acc, acc + N * D, T(0));
+    backward_rows(prep.op, policy, r0, r1, part.tile_m, dxp, dy_ptr(p),
+                  col_sums ? colsum.data() + p * N : nullptr, &sums[p]);
+  });
+  BackwardSums total;
+  for (int64_t p = 0; p < W; ++p) {
+    total.gl += sums[p].gl;
+    total.g += sums[p].g;
+  }
+  if (!need_dy) return total;
+  std::vector<const T*> partial_ptrs;
+  for (const auto& t : partials) partial_ptrs.push_back(t.data_ptr<T>());
+  const bool dy_accumulated = own == 1 && W >= 1;  // slot 0 zeroed dy and accumulated into it
+  run_ranges(N, 256, threads, [&](int64_t b, int64_t e) {
+    reduce_dy_partials(partial_ptrs, streamed, dy_accumulated, euclid ? colsum.data() : nullptr, W, N, D,
+                       prep.op.s, prep.op.y, b, e, dy.data_ptr<T>());
+  });
+  return total;
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> lse_fwd_kernel(const at::Tensor& x, const at::Tensor& y, double s,
+                                                  Similarity sim, bool mask_diag, bool compute_col) {
+  const int64_t M = x.size(0), N = y.size(0);
+  auto row_lse = at::empty({M}, x.options());
+  auto col_lse = at::empty({compute_col ? N : 0}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lse_fwd_cpu", [&] {
+    using T = scalar_t;
+    auto prep = prepare<T>(x, y, sim, s);
+    const int64_t threads = at::get_num_threads();
+    const RowPartition part = partition_rows(M, threads);
+    const int64_t W = part.workers;
+    const int64_t ncol = compute_col ? N : 0;
+    std::vector<T> cmax(W * ncol, neg_inf<T>());
+    std::vector<double> csum(W * ncol, 0.0);
+    T* rl = row_lse.data_ptr<T>();
+    run_slots(W, threads, [&](int64_t p) {
+      SequentialBlasScope sequential_blas;
+      FlushDenormalsScope flush_denormals;
+      forward_rows(prep.op, mask_diag, compute_col, part.begin(p, M), part.begin(p + 1, M),
+                   part.tile_m, rl, cmax.data() + p * ncol, csum.data() + p * ncol);
+    });
+    if (compute_col) {
+      T* cl = col_lse.data_ptr<T>();
+      run_ranges(N, 2048, threads, [&](int64_t b, int64_t e) {
+        merge_column_partials(cmax.data(), csum.data(), W, N, b, e, cl);
+      });
+    }
+  });
+  return {row_lse, col_lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, double> lse_bwd_kernel(
+    const at::Tensor& grad_row, const at::Tensor& grad_col, const at::Tensor& x,
+    const at::Tensor& y, double s, const at::Tensor& row_lse, const at::Tensor& col_lse,
+    Similarity sim, bool mask_diag, std::array<bool, 3> output_mask) {
+  const int64_t M = x.size(0), N = y.size(0), D = x.size(1);
+  const bool use_col = grad_col.numel() > 0;
+  const bool need_dx = output_mask[0], need_dy = output_mask[1];
+  auto dx = need_dx ? at::empty({M, D}, x.options()) : x.new_empty({0});
+  auto dy = need_dy ? at::empty({N, D}, y.options()) : y.new_empty({0});
+  double dscale = 0;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lse_bwd_cpu", [&] {
+    using T = scalar_t;
+    auto prep = prepare<T>(x, y, sim, s);
+    auto gr = grad_row.contiguous();
+    auto gc = use_col ? grad_col.contiguous() : at::Tensor();
+    auto rl = row_lse.contiguous();
+    auto cl = use_col ? col_lse.contiguous() : at::Tensor();
+    const LseGradientPolicy<T> policy{
+        LseGrads<T>{gr.data_ptr<T>(), use_col ? gc.data_ptr<T>() : nullptr, rl.data_ptr<T>(),
+                    use_col ? cl.data_ptr<T>() : nullptr},
+        mask_diag};
+    dscale = run_backward(prep, policy, need_dx, need_dy, dx, dy).gl / s;
+  });
+  return {dx, dy, dscale};
+}
+
+at::Tensor softplus_fwd_kernel(const at::Tensor& x, const at::Tensor& y, double s, double bias, Similarity sim,
+                               bool mask_diag) {
+  const int64_t M = x.size(0);
+  auto row = at::empty({M}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "softplus_fwd_cpu", [&] {
+    using T = scalar_t;
+    auto prep = prepare<T>(x, y, sim, s);
+    const int64_t threads = at::get_num_threads();
+    const RowPartition part = partition_rows(M, threads);
+    T* rp = row.data_ptr<T>();
+    run_slots(part.workers, threads, [&](int64_t p) {
+      SequentialBlasScope sequential_blas;
+      FlushDenormalsScope flush_denormals;
+      softplus_forward_rows(prep.op, T(bias), mask_diag, part.begin(p, M), part.begin(p + 1, M), part.tile_m, rp);
+    });
+  });
+  return row;
+}
+
+std::tuple<at::Tensor, at::Tensor, double, double> softplus_bwd_kernel(
+    const at::Tensor& grad_row, const at::Tensor& x, const at::Tensor& y, double s, double bias,
+    Similarity sim, bool mask_diag, std::array<bool, 2> output_mask) {
+  const int64_t M = x.size(0), N = y.size(0), D = x.size(1);
+  const bool need_dx = output_mask[0], need_dy = output_mask[1];
+  auto dx = need_dx ? at::empty({M, D}, x.options()) : x.new_empty({0});
+  auto dy = need_dy ? at::empty({N, D}, y.options()) : y.new_empty({0});
+  BackwardSums sums;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "softplus_bwd_cpu", [&] {
+    using T = scalar_t;
+    auto prep = prepare<T>(x, y, sim, s);
+    auto gr = grad_row.contiguous();
+    const SoftplusGradientPolicy<T> policy{gr.data_ptr<T>(), T(bias), mask_diag};
+    sums = run_backward(prep, policy, need_dx, need_dy, dx, dy);
+  });
+  return {dx, dy, sums.gl / s, sums.g};
+}
+
+// Exponentials per second of a tight at::vec exp_u20 loop (the exp the kernels evaluate) on every
+// ATen thread over an L1-resident buffer, for `seconds`: the exp limit that the benchmarks compare
+// the fused kernel with. Each repetition shifts the argument, as the kernel's exp(L - offset)
+// does, so the exps cannot be hoisted out of the loop.
+inline double vec_exp_rate(double seconds) {
+  using V = Vectorized<float>;
+  constexpr int64_t kLen = 1024, kReps = 64;
+  const int64_t threads = at::get_num_threads();
+  std::vector<double> rates(threads, 0.0);
+  std::vector<float> sink(threads, 0.f);
+  at::parallel_for(0, threads, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      alignas(64) float buf[kLen];
+      for (int64_t i = 0; i < kLen; ++i) buf[i] = -float(i) / float(kLen);
+      V acc(0.f);
+      int64_t count = 0, round = 0;
+      const auto start = std::chrono::steady_clock::now();
+      double elapsed = 0;
+      do {
+        for (int64_t rep = 0; rep < kReps; ++rep, ++round) {
+          const V offset(float(round & 1023) * 1e-3f);
+          for (int64_t i = 0; i < kLen; i += V::size()) acc = acc + (V::loadu(buf + i) - offset).exp_u20();
+        }
+        count += kReps * kLen;
+        elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      } while (elapsed < seconds);
+      float lanes[V::size()];
+      acc.store(lanes);
+      sink[t] = lanes[0];
+      rates[t] = double(count) / elapsed;
+    }
+  });
+  double total = 0;
+  for (int64_t t = 0; t < threads; ++t) total += rates[t] + 0.0 * sink[t];
+  return total;
+}
+
+// This ISA's entry in the dispatch table (csrc/cpu/isa/cpu_isa.h).
+inline constexpr CpuKernels kCpuKernels{MMCL_FAST_ISA_NAME, &lse_fwd_kernel, &lse_bwd_kernel, &softplus_fwd_kernel,
+                                        &softplus_bwd_kernel, &vec_exp_rate};
+
+}  // namespace CPU_CAPABILITY
+}  // namespace mmcl_fast::tile_engine

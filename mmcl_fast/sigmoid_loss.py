@@ -1,0 +1,164 @@
+r"""The pairwise sigmoid loss of SigLIP (Zhai et al., ICCV 2023), fused: ``siglip_loss`` and
+``SigLipLoss``, a drop-in for open_clip's ``SigLipLoss``.
+
+With a, b in R^{B x D} paired row by row, L_ij = s * sim(a_i, b_j) + t (s = ``logit_scale``, already
+exponentiated; t = ``logit_bias``; both may be learnable) and z_ij = +1 for the positive pairs
+(i = j) and -1 otherwise:
+
+    loss_i = sum_j softplus(-z_ij L_ij) = softplus(-L_ii) + sum_{j != i} softplus(L_ij)
+    loss   = (1/B) sum_i loss_i                      (= -(1/B) sum_ij log sigmoid(z_ij L_ij))
+    dloss/dL_ij = -z_ij sigmoid(-z_ij L_ij) / B
+
+The normalisation is open_clip's (the sum over the B x B block divided by B, not by B^2). The
+negatives' sum comes from the fused ``softplus`` operator with the diagonal masked (the B x B
+logits are never stored); the positives' softplus(-L_ii) is O(B D) outside. No term is ever
+subtracted from another, so every per-anchor loss is positive, with full relative precision
+when it is tiny.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from . import _ops
+from . import distributed as mdist
+from .operands import paired_operands
+from .options import KernelOptions, checked, value_checks
+from .validation import check_options, check_pair, loss_scale
+
+DIST_IMPLS = ("bidir", "shift", "reduce", "gather")
+
+
+def _softplus(z: Tensor) -> Tensor:
+    """log(1 + exp(z)) at every z (F.softplus returns z itself above its threshold)."""
+    return z.clamp_min(0) + torch.log1p(torch.exp(-z.abs()))
+
+
+def loss_bias(logit_bias, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The 0-dim bias tensor t fed to the operator (0 for None; differentiable when a tensor is)."""
+    if logit_bias is None:
+        return torch.zeros((), dtype=dtype, device=device)
+    if isinstance(logit_bias, Tensor):
+        if logit_bias.numel() != 1:
+            raise ValueError(f"`logit_bias` must be a 0-dim or 1-element tensor, got shape {tuple(logit_bias.shape)}")
+        if not logit_bias.is_floating_point():
+            raise TypeError(f"`logit_bias` must be floating point, got {logit_bias.dtype}")
+        return logit_bias.reshape(()).to(device=device, dtype=dtype)
+    if isinstance(logit_bias, bool) or not isinstance(logit_bias, (int, float)) or logit_bias != logit_bias \
+            or abs(float(logit_bias)) == float("inf"):
+        raise ValueError(f"`logit_bias` must be a finite number or a tensor, got {logit_bias!r}")
+    return torch.full((), float(logit_bias), dtype=dtype, device=device)
+
+
+def _per_anchor(a: Tensor, b: Tensor, logit_scale, logit_bias, similarity: str,
+                kernel_options: KernelOptions | None) -> Tensor:
+    """loss_i for the rows of ``a`` against all rows of ``b``, whose first len(a) rows are a's
+    positives (the rest are negatives only)."""
+    dtype = _ops.lse_dtype(a.dtype)
+    s = loss_scale(None, logit_scale, dtype, a.device)
+    t = loss_bias(logit_bias, dtype, a.device)
+    ksim, ka, kb, pos_sim = paired_operands(similarity, a, b)
+    negatives = _ops.pairwise_softplus(ka, kb, s, t, ksim, True, kernel_options=kernel_options)
+    return negatives + _softplus(-(s * pos_sim + t))
+
+
+def siglip_loss(a: Tensor, b: Tensor, logit_scale, logit_bias=None, *, similarity: str = "dot",
+                reduction: str = "mean", kernel_options: KernelOptions | None = None) -> Tensor:
+    r"""The sigmoid loss between paired batches ``a`` and ``b`` (B x D each, row i of one the
+    positive of row i of the other), see the module docstring:
+
+        loss_i = softplus(-L_ii) + sum_{j != i} softplus(L_ij),   L_ij = s * sim(a_i, b_j) + t
+
+    ``reduction="mean"`` (the default) gives open_clip's SigLipLoss value (1/B) sum_i loss_i;
+    ``"sum"`` sums and ``"none"`` returns the vector loss_i. ``logit_scale`` (s > 0: a number or a
+    one-element tensor, e.g. ``model.logit_scale.exp()``) and ``logit_bias`` (t: None for 0, a
+    number or a one-element tensor) receive their exact gradients when they require them.
+    ``similarity``: "dot" (SigLIP's, on normalised features), "cosine", "euclidean" or "l1".
+    Memory is O(B D): the B x B logits are never stored. Half-precision inputs on CPU are computed
+    in float32. ``kernel_options``: :class:`mmcl_fast.KernelOptions`.
+    """
+    check_pair(("a", "b"), a, b)
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"`a` and `b` must hold the same number of pairs, got {a.shape[0]} and {b.shape[0]}")
+    check_options(similarity, reduction)
+    per = _per_anchor(a, b, logit_scale, logit_bias, similarity, kernel_options)
+    if reduction == "mean":
+        return per.mean()
+    return per.sum() if reduction == "sum" else per
+
+
+class SigLipLoss(nn.Module):
+    r"""open_clip's ``SigLipLoss`` with the same constructor, forward signature and numbers, fused.
+
+    ``forward(image_features, text_features, logit_scale, logit_bias=None, output_dict=False)``
+    returns ``(1/B) sum_ij softplus(-z_ij L_ij)`` with L = logit_scale * image @ text^T + logit_bias
+    (features used as given: normalise them first, as SigLIP models do); ``output_dict=True``
+    returns ``{"contrastive_loss": loss}``.
+
+    Multi-process (``world_size > 1``, torch.distributed initialised with that many ranks): rank r
+    returns open_clip's value for its B images against the text features of every rank (its own
+    block with the positives on the diagonal, the others as negatives only), divided by the local
+    B. Gradients are open_clip's: each rank's text features receive the sum over ranks of the
+    gradients of their losses (its exchanges carry gradients back), the image features and
+    ``logit_scale`` / ``logit_bias`` the gradient of the rank's own loss. Every ``dist_impl`` of
+    open_clip ("bidir", its default, "shift", "reduce", "gather") has these same values and
+    gradients; here all of them run as one all-gather of the text features, one fused B x B_g
+    pass with the rank's own block first, and a reduce-scatter of the text gradient (O(B_g D)
+    memory per rank, never a B x B_g matrix).
+
+    ``cache_labels`` is accepted for compatibility (no label matrix is built). ``kernel_options``
+    (keyword only): :class:`mmcl_fast.KernelOptions` for every call.
+    """
+
+    def __init__(self, cache_labels: bool = False, rank: int = 0, world_size: int = 1,
+                 dist_impl: str | None = None, *, kernel_options: KernelOptions | None = None):
+        super().__init__()
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        dist_impl = dist_impl or "bidir"
+        if dist_impl not in DIST_IMPLS:
+            raise ValueError(f"`dist_impl` must be one of {DIST_IMPLS} (or None), got {dist_impl!r}")
+        self.cache_labels, self.rank, self.world_size, self.dist_impl = cache_labels, rank, world_size, dist_impl
+        self.kernel_options = checked(kernel_options)
+
+    def forward(self, image_features: Tensor, text_features: Tensor, logit_scale, logit_bias=None,
+                output_dict: bool = False):
+        check_pair(("image_features", "text_features"), image_features, text_features)
+        if image_features.shape[0] != text_features.shape[0]:
+            raise ValueError("image_features and text_features must hold the same number of pairs, got "
+                             f"{image_features.shape[0]} and {text_features.shape[0]}")
+        if self.world_size == 1:
+            loss = siglip_loss(image_features, text_features, logit_scale, logit_bias, similarity="dot",
+                               kernel_options=self.kernel_options)
+        else:
+            w, r = mdist.world()
+            if (w, r) != (self.world_size, self.rank):
+                raise RuntimeError(f"SigLipLoss was built for rank {self.rank} of {self.world_size} but "
+                                   f"torch.distributed reports rank {r} of {w} (initialise the default "
+                                   "process group first)")
+            loss = distributed_siglip_loss(image_features, text_features, logit_scale, logit_bias,
+                                           kernel_options=self.kernel_options)
+        return {"contrastive_loss": loss} if output_dict else loss
+
+
+def distributed_siglip_loss(a: Tensor, b: Tensor, logit_scale, logit_bias=None, *, similarity: str = "dot",
+                            group=None, kernel_options: KernelOptions | None = None) -> Tensor:
+    r"""Rank r's sigmoid loss over the text rows of every rank, with open_clip's semantics (see
+    :class:`SigLipLoss`): ``(1/B) [sum_i softplus(-L_ii) + sum_{j != i, j in B_g} softplus(L_ij)]``
+    for this rank's B rows of ``a`` against the W * B gathered rows of ``b``. ``b``'s gradient is
+    summed over the ranks' losses (reduce-scatter); ``a``, ``logit_scale`` and ``logit_bias`` get
+    this rank's. Without an initialised process group (or with W = 1) it is :func:`siglip_loss`.
+    """
+    check_pair(("a", "b"), a, b)
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"`a` and `b` must hold the same number of pairs, got {a.shape[0]} and {b.shape[0]}")
+    check_options(similarity, "mean")
+    w, r = mdist.world(group)
+    if w == 1:
+        return siglip_loss(a, b, logit_scale, logit_bias, similarity=similarity, kernel_options=kernel_options)
+    if value_checks(a.device, kernel_options):
+        mdist.check_equal_batches(a.shape[0], a.device, group)
+    n = a.shape[0]
+    b_all = mdist.gather_rows_with_grad(b, group)
+    own_first = torch.cat([b_all[r * n:], b_all[:r * n]]) if r else b_all
+    return _per_anchor(a, own_first, logit_scale, logit_bias, similarity, kernel_options).sum() / n
