@@ -77,8 +77,8 @@ _BWD_SCHEMA = ("lse_bwd(Tensor grad_row, Tensor grad_col, Tensor x, Tensor y, Te
 _SOFTPLUS_FWD_SCHEMA = ("softplus_fwd(Tensor x, Tensor y, Tensor scale, Tensor bias, str similarity, "
                         "bool mask_diag, bool checks=False, str math_path=\"auto\") -> Tensor")
 _SOFTPLUS_BWD_SCHEMA = ("softplus_bwd(Tensor grad_row, Tensor x, Tensor y, Tensor scale, Tensor bias, "
-                        "str similarity, bool mask_diag, bool[4] output_mask, bool checks=False, str math_path=\"auto\") "
-                        "-> (Tensor, Tensor, Tensor, Tensor)")
+                        "str similarity, bool mask_diag, bool[4] output_mask, bool checks=False, "
+                        "str math_path=\"auto\") -> (Tensor, Tensor, Tensor, Tensor)")
 
 
 def _is_source_checkout() -> bool:

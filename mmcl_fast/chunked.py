@@ -1,9 +1,10 @@
 """Pure-PyTorch chunked implementations of the operator pairs.
 
 Same semantics as the compiled ``mmcl_fast::lse_fwd`` / ``lse_bwd`` and ``softplus_fwd`` /
-``softplus_bwd`` (see ``mmcl_fast/_ops.py``), processing ``chunk`` rows of X at a time, so memory is O(chunk * N) instead of O(M * N). It serves
-two purposes: the fallback operator when the extension cannot be compiled, and the
-"chunked PyTorch" baseline of the benchmarks.
+``softplus_bwd`` (see ``mmcl_fast/_ops.py``), processing ``chunk`` rows of X at a time, so memory
+is O(chunk * N) instead of O(M * N). It serves three purposes: the fallback operator when the
+extension cannot be compiled, the softplus pair's CUDA kernels until the CUDA tile engine has
+that reduction, and the "chunked PyTorch" baseline of the benchmarks.
 """
 from __future__ import annotations
 

@@ -218,7 +218,7 @@ class OpenClipSigLipLoss(torch.nn.Module):
     * ``"shift"``: W - 1 steps, each passing the texts one rank to the right;
     * ``"bidir"``: texts travel both ways at once, (W - 1) // 2 steps, plus one rightward step when
       W - 1 is odd;
-    * ``"reduce"``: W all-reduces, the r-th summing rank r's texts with zeros from the others;
+    * ``"reduce"``: W all-reduces, the k-th summing rank k's texts with zeros from the others;
     * ``"gather"``: one autograd all-gather.
     """
 
@@ -230,6 +230,12 @@ class OpenClipSigLipLoss(torch.nn.Module):
         loss = siglip_loss(image_features, text_features, logit_scale, logit_bias)
         if self.world_size == 1:
             return loss
+        import warnings
+        with warnings.catch_warnings():    # torch.distributed.nn: deprecated in torch 2.13, what open_clip calls
+            warnings.simplefilter("ignore", FutureWarning)
+            return self._other_ranks(image_features, text_features, logit_scale, logit_bias, loss)
+
+    def _other_ranks(self, image_features, text_features, logit_scale, logit_bias, loss):
         w, r = self.world_size, self.rank
         right, left = (r + 1) % w, (r - 1) % w
         others = []
@@ -250,11 +256,12 @@ class OpenClipSigLipLoss(torch.nn.Module):
         elif self.dist_impl == "reduce":
             from torch.distributed.nn.functional import all_reduce
             for k in range(w):
-                mine = text_features if k == r else torch.zeros_like(text_features)
-                if k != r:
-                    others.append(all_reduce(mine))
-                else:
-                    all_reduce(mine)
+                # every rank uses every reduced copy (its own with weight 0), so that the backward
+                # all-reduces run on every rank in the same order
+                received = all_reduce(text_features * float(k == r))
+                weight = float(k != r)
+                loss = loss + weight * siglip_loss(image_features, received, logit_scale, logit_bias,
+                                                   negative_only=True)
         elif self.dist_impl == "gather":
             from torch.distributed.nn.functional import all_gather
             gathered = all_gather(text_features)

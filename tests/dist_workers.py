@@ -80,6 +80,30 @@ def losses_worker(rank, world, seed, n_local, dim):
     return out
 
 
+SIGLIP_IMPLS = ("bidir", "shift", "reduce", "gather")
+
+
+def siglip_worker(rank, world, seed, n_local, dim):
+    """mmcl_fast.SigLipLoss and the open_clip reference, every dist_impl: (loss, d img, d txt,
+    d logit_scale, d logit_bias) on this rank."""
+    import mmcl_fast as mf
+    from mmcl_fast.reference import OpenClipSigLipLoss
+    img, txt, scale = full_batch(seed, world * n_local, dim)
+    sl = slice(rank * n_local, (rank + 1) * n_local)
+    out = {}
+    for impl in SIGLIP_IMPLS:
+        for name in ("mmcl", "open_clip"):
+            a, b = img[sl].clone().requires_grad_(), txt[sl].clone().requires_grad_()
+            s = scale.clone().reshape(1).requires_grad_()
+            t = torch.tensor([-4.0], requires_grad=True)
+            if name == "mmcl":
+                loss = mf.SigLipLoss(rank=rank, world_size=world, dist_impl=impl)(a, b, s, t)
+            else:
+                loss = OpenClipSigLipLoss(rank=rank, world_size=world, dist_impl=impl)(a, b, s, t)
+            out[(name, impl)] = [loss.detach()] + _grads(loss, a, b, s, t)
+    return out
+
+
 def ddp_step_worker(rank, world, seed, n_local, dim):
     """One SGD step of two MLP encoders under DDP with the distributed losses."""
     from torch.nn.parallel import DistributedDataParallel as DDP

@@ -3,7 +3,16 @@ single-process full-batch computations in float64, and a DDP training step."""
 import pytest
 import torch
 import torch.nn.functional as F
-from dist_workers import MODES, ddp_step_worker, full_batch, launch, losses_worker, make_pair_model
+from dist_workers import (
+    MODES,
+    SIGLIP_IMPLS,
+    ddp_step_worker,
+    full_batch,
+    launch,
+    losses_worker,
+    make_pair_model,
+    siglip_worker,
+)
 
 import mmcl_fast as mf
 from mmcl_fast import reference
@@ -108,3 +117,34 @@ def test_ddp_step_matches_single_process(tmp_path):
             for rank in range(world):
                 got = results[rank][name][key] - before[key]
                 assert rel_err(got, step) < 1e-4, f"{name} rank {rank}: {key} update differs"
+
+
+def _expected_siglip(img, txt, scale, bias, rank, world, n):
+    """(value, d img_r, d txt_r, d scale, d bias) of open_clip's SigLipLoss on ``rank``, from the
+    float64 formula on the global batch: the rank's rows against every column; the text
+    gradient summed over every rank's loss (its exchanges carry gradients back)."""
+    X, Y, s, t = (v.double().clone().requires_grad_() for v in (img, txt, scale, bias))
+
+    def rank_loss(r, s_, t_):
+        rows = slice(r * n, (r + 1) * n)
+        logits = s_ * X[rows] @ Y.T + t_
+        z = -torch.ones_like(logits)
+        z[:, rows] += 2 * torch.eye(n, dtype=logits.dtype)
+        return -F.logsigmoid(z * logits).sum() / n
+
+    value = rank_loss(rank, s, t)
+    gs, gt = torch.autograd.grad(value, (s, t), retain_graph=True)
+    gx, gy = torch.autograd.grad(sum(rank_loss(r, s.detach(), t.detach()) for r in range(world)), (X, Y))
+    sl = slice(rank * n, (rank + 1) * n)
+    return value, gx[sl], gy[sl], gs, gt
+
+
+@pytest.mark.parametrize("world", [2, pytest.param(3, marks=pytest.mark.slow)])
+def test_siglip_loss_matches_open_clip_for_every_dist_impl(world, tmp_path):
+    results = launch(siglip_worker, world, tmp_path, SEED, N_LOCAL, DIM)
+    img, txt, scale = full_batch(SEED, world * N_LOCAL, DIM, dtype=torch.float64)
+    for rank, out in enumerate(results):
+        want = _expected_siglip(img, txt, scale.reshape(1), torch.tensor([-4.0]), rank, world, N_LOCAL)
+        for impl in SIGLIP_IMPLS:
+            for name in ("mmcl", "open_clip"):
+                _assert_close(out[(name, impl)], want, f"{name} SigLipLoss {impl} rank {rank}")
