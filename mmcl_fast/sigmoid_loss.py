@@ -22,16 +22,12 @@ from torch import Tensor, nn
 
 from . import _ops
 from . import distributed as mdist
+from .losses import _softplus  # exact at every z, gradient sigmoid(z) (1/2 at the kink z = 0)
 from .operands import paired_operands
 from .options import KernelOptions, checked, value_checks
 from .validation import check_options, check_pair, loss_scale
 
 DIST_IMPLS = ("bidir", "shift", "reduce", "gather")
-
-
-def _softplus(z: Tensor) -> Tensor:
-    """log(1 + exp(z)) at every z (F.softplus returns z itself above its threshold)."""
-    return z.clamp_min(0) + torch.log1p(torch.exp(-z.abs()))
 
 
 def loss_bias(logit_bias, dtype: torch.dtype, device: torch.device) -> Tensor:
