@@ -5,19 +5,23 @@ Workloads (the ``similarity`` of a point):
 
 * ``clip``: open_clip's setting: features already L2-normalised by the towers, a learnable
   logit_scale (1/0.07), the symmetric loss over the batch's pairs;
+* ``siglip``: SigLIP's setting: normalised features, the sigmoid loss with a learnable
+  logit_scale 10 and logit_bias -10 (SigLIP's initialisation);
 * ``cosine``, ``euclidean``, ``dot``, ``l1``: :func:`mmcl_fast.symmetric_infonce` with that
   similarity and temperature 0.07 (cosine) or 1 (the others).
 
 Methods:
 
 * ``fused``:     :func:`mmcl_fast.symmetric_infonce` on the compiled operator (``clip``: with
-  ``similarity="dot"``, as ``mf.ClipLoss`` calls it);
+  ``similarity="dot"``, as ``mf.ClipLoss`` calls it; ``siglip``: :func:`mmcl_fast.siglip_loss`);
 * ``chunked``:   the same loss on this project's pure-PyTorch chunked backend
   (``MMCL_FAST_BACKEND=python``);
 * ``naive``:     :func:`mmcl_fast.reference.symmetric_infonce`, which stores the B x B logits;
-* ``open_clip``: open_clip's ``ClipLoss`` formula, ``(CE(s A B^T) + CE(s B A^T)) / 2`` (``clip`` only);
-* ``compiled``:  ``torch.compile`` of that formula (inductor fuses the softmax; the logits are still
-  stored). Compile time is reported separately (``compile_s``) and not in ``time_s``;
+* ``open_clip``: open_clip's ``ClipLoss`` formula, ``(CE(s A B^T) + CE(s B A^T)) / 2`` (``clip``),
+  or its ``SigLipLoss`` formula, ``-sum(logsigmoid(Z * (s A B^T + t))) / B`` with Z = 2I - 1
+  (``siglip``; one process);
+* ``compiled``:  ``torch.compile`` of that formula (inductor fuses the elementwise work; the logits
+  are still stored). Compile time is reported separately (``compile_s``) and not in ``time_s``;
 * ``torch_lce``: torch's chunked ``linear_cross_entropy`` once per direction
   (``options=LinearCrossEntropyOptions()``: it never stores the full B x B either; ``clip`` only).
 
@@ -40,7 +44,8 @@ import time
 from pathlib import Path
 
 METHODS = ("fused", "chunked", "naive", "open_clip", "compiled", "torch_lce")
-CLIP_ONLY = ("open_clip", "compiled", "torch_lce")
+OPEN_CLIP_WORKLOADS = ("clip", "siglip")          # where open_clip's formulas (and their compile) apply
+CLIP_ONLY = ("torch_lce",)
 
 _WORKER = textwrap.dedent("""
     import json, statistics, sys, time, torch
@@ -59,14 +64,26 @@ _WORKER = textwrap.dedent("""
         labels = torch.arange(x.shape[0])
         return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
 
+    def siglip_formula(x, y, s, t):  # open_clip's SigLipLoss.forward for one process
+        logits = s * x @ y.T + t
+        labels = 2 * torch.eye(x.shape[0]) - 1
+        return -F.logsigmoid(labels * logits).sum() / x.shape[0]
+
     def torch_lce(x, y, s):
         labels, opts = torch.arange(x.shape[0]), torch.nn.LinearCrossEntropyOptions()
         return (F.linear_cross_entropy(s * x, y, labels, options=opts)
                 + F.linear_cross_entropy(s * y, x, labels, options=opts)) / 2
 
-    kernel_sim = "dot" if sim == "clip" else sim
-    temp = 0.07 if sim in ("clip", "cosine") else 1.0
-    if method in ("fused", "chunked"):
+    kernel_sim = "dot" if sim in ("clip", "siglip") else sim
+    temp = 0.07 if sim in ("clip", "cosine") else (0.1 if sim == "siglip" else 1.0)
+    bias = torch.tensor(-10.0, requires_grad=True)    # SigLIP's logit_bias (siglip only)
+    if sim == "siglip":
+        formula = {"fused": mf.siglip_loss, "chunked": mf.siglip_loss, "naive": reference.siglip_loss,
+                   "open_clip": siglip_formula}.get(method)
+        if method == "compiled":
+            formula = torch.compile(siglip_formula, dynamic=False)
+        fn = lambda x, y, s: formula(x, y, s, bias)
+    elif method in ("fused", "chunked"):
         fn = lambda x, y, s: mf.symmetric_infonce(x, y, logit_scale=s, similarity=kernel_sim)
     elif method == "naive":
         fn = lambda x, y, s: reference.symmetric_infonce(x, y, logit_scale=s, similarity=kernel_sim)
@@ -78,13 +95,13 @@ _WORKER = textwrap.dedent("""
         fn = torch_lce
     torch.manual_seed(0)
     a, b = torch.randn(B, D), torch.randn(B, D)
-    if sim == "clip":
+    if sim in ("clip", "siglip"):
         a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
     a.requires_grad_(); b.requires_grad_()
     s = torch.tensor(1.0 / temp, requires_grad=True)
 
     def step():
-        a.grad = b.grad = s.grad = None
+        a.grad = b.grad = s.grad = bias.grad = None
         loss = fn(a, b, s)
         loss.backward()
         return loss
@@ -92,7 +109,7 @@ _WORKER = textwrap.dedent("""
     # Warm-up: a small pass loads libraries and thread pools; a full-size pass compiles (compiled).
     fn(a[:64].detach().requires_grad_(), b[:64].detach().requires_grad_(), s).backward()
     t = time.perf_counter(); step(); first_s = time.perf_counter() - t
-    a.grad = b.grad = s.grad = None
+    a.grad = b.grad = s.grad = bias.grad = None
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets the peak resident set (VmHWM) to the current level
     base = status("VmRSS:")
@@ -110,11 +127,15 @@ _WORKER = textwrap.dedent("""
     if method == "compiled":
         rec["compile_s"] = max(0.0, first_s - rec["time_s"])
     if B <= 8192:
-        got = [loss.detach(), a.grad, b.grad, s.grad]
+        got = [loss.detach(), a.grad, b.grad, s.grad] + ([bias.grad] if sim == "siglip" else [])
         a64, b64 = a.detach().double().requires_grad_(), b.detach().double().requires_grad_()
-        s64 = s.detach().double().requires_grad_()
-        ref = reference.symmetric_infonce(a64, b64, logit_scale=s64, similarity=kernel_sim)
-        want = [ref.detach(), *torch.autograd.grad(ref, (a64, b64, s64))]
+        s64, t64 = s.detach().double().requires_grad_(), bias.detach().double().requires_grad_()
+        if sim == "siglip":
+            ref = reference.siglip_loss(a64, b64, s64, t64)
+            want = [ref.detach(), *torch.autograd.grad(ref, (a64, b64, s64, t64))]
+        else:
+            ref = reference.symmetric_infonce(a64, b64, logit_scale=s64, similarity=kernel_sim)
+            want = [ref.detach(), *torch.autograd.grad(ref, (a64, b64, s64))]
         rec["err_f64"] = max(((g.double() - w).norm() / w.norm().clamp_min(1e-30)).item() for g, w in zip(got, want))
     print(json.dumps(rec))
 """)
@@ -221,7 +242,8 @@ def run_grid(batch_sizes, dims, sims, methods=METHODS, mem_limit_bytes: int = 12
              chunked_max_b: int = 16384, reps: int = 3, budget_s: float = 60.0, progress=print,
              load: str = "quiet"):
     """Measure every point; skip the methods that store the logits where they would not fit in
-    mem_limit_bytes, and open_clip's formulas outside the ``clip`` workload.
+    mem_limit_bytes, open_clip's formulas outside the ``clip`` and ``siglip`` workloads, and torch's
+    linear_cross_entropy outside ``clip``.
 
     ``load="neighbour"`` measures every point beside a :class:`BusyNeighbour` (one per point).
     """
@@ -231,7 +253,8 @@ def run_grid(batch_sizes, dims, sims, methods=METHODS, mem_limit_bytes: int = 12
             for B in batch_sizes:
                 for method in methods:
                     rec = {"method": method, "B": B, "D": D, "similarity": sim, "load": load}
-                    if method in CLIP_ONLY and sim != "clip":
+                    if (method in CLIP_ONLY and sim != "clip") or (
+                            method in ("open_clip", "compiled") and sim not in OPEN_CLIP_WORKLOADS):
                         continue
                     if method in ("naive", "open_clip", "compiled") and naive_bytes(B) > mem_limit_bytes:
                         rec["skipped"] = f"needs ~{naive_bytes(B) / 2**30:.0f} GiB for the logits"
@@ -353,6 +376,17 @@ def targets(results) -> list[str]:
             if c and f and D >= 512:
                 check(f"clip B={B} D={D}, compiled/fused extra memory",
                       c["extra_mem_bytes"] / max(1, f["extra_mem_bytes"]), 10)
+    for D in sorted({k[1] for k in idx if k[0] == "siglip"}):
+        for B in sorted({k[2] for k in idx if k[0] == "siglip" and k[1] == D}):
+            if D <= 128:
+                check(f"siglip B={B} D={D}, open_clip/fused time", speed("siglip", D, B, "open_clip"), 3.0)
+            check(f"siglip B={B} D={D}, compiled/fused time", speed("siglip", D, B, "compiled"), 1.0, "%.2fx")
+            f = idx.get(("siglip", D, B, "fused"))
+            if f and B >= 16384:
+                frac = f["extra_mem_bytes"] / (4.0 * B * B)
+                out.append(f"- siglip B={B} D={D} fused extra memory: {f['extra_mem_bytes'] / 2**20:.0f} MiB = "
+                           f"1/{1 / max(frac, 1e-12):.0f} of one B x B float32 matrix (target <= 1/20) "
+                           f"{'MET' if frac <= 1 / 20 else 'MISSED'}")
     big = idx.get(("cosine", 128, 65536, "fused"))
     if big:
         gib = big["extra_mem_bytes"] / 2**30
