@@ -1,4 +1,4 @@
-// The CUDA implementations of lse_fwd / lse_bwd (registered by ops.cpp): check the arguments,
+// The CUDA implementations of lse_fwd / lse_bwd and softplus_fwd / softplus_bwd (registered by ops.cpp): check the arguments,
 // centre euclidean inputs, make inputs contiguous, allocate outputs and workspace, and pass raw
 // pointers plus the current stream to the kernels of csrc/cuda/pairwise_lse.cu.
 // The kernel options arrive as op arguments (mmcl_fast/options.py):
@@ -17,6 +17,8 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/ones_like.h>
+#include <ATen/ops/sum.h>
 
 #include <string>
 
@@ -45,6 +47,14 @@ at::Tensor device_scale(const at::Tensor& scale, const at::Tensor& x, bool check
     TORCH_CHECK(s.gt(0).logical_and(s.isfinite()).all().item<bool>(),
                 "scale (1/temperature or logit_scale) must be positive and finite, got ", s.item<float>());
   return s;
+}
+
+// The bias as a one-element float32 tensor on x's device (checked finite when checks are on).
+at::Tensor device_bias(const at::Tensor& bias, const at::Tensor& x, bool checks) {
+  TORCH_CHECK(bias.numel() == 1, "bias (logit_bias) must hold exactly one element, got shape ", bias.sizes());
+  auto t = bias.to(x.device(), at::kFloat).reshape({1}).contiguous();
+  if (checks) TORCH_CHECK(t.isfinite().all().item<bool>(), "bias (logit_bias) must be finite, got ", t.item<float>());
+  return t;
 }
 
 cuda::MathPath math_path(at::ScalarType t, c10::string_view choice) {
@@ -131,6 +141,74 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cuda(
         "lse_backward");
   return {dx, dy, output_mask[2] ? dscale.to(scale.scalar_type()).reshape(scale.sizes())
                                   : scale.new_empty({0})};
+}
+
+at::Tensor softplus_fwd_cuda(const at::Tensor& x_in, const at::Tensor& y_in, const at::Tensor& scale,
+                             const at::Tensor& bias, c10::string_view similarity, bool mask_diag, bool checks,
+                             c10::string_view path) {
+  const std::string sim(similarity);
+  check_common("softplus_fwd", x_in, y_in, scale, sim);
+  dtype_of(x_in.scalar_type());
+  LaunchDeviceGuard guard(x_in.device());
+  if (checks) {
+    check_finite("softplus_fwd", "x", x_in);
+    check_finite("softplus_fwd", "y", y_in);
+  }
+  const auto [xc, yc] = centred_if_euclidean(x_in, y_in, sim);
+  auto x = xc.contiguous(), y = yc.contiguous();
+  auto s = device_scale(scale, x, checks);
+  auto t = device_bias(bias, x, checks);
+  const auto p = problem(x, y, s, sim, mask_diag, path);
+  auto row = at::empty({x.size(0)}, x.options().dtype(at::kFloat));
+  auto ws = at::empty({static_cast<int64_t>(cuda::softplus_forward_workspace(p)) + 1}, x.options().dtype(at::kByte));
+  check(cuda::softplus_forward(p, t.data_ptr<float>(), row.data_ptr<float>(), ws.data_ptr(), current_launch_stream()),
+        "softplus_forward");
+  return row;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_bwd_cuda(
+    const at::Tensor& grad_row, const at::Tensor& x_in, const at::Tensor& y_in, const at::Tensor& scale,
+    const at::Tensor& bias, c10::string_view similarity, bool mask_diag, std::array<bool, 4> output_mask,
+    bool checks, c10::string_view path) {
+  const std::string sim(similarity);
+  check_common("softplus_bwd", x_in, y_in, scale, sim);
+  dtype_of(x_in.scalar_type());
+  TORCH_CHECK(grad_row.dim() == 1 && grad_row.numel() == x_in.size(0), "softplus_bwd: grad_row must have M = ",
+              x_in.size(0), " elements, got shape ", grad_row.sizes());
+  LaunchDeviceGuard guard(x_in.device());
+  const auto [xc, yc] = centred_if_euclidean(x_in, y_in, sim);
+  auto x = xc.contiguous(), y = yc.contiguous();
+  auto s = device_scale(scale, x, checks);
+  auto t = device_bias(bias, x, checks);
+  const auto p = problem(x, y, s, sim, mask_diag, path);
+  auto gr = grad_row.to(at::kFloat).contiguous();
+  auto dx = output_mask[0] ? at::empty_like(x) : x.new_empty({0});
+  auto dy = output_mask[1] ? at::empty_like(y) : y.new_empty({0});
+  auto f32 = x.options().dtype(at::kFloat);
+  auto dscale = at::empty({output_mask[2] ? 1 : 0}, f32);
+  auto dbias = at::empty({output_mask[3] ? 1 : 0}, f32);
+  auto ws = at::empty({static_cast<int64_t>(cuda::softplus_backward_workspace(p)) + 1}, x.options().dtype(at::kByte));
+  check(cuda::softplus_backward(p, t.data_ptr<float>(), gr.data_ptr<float>(), output_mask[0] ? dx.data_ptr() : nullptr,
+                                output_mask[1] ? dy.data_ptr() : nullptr,
+                                output_mask[2] ? dscale.data_ptr<float>() : nullptr,
+                                output_mask[3] ? dbias.data_ptr<float>() : nullptr, ws.data_ptr(),
+                                current_launch_stream()),
+        "softplus_backward");
+  return {dx, dy,
+          output_mask[2] ? dscale.to(scale.scalar_type()).reshape(scale.sizes()) : scale.new_empty({0}),
+          output_mask[3] ? dbias.to(bias.scalar_type()).reshape(bias.sizes()) : bias.new_empty({0})};
+}
+
+// total = sum_i row_i and its gradients. The CUDA kernels have no one-pass form yet: the forward,
+// then the backward with an upstream gradient of 1 per row.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_total_cuda(
+    const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale, const at::Tensor& bias,
+    c10::string_view similarity, bool mask_diag, std::array<bool, 4> output_mask, bool checks,
+    c10::string_view path) {
+  auto row = softplus_fwd_cuda(x, y, scale, bias, similarity, mask_diag, checks, path);
+  auto [dx, dy, dscale, dbias] = softplus_bwd_cuda(at::ones_like(row), x, y, scale, bias, similarity, mask_diag,
+                                                   output_mask, checks, path);
+  return {row.sum(), dx, dy, dscale, dbias};
 }
 
 }  // namespace mmcl_fast

@@ -21,4 +21,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cuda(
     const at::Tensor& col_lse, c10::string_view similarity, bool mask_diag,
     std::array<bool, 3> output_mask, bool checks, c10::string_view math_path);
 
+at::Tensor softplus_fwd_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+                             const at::Tensor& bias, c10::string_view similarity, bool mask_diag, bool checks,
+                             c10::string_view math_path);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_bwd_cuda(
+    const at::Tensor& grad_row, const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+    const at::Tensor& bias, c10::string_view similarity, bool mask_diag, std::array<bool, 4> output_mask,
+    bool checks, c10::string_view math_path);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_total_cuda(
+    const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale, const at::Tensor& bias,
+    c10::string_view similarity, bool mask_diag, std::array<bool, 4> output_mask, bool checks,
+    c10::string_view math_path);
+
 }  // namespace mmcl_fast

@@ -18,6 +18,9 @@
 //   softplus_bwd(grad_row[M], x, y, scale, bias, similarity, mask_diag, output_mask[4], checks,
 //                math_path)
 //       -> (dx, dy, dscale, dbias), G_ij = grad_row_i sigmoid(s sim_ij + t); masked outputs empty
+//   softplus_total(x, y, scale, bias, similarity, mask_diag, output_mask[4], checks, math_path)
+//       -> (total[], dx, dy, dscale, dbias): total = sum_i row_i and its gradients (one pass over
+//       the tiles on CPU; forward then backward on CUDA); masked outputs empty
 //   operands_fwd(a[M,D], b[N,D], similarity) -> (ka, kb, pos[M], norm_a, norm_b)   (CPU, M <= N)
 //   operands_bwd(grad_ka, grad_kb, grad_pos, ka, kb, norm_a, norm_b, similarity, output_mask[2])
 //       -> (da, db): the cosine normalisation and the positive-pair similarities of the losses,
@@ -98,6 +101,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_bwd_cpu_chec
   return softplus_bwd_cpu(grad_row, xc, yc, scale, bias, sim, mask_diag, output_mask);
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_total_cpu_checked(
+    const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale, const at::Tensor& bias,
+    c10::string_view similarity, bool mask_diag, std::array<bool, 4> output_mask, bool /*checks*/,
+    c10::string_view /*math_path*/) {
+  const std::string sim(similarity);
+  check_common("softplus_total", x, y, scale, sim);
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "softplus_total: the CPU kernel supports float32 and float64, got ", x.scalar_type());
+  check_finite("softplus_total", "x", x);
+  check_finite("softplus_total", "y", y);
+  const auto [xc, yc] = centred_if_euclidean(x, y, sim);
+  return softplus_total_cpu(xc, yc, scale, bias, sim, mask_diag, output_mask);
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> operands_fwd_cpu_checked(
     const at::Tensor& a, const at::Tensor& b, c10::string_view similarity) {
   check_finite("operands_fwd", "a", a.contiguous());
@@ -120,6 +137,7 @@ TORCH_LIBRARY(mmcl_fast, m) {
   m.def(kLseBwdSchema);
   m.def(kSoftplusFwdSchema);
   m.def(kSoftplusBwdSchema);
+  m.def(kSoftplusTotalSchema);
   m.def(kOperandsFwdSchema);
   m.def(kOperandsBwdSchema);
 }
@@ -129,6 +147,7 @@ TORCH_LIBRARY_IMPL(mmcl_fast, CPU, m) {
   m.impl("lse_bwd", &lse_bwd_cpu_checked);
   m.impl("softplus_fwd", &softplus_fwd_cpu_checked);
   m.impl("softplus_bwd", &softplus_bwd_cpu_checked);
+  m.impl("softplus_total", &softplus_total_cpu_checked);
   m.impl("operands_fwd", &operands_fwd_cpu_checked);
   m.impl("operands_bwd", &operands_bwd_cpu_checked);
 }
@@ -137,6 +156,9 @@ TORCH_LIBRARY_IMPL(mmcl_fast, CPU, m) {
 TORCH_LIBRARY_IMPL(mmcl_fast, CUDA, m) {  // checks and launches: cuda_launch.cpp
   m.impl("lse_fwd", &lse_fwd_cuda);
   m.impl("lse_bwd", &lse_bwd_cuda);
+  m.impl("softplus_fwd", &softplus_fwd_cuda);
+  m.impl("softplus_bwd", &softplus_bwd_cuda);
+  m.impl("softplus_total", &softplus_total_cuda);
 }
 #endif
 

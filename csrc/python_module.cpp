@@ -25,6 +25,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "mmcl_fast compiled operators (torch.ops.mmcl_fast.lse_fwd / lse_bwd)";
 #ifdef MMCL_FAST_WITH_CUDA
   m.attr("with_cuda") = true;
+  m.attr("with_cuda_softplus") = true;  // the softplus pair's CUDA kernels (else: the chunked fallback)
 #else
   m.attr("with_cuda") = false;
 #endif

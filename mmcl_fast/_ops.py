@@ -13,6 +13,10 @@ and the pairwise softplus pair of the sigmoid (SigLIP) loss:
 
 * ``softplus_fwd(x, y, scale, bias, similarity, mask_diag, checks, math_path) -> row``,
   ``row_i = sum_j softplus(scale * sim(x_i, y_j) + bias)``, j == i left out when ``mask_diag``;
+* ``softplus_total(x, y, scale, bias, similarity, mask_diag, output_mask, checks, math_path)
+  -> (total, dx, dy, dscale, dbias)``: ``total = sum_i row_i`` (0-dim) with its gradients, on CPU
+  in the same pass over the tiles (no second pass to recompute them); the autograd multiplies
+  them by the upstream gradient, a scalar. The losses' mean and sum reductions use it;
 * ``softplus_bwd(grad_row, x, y, scale, bias, similarity, mask_diag, output_mask, checks, math_path)
   -> (dx, dy, dscale, dbias)``, with the same ``output_mask`` convention.
 
@@ -76,6 +80,9 @@ _BWD_SCHEMA = ("lse_bwd(Tensor grad_row, Tensor grad_col, Tensor x, Tensor y, Te
                "bool checks=False, str math_path=\"auto\") -> (Tensor, Tensor, Tensor)")
 _SOFTPLUS_FWD_SCHEMA = ("softplus_fwd(Tensor x, Tensor y, Tensor scale, Tensor bias, str similarity, "
                         "bool mask_diag, bool checks=False, str math_path=\"auto\") -> Tensor")
+_SOFTPLUS_TOTAL_SCHEMA = ("softplus_total(Tensor x, Tensor y, Tensor scale, Tensor bias, str similarity, "
+                          "bool mask_diag, bool[4] output_mask, bool checks=False, str math_path=\"auto\") "
+                          "-> (Tensor, Tensor, Tensor, Tensor, Tensor)")
 _SOFTPLUS_BWD_SCHEMA = ("softplus_bwd(Tensor grad_row, Tensor x, Tensor y, Tensor scale, Tensor bias, "
                         "str similarity, bool mask_diag, bool[4] output_mask, bool checks=False, "
                         "str math_path=\"auto\") -> (Tensor, Tensor, Tensor, Tensor)")
@@ -228,10 +235,12 @@ def _register_python_fallback():
     lib.define(_BWD_SCHEMA)
     lib.define(_SOFTPLUS_FWD_SCHEMA)
     lib.define(_SOFTPLUS_BWD_SCHEMA)
+    lib.define(_SOFTPLUS_TOTAL_SCHEMA)
     lib.impl("lse_fwd", chunked.lse_fwd, "CompositeExplicitAutograd")
     lib.impl("lse_bwd", chunked.lse_bwd, "CompositeExplicitAutograd")
     lib.impl("softplus_fwd", chunked.softplus_fwd, "CompositeExplicitAutograd")
     lib.impl("softplus_bwd", chunked.softplus_bwd, "CompositeExplicitAutograd")
+    lib.impl("softplus_total", chunked.softplus_total, "CompositeExplicitAutograd")
     return lib  # the registration lives as long as this object
 
 
@@ -241,6 +250,7 @@ def _register_chunked_cuda_softplus():
     lib = torch.library.Library("mmcl_fast", "IMPL")
     lib.impl("softplus_fwd", chunked.softplus_fwd, "CUDA")
     lib.impl("softplus_bwd", chunked.softplus_bwd, "CUDA")
+    lib.impl("softplus_total", chunked.softplus_total, "CUDA")
     return lib
 
 
@@ -405,6 +415,34 @@ def _register_softplus_fake_and_autograd(check_operands) -> None:
 
     torch.library.register_autograd("mmcl_fast::softplus_fwd", backward, setup_context=setup_context)
 
+    @torch.library.register_fake("mmcl_fast::softplus_total")
+    def _total_fake(x, y, scale, bias, similarity, mask_diag, output_mask, checks=False, math_path="auto"):
+        check_operands(x, y, scale)
+        check_bias(bias)
+        need_dx, need_dy, need_dscale, need_dbias = output_mask
+        return (x.new_empty((), dtype=lse_dtype(x.dtype)),
+                torch.empty_like(x) if need_dx else x.new_empty((0,)),
+                torch.empty_like(y) if need_dy else y.new_empty((0,)),
+                torch.empty_like(scale) if need_dscale else scale.new_empty((0,)),
+                torch.empty_like(bias) if need_dbias else bias.new_empty((0,)))
+
+    def setup_total(ctx, inputs, output):
+        *_, output_mask, _, _ = inputs
+        _, dx, dy, dscale, dbias = output
+        ctx.mark_non_differentiable(dx, dy, dscale, dbias)
+        ctx.save_for_backward(dx, dy, dscale, dbias)
+        ctx.output_mask = list(output_mask)
+
+    def backward_total(ctx, grad_total, *_):
+        need = list(ctx.needs_input_grad[:4])
+        missing = [n and not m for n, m in zip(need, ctx.output_mask)]
+        torch._check(not any(missing), lambda: "softplus_total: a gradient was requested that the forward's "
+                     "output_mask did not compute")
+        grads = [g * grad_total.to(g.dtype) if n else None for g, n in zip(ctx.saved_tensors, need)]
+        return (*grads, None, None, None, None, None)
+
+    torch.library.register_autograd("mmcl_fast::softplus_total", backward_total, setup_context=setup_total)
+
 
 def has_operands_op() -> bool:
     """True when the active backend has the CPU ``operands`` op pair (compiled or JIT)."""
@@ -480,6 +518,19 @@ def pairwise_softplus(x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, similar
     opts = options.resolve(kernel_options)
     return torch.ops.mmcl_fast.softplus_fwd(x, y, scale, bias, similarity, mask_diag, opts.checks,
                                             opts.cuda_math_path)
+
+
+def pairwise_softplus_total(x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, similarity: str = "dot",
+                            mask_diag: bool = False, *, kernel_options: KernelOptions | None = None) -> Tensor:
+    """``pairwise_softplus(...).sum()`` (0-dim) with its gradients computed in the forward pass
+    over the tiles (CPU), for the tensors that require them when grad mode is on: the backward
+    only scales them. Differentiable in all four tensors."""
+    load_backend()
+    opts = options.resolve(kernel_options)
+    need = [torch.is_grad_enabled() and t.requires_grad for t in (x, y, scale, bias)]
+    total, *_ = torch.ops.mmcl_fast.softplus_total(x, y, scale, bias, similarity, mask_diag, need, opts.checks,
+                                                   opts.cuda_math_path)
+    return total
 
 
 def operands(a: Tensor, b: Tensor, similarity: str) -> tuple[Tensor, Tensor, Tensor]:

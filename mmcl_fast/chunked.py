@@ -213,6 +213,16 @@ def softplus_bwd(grad_row: Tensor, x: Tensor, y: Tensor, scale: Tensor, bias: Te
             dbias.to(bias.dtype).reshape(bias.shape) if need_dbias else bias.new_empty((0,)))
 
 
+def softplus_total(x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, similarity: str, mask_diag: bool,
+                   output_mask=(True, True, True, True), checks: bool = False,
+                   math_path: str = "auto") -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(sum_i row_i, and its gradients): :func:`softplus_fwd` summed, then :func:`softplus_bwd` with
+    an upstream gradient of 1 per row."""
+    row = softplus_fwd(x, y, scale, bias, similarity, mask_diag)
+    grads = softplus_bwd(torch.ones_like(row), x, y, scale, bias, similarity, mask_diag, output_mask)
+    return (row.sum(dtype=torch.float64).to(row.dtype), *grads)
+
+
 class ChunkedPairwiseLSE(torch.autograd.Function):
     """Autograd wrapper of the chunked pair outside the op registry, so that one process can run
     the losses on both the compiled and the pure-PyTorch implementation (the tests do)."""

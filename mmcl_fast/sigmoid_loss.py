@@ -25,9 +25,14 @@ from . import distributed as mdist
 from .losses import _softplus  # exact at every z, gradient sigmoid(z) (1/2 at the kink z = 0)
 from .operands import paired_operands
 from .options import KernelOptions, checked, value_checks
+from .ring import RingPass
 from .validation import check_options, check_pair, loss_scale
 
 DIST_IMPLS = ("bidir", "shift", "reduce", "gather")
+# How SigLipLoss runs each of open_clip's dist_impls (every one has the same values and gradients):
+# open_clip's neighbour exchanges ("bidir", "shift") as this project's ring, O(B D) per rank; its
+# collectives ("reduce", "gather") as one all-gather, O(B_g D) per rank and one fused pass.
+RING_IMPLS = ("bidir", "shift")
 
 
 def loss_bias(logit_bias, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -46,16 +51,19 @@ def loss_bias(logit_bias, dtype: torch.dtype, device: torch.device) -> Tensor:
     return torch.full((), float(logit_bias), dtype=dtype, device=device)
 
 
-def _per_anchor(a: Tensor, b: Tensor, logit_scale, logit_bias, similarity: str,
-                kernel_options: KernelOptions | None) -> Tensor:
-    """loss_i for the rows of ``a`` against all rows of ``b``, whose first len(a) rows are a's
-    positives (the rest are negatives only)."""
+def _sigmoid_terms(a: Tensor, b: Tensor, logit_scale, logit_bias, similarity: str, total: bool,
+                   kernel_options: KernelOptions | None) -> Tensor:
+    """For the rows of ``a`` against all rows of ``b``, whose first len(a) rows are a's positives
+    (the rest are negatives only): the vector loss_i, or (``total``) its sum, whose gradients the
+    kernels compute in the forward pass over the tiles."""
     dtype = _ops.lse_dtype(a.dtype)
     s = loss_scale(None, logit_scale, dtype, a.device)
     t = loss_bias(logit_bias, dtype, a.device)
     ksim, ka, kb, pos_sim = paired_operands(similarity, a, b)
-    negatives = _ops.pairwise_softplus(ka, kb, s, t, ksim, True, kernel_options=kernel_options)
-    return negatives + _softplus(-(s * pos_sim + t))
+    positives = _softplus(-(s * pos_sim + t))
+    if total:
+        return _ops.pairwise_softplus_total(ka, kb, s, t, ksim, True, kernel_options=kernel_options) + positives.sum()
+    return _ops.pairwise_softplus(ka, kb, s, t, ksim, True, kernel_options=kernel_options) + positives
 
 
 def siglip_loss(a: Tensor, b: Tensor, logit_scale, logit_bias=None, *, similarity: str = "dot",
@@ -77,10 +85,8 @@ def siglip_loss(a: Tensor, b: Tensor, logit_scale, logit_bias=None, *, similarit
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"`a` and `b` must hold the same number of pairs, got {a.shape[0]} and {b.shape[0]}")
     check_options(similarity, reduction)
-    per = _per_anchor(a, b, logit_scale, logit_bias, similarity, kernel_options)
-    if reduction == "mean":
-        return per.mean()
-    return per.sum() if reduction == "sum" else per
+    out = _sigmoid_terms(a, b, logit_scale, logit_bias, similarity, reduction != "none", kernel_options)
+    return out / a.shape[0] if reduction == "mean" else out
 
 
 class SigLipLoss(nn.Module):
@@ -98,9 +104,12 @@ class SigLipLoss(nn.Module):
     gradients of their losses (its exchanges carry gradients back), the image features and
     ``logit_scale`` / ``logit_bias`` the gradient of the rank's own loss. Every ``dist_impl`` of
     open_clip ("bidir", its default, "shift", "reduce", "gather") has these same values and
-    gradients; here all of them run as one all-gather of the text features, one fused B x B_g
-    pass with the rank's own block first, and a reduce-scatter of the text gradient (O(B_g D)
-    memory per rank, never a B x B_g matrix).
+    gradients. Here open_clip's neighbour exchanges ("bidir", "shift") run as a ring
+    (:func:`ring_siglip_loss`: the text chunks travel rank to rank, each transfer overlapped with a
+    fused B x B pass; a few B x D chunks per rank whatever W), and its collectives ("reduce",
+    "gather") as one all-gather of the text features, one fused B x B_g pass and a reduce-scatter
+    of the text gradient (:func:`distributed_siglip_loss`: O(B_g D) per rank). Never a B x B
+    matrix.
 
     ``cache_labels`` is accepted for compatibility (no label matrix is built). ``kernel_options``
     (keyword only): :class:`mmcl_fast.KernelOptions` for every call.
@@ -132,8 +141,8 @@ class SigLipLoss(nn.Module):
                 raise RuntimeError(f"SigLipLoss was built for rank {self.rank} of {self.world_size} but "
                                    f"torch.distributed reports rank {r} of {w} (initialise the default "
                                    "process group first)")
-            loss = distributed_siglip_loss(image_features, text_features, logit_scale, logit_bias,
-                                           kernel_options=self.kernel_options)
+            impl = ring_siglip_loss if self.dist_impl in RING_IMPLS else distributed_siglip_loss
+            loss = impl(image_features, text_features, logit_scale, logit_bias, kernel_options=self.kernel_options)
         return {"contrastive_loss": loss} if output_dict else loss
 
 
@@ -157,4 +166,99 @@ def distributed_siglip_loss(a: Tensor, b: Tensor, logit_scale, logit_bias=None, 
     n = a.shape[0]
     b_all = mdist.gather_rows_with_grad(b, group)
     own_first = torch.cat([b_all[r * n:], b_all[:r * n]]) if r else b_all
-    return _per_anchor(a, own_first, logit_scale, logit_bias, similarity, kernel_options).sum() / n
+    return _sigmoid_terms(a, own_first, logit_scale, logit_bias, similarity, True, kernel_options) / n
+
+
+class _SoftplusRing(torch.autograd.Function):
+    """row_i = sum over every rank's rows j of ``b`` of softplus(s sim(a_i, b_j) + t), the own
+    diagonal left out, with ``b``'s chunks passed around the ring (:class:`mmcl_fast.ring.RingPass`):
+    forward, W tile passes of B x B with the next chunk in flight; backward, the chunks travel
+    again with their dY accumulators, each rank adding its block's share, and one more step
+    takes every accumulator home: d b_r = sum over ranks' losses, as open_clip's exchanges give.
+    Extra memory per rank: a few B x D chunks, whatever W."""
+
+    @staticmethod
+    def forward(ctx, a, b, s, t, similarity, group, opts):
+        world = dist_world(group)
+        ctx.save_for_backward(a, b, s, t)
+        ctx.similarity, ctx.group, ctx.opts = similarity, group, opts
+        ring = RingPass(group)
+        row = None
+        chunk = b
+        for step in range(world):
+            if step + 1 < world:
+                ring.start([chunk])
+            part = torch.ops.mmcl_fast.softplus_fwd(a, chunk, s, t, similarity, step == 0, opts.checks,
+                                                    opts.cuda_math_path)
+            row = part if row is None else row + part
+            if step + 1 < world:
+                (chunk,) = ring.finish()
+        return row
+
+    @staticmethod
+    def backward(ctx, grad_row):
+        a, b, s, t = ctx.saved_tensors
+        need_a, need_b, need_s, need_t = ctx.needs_input_grad[:4]
+        world = dist_world(ctx.group)
+        ring = RingPass(ctx.group)
+        grad_row = grad_row.contiguous()
+        mask = [need_a, need_b, need_s, need_t]
+        da = torch.zeros_like(a) if need_a else None
+        ds = torch.zeros_like(s) if need_s else None
+        dt = torch.zeros_like(t) if need_t else None
+        # Step k: this rank holds the chunk of rank r - k. In flight while its block is computed: that
+        # chunk on to the right, the next one in from the left, the finished accumulator of the
+        # previous step's chunk on to the right, and the accumulator of this step's chunk (every
+        # earlier holder's share) in from the left.
+        chunk, done = b, None
+        for step in range(world):
+            sends = ([chunk] if step + 1 < world else []) + ([done] if need_b and step > 0 else [])
+            if sends:
+                ring.start(sends)
+            dxp, dyp, dsp, dtp = torch.ops.mmcl_fast.softplus_bwd(
+                grad_row, a, chunk, s, t, ctx.similarity, step == 0, mask, ctx.opts.checks, ctx.opts.cuda_math_path)
+            if need_a:
+                da += dxp
+            if need_s:
+                ds += dsp
+            if need_t:
+                dt += dtp
+            received = ring.finish() if sends else []
+            if step + 1 < world:
+                chunk = received.pop(0)
+            if need_b:
+                done = dyp if step == 0 else received.pop(0) + dyp
+        db = None
+        if need_b:  # the last accumulator belongs to the right neighbour; this rank's comes from the left
+            ring.start([done])
+            (db,) = ring.finish()
+        return da, db, ds, dt, None, None, None
+
+
+def dist_world(group) -> int:
+    return mdist.world(group)[0]
+
+
+def ring_siglip_loss(a: Tensor, b: Tensor, logit_scale, logit_bias=None, *, similarity: str = "dot",
+                     group=None, kernel_options: KernelOptions | None = None) -> Tensor:
+    r""":func:`distributed_siglip_loss`'s value and gradients, computed on a ring: the text rows
+    travel rank to rank (W - 1 steps forward, W backward, each transfer overlapped with a B x B tile
+    pass), so each rank holds a few B x D chunks instead of the W B x D gathered features."""
+    from .options import resolve
+
+    check_pair(("a", "b"), a, b)
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"`a` and `b` must hold the same number of pairs, got {a.shape[0]} and {b.shape[0]}")
+    check_options(similarity, "mean")
+    w, _ = mdist.world(group)
+    if w == 1:
+        return siglip_loss(a, b, logit_scale, logit_bias, similarity=similarity, kernel_options=kernel_options)
+    if value_checks(a.device, kernel_options):
+        mdist.check_equal_batches(a.shape[0], a.device, group)
+    _ops.load_backend()
+    dtype = _ops.lse_dtype(a.dtype)
+    s = loss_scale(None, logit_scale, dtype, a.device)
+    t = loss_bias(logit_bias, dtype, a.device)
+    ksim, ka, kb, pos_sim = paired_operands(similarity, a, b)
+    negatives = _SoftplusRing.apply(ka, kb.contiguous(), s, t, ksim, group, resolve(kernel_options))
+    return (negatives + _softplus(-(s * pos_sim + t))).sum() / a.shape[0]

@@ -41,7 +41,20 @@ def path(request):
     return request.param
 
 
-LOSSES = [(mf.symmetric_infonce, ref.symmetric_infonce), (mf.infonce, ref.infonce), (mf.nt_xent, ref.nt_xent)]
+SIGLIP_BIAS = -2.0
+
+
+def siglip_loss(a, b, logit_scale, similarity, kernel_options=None):
+    """The sigmoid loss (the softplus reduction of the same kernels) with a fixed bias."""
+    return mf.siglip_loss(a, b, logit_scale, SIGLIP_BIAS, similarity=similarity, kernel_options=kernel_options)
+
+
+def siglip_reference(a, b, logit_scale, similarity):
+    return ref.siglip_loss(a, b, logit_scale, SIGLIP_BIAS, similarity=similarity)
+
+
+LOSSES = [(mf.symmetric_infonce, ref.symmetric_infonce), (mf.infonce, ref.infonce), (mf.nt_xent, ref.nt_xent),
+          (siglip_loss, siglip_reference)]
 TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2, torch.float16: 2e-2}
 TF32_TOL = 5e-3  # float32 inputs on the tensor cores keep 10 mantissa bits
 
@@ -67,6 +80,8 @@ def _check_losses(device, dtype, sim, a, b, scale=3.0, tol=None, options=None):
     for fused, naive in LOSSES:
         if fused is not mf.infonce and m != n:
             continue
+        if fused is siglip_loss and options is not None and options.deterministic:
+            continue  # the softplus reduction has no column merge: both modes run the same kernels
         a64, b64 = a.double().requires_grad_(), b.double().requires_grad_()
         s64 = torch.tensor(scale, dtype=torch.float64, requires_grad=True)
         ad, bd = a.to(device).requires_grad_(), b.to(device).requires_grad_()
@@ -280,6 +295,40 @@ def test_opcheck_on_the_cuda_implementation(device, path, similarity, dtype):
     for mask in ([True, True, True], [False, True, False]):
         torch.library.opcheck(bwd, (torch.rand_like(row), torch.rand_like(col), x.detach(), y.detach(), s.detach(),
                                     row, col, similarity, False, mask, False, path))
+
+
+@pytest.mark.parametrize("sim", ["dot", "euclidean", pytest.param("l1", marks=pytest.mark.slow)])
+def test_sigmoid_loss_bias_and_scale_gradients_over_many_tiles(device, path, sim):
+    """Three row blocks against three column tiles: the softplus reduction's dscale and dbias
+    (per-block partials summed in block order) and both feature gradients against float64."""
+    a, b = _inputs(130, 130, 40, sim, torch.float32, seed=21)
+    args64 = [a.double().requires_grad_(), b.double().requires_grad_(),
+              torch.tensor(6.0, dtype=torch.float64, requires_grad=True),
+              torch.tensor(-3.0, dtype=torch.float64, requires_grad=True)]
+    args = [a.to(device).requires_grad_(), b.to(device).requires_grad_(),
+            torch.tensor(6.0, device=device, requires_grad=True), torch.tensor(-3.0, device=device, requires_grad=True)]
+    out = mf.siglip_loss(*args, similarity=sim, kernel_options=KernelOptions(cuda_math_path=path))
+    want = ref.siglip_loss(*args64, similarity=sim)
+    tol = _tol(torch.float32, path)
+    assert rel_err(out, want) < tol
+    for name, g, g64 in zip(("da", "db", "dscale", "dbias"), torch.autograd.grad(out, args),
+                            torch.autograd.grad(want, args64)):
+        assert rel_err(g, g64, floor=1e-2) < tol, name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, pytest.param(torch.bfloat16, marks=pytest.mark.slow)])
+def test_opcheck_of_the_softplus_pair_on_the_cuda_implementation(device, path, dtype):
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(7, 5, generator=g).to(device, dtype).requires_grad_()
+    y = torch.randn(9, 5, generator=g).to(device, dtype).requires_grad_()
+    s = torch.tensor(0.8, device=device, requires_grad=True)
+    t = torch.tensor(-1.5, device=device, requires_grad=True)
+    fwd, bwd = torch.ops.mmcl_fast.softplus_fwd.default, torch.ops.mmcl_fast.softplus_bwd.default
+    torch.library.opcheck(fwd, (x, y, s, t, "dot", False, False, path))
+    torch.library.opcheck(fwd, (x[:7], y[:7], s, t, "euclidean", True, False, path))
+    for mask in ([True, True, True, True], [False, True, False, True]):
+        torch.library.opcheck(bwd, (torch.rand(7, device=device), x.detach(), y.detach(), s.detach(), t.detach(),
+                                    "dot", True, mask, False, path))
 
 
 # --- the emulator's own conversions (no GPU needed) ---

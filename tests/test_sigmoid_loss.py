@@ -150,6 +150,23 @@ def test_the_pure_pytorch_pair_matches_the_compiled_one():
         want = chunked.softplus_bwd(g, a, b, s, t, "euclidean", mask)
         for x, y in zip(got, want):
             assert rel_err(x.reshape(-1), y.reshape(-1)) < 1e-12
+        got = torch.ops.mmcl_fast.softplus_total(a, b, s, t, "euclidean", mask, [True] * 4)
+        want = chunked.softplus_total(a, b, s, t, "euclidean", mask)
+        for x, y in zip(got, want):
+            assert rel_err(x.reshape(-1), y.reshape(-1)) < 1e-12
+
+
+@pytest.mark.parametrize("sim", SIMS)
+def test_the_one_pass_total_equals_the_row_sums_and_their_recomputed_gradients(sim):
+    """mean/sum reductions take softplus_total (gradients from the forward's tiles); "none" takes
+    softplus_fwd + softplus_bwd (tiles recomputed): the same numbers."""
+    a, b = _inputs(12, 150, 20, sim, torch.float32)
+    s, t = torch.tensor(5.0), torch.tensor(-2.0)
+    one_pass = _loss_and_grads(mf.siglip_loss, a, b, s, t, similarity=sim, reduction="sum")
+    recomputed = _loss_and_grads(lambda *x, **kw: mf.siglip_loss(*x, **kw).sum(), a, b, s, t, similarity=sim,
+                                 reduction="none")
+    for x, y in zip(one_pass, recomputed):
+        assert rel_err(x.reshape(-1), y.reshape(-1)) < 1e-6
 
 
 def test_a_frozen_tower_gets_no_gradient_pass():
@@ -170,6 +187,11 @@ def test_opcheck_and_fake_kernel():
     for mask in (False, True):
         torch.library.opcheck(torch.ops.mmcl_fast.softplus_fwd,
                               (a.clone().requires_grad_(), b.clone().requires_grad_(), s, t, "dot", mask))
+    # output_mask as the losses pass it: the inputs that require a gradient
+    torch.library.opcheck(torch.ops.mmcl_fast.softplus_total,
+                          (a.clone().requires_grad_(), b.clone().requires_grad_(), s, t, "dot", True, [True] * 4))
+    torch.library.opcheck(torch.ops.mmcl_fast.softplus_total,
+                          (a, b.clone().requires_grad_(), s.detach(), t, "l1", False, [False, True, False, True]))
     g = torch.rand(20)
     torch.library.opcheck(torch.ops.mmcl_fast.softplus_bwd, (g, a, b, s.detach(), t.detach(), "l1", True, [True] * 4))
 

@@ -2,6 +2,7 @@
 // then the engine copy that cpu_isa.cpp picked (formulas: tile_engine/softplus_reduction.h).
 #include "pairwise_softplus_cpu.h"
 
+#include <ATen/Dispatch.h>
 #include <ATen/ops/full.h>
 
 #include "isa/cpu_isa.h"
@@ -24,6 +25,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_bwd_cpu(
   auto dscale_t = output_mask[2] ? at::full(scale.sizes(), dscale, scale.options()) : scale.new_empty({0});
   auto dbias_t = output_mask[3] ? at::full(bias.sizes(), dbias, bias.options()) : bias.new_empty({0});
   return {dx, dy, dscale_t, dbias_t};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_total_cpu(
+    const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale, const at::Tensor& bias,
+    const std::string& similarity, bool mask_diag, std::array<bool, 4> output_mask) {
+  const Similarity sim = parsed(similarity);
+  auto [row, dx, dy, dscale, dbias] = active_cpu_kernels().softplus_fwd_bwd(
+      x, y, checked_scale(scale), checked_bias(bias), sim, mask_diag, {output_mask[0], output_mask[1]});
+  double total = 0;  // in double, in row order, on this thread (M additions; no OpenMP region)
+  const auto rc = row.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(rc.scalar_type(), "softplus_total_sum", [&] {
+    const scalar_t* r = rc.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < rc.numel(); ++i) total += double(r[i]);
+  });
+  auto dscale_t = output_mask[2] ? at::full(scale.sizes(), dscale, scale.options()) : scale.new_empty({0});
+  auto dbias_t = output_mask[3] ? at::full(bias.sizes(), dbias, bias.options()) : bias.new_empty({0});
+  return {at::full({}, total, row.options()), dx, dy, dscale_t, dbias_t};
 }
 
 }  // namespace mmcl_fast

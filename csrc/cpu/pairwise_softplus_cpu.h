@@ -18,4 +18,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_bwd_cpu(
     const at::Tensor& grad_row, const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
     const at::Tensor& bias, const std::string& similarity, bool mask_diag, std::array<bool, 4> output_mask);
 
+// (total, dx, dy, dscale, dbias): total = sum_i row_i (0-dim) and its gradients, in one pass.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_total_cpu(
+    const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale, const at::Tensor& bias,
+    const std::string& similarity, bool mask_diag, std::array<bool, 4> output_mask);
+
 }  // namespace mmcl_fast

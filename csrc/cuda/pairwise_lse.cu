@@ -1,24 +1,30 @@
-// CUDA kernels of the pairwise log-sum-exp operator: exact, deterministic-capable, with the tile
-// products on the CUDA cores (SIMT, fp32 FMAs) or on the tensor cores (WMMA), see MathPath.
+// CUDA kernels of the pairwise operators: exact, deterministic-capable, with the tile products on
+// the CUDA cores (SIMT, fp32 FMAs) or on the tensor cores (WMMA), see MathPath. Two reductions of
+// the same tiles, a compile-time parameter RED of the same kernels: the log-sum-exp (kLse, the
+// softmax losses) and the softplus sums of the sigmoid loss (kSoftplus):
+//   row_i = sum_j softplus(L_ij + t),  G_ij = g_i sigmoid(L_ij + t),  dbias = sum_ij G_ij.
 //
 // Formulas: see pairwise_lse.cuh. Everything is built from two generic "row" kernels over
 // (A, B) = (X, Y) or (Y, X), which is possible because the problem is symmetric:
 // col_lse(X, Y) = row_lse(Y, X), and the backward's G for the swapped problem (with the row and
 // column gradients and LSEs swapped) is G^T, so dY = "dA" of the swapped launch.
 //
-//   lse_rows_kernel:  one block per 64 rows of A, streaming 64-column tiles of B; each logit tile
+//   rows_kernel:      one block per 64 rows of A, streaming 64-column tiles of B; each logit tile
 //                     is computed once into shared memory and feeds the online row LSE and, in the
 //                     default mode, per-tile column (max, sum) pairs merged exactly into a global
 //                     64-bit (max, sum) word with a compare-and-swap loop:
 //                       (m, s) + (m', s') = (M, s e^{m-M} + s' e^{m'-M}),  M = max(m, m')
 //                     (no fixed-max shortcut, so logit_scale 100 cannot underflow).
 //                     deterministic mode: the column LSE is a second launch on (Y, X).
-//   grad_rows_kernel: recomputes the tiles, G_ij = ga_i e^{L_ij - lse_a_i} + gb_j e^{L_ij - lse_b_j},
+//                     kSoftplus: the row sums of softplus(L + t), no column pass.
+//   grad_rows_kernel: recomputes the tiles, G_ij = ga_i e^{L_ij - lse_a_i} + gb_j e^{L_ij - lse_b_j}
+//                     (kSoftplus: G_ij = g sigmoid(L_ij + t), g = ga_i, or gb_j in the swapped launch),
 //                     and accumulates dA_ik += sum_j G_ij phi(a_ik, b_jk) into float rows the block
 //                     owns (no atomics), with phi = b (dot), 2 (b - a) (euclidean), -sign(a - b) (l1);
 //                     per-block partial sums of G_ij L_ij give dscale (reduced in block order).
-// Both kernels take the path as a template parameter; only the tile products differ (logit_tile_*,
-// grad_tile_*): the LSE bookkeeping, G, masks, NaN propagation and dscale are shared.
+// Both kernels take the path and the reduction as template parameters; only the tile products
+// differ between paths (logit_tile_*, grad_tile_*) and only the row statistic and G between
+// reductions (row_stat_*, grad_entry): masks, NaN propagation, dscale and dbias are shared.
 // The same source runs on the CPU under the host emulator of emulation/ (see kernel_launch.cuh),
 // whose nvcuda::wmma keeps fragment layouts opaque (cuda_emulation_wmma.h).
 //
@@ -56,6 +62,7 @@ constexpr int kSimt = static_cast<int>(MathPath::Simt), kTensorCore = static_cas
 constexpr int kSimDot = static_cast<int>(Similarity::Dot);
 constexpr int kSimEuclid = static_cast<int>(Similarity::Euclidean);
 constexpr int kSimL1 = static_cast<int>(Similarity::L1);
+constexpr int kLse = 0, kSoftplus = 1;  // the reductions (RED)
 
 __device__ __forceinline__ float to_f(float v) { return v; }
 __device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
@@ -90,6 +97,46 @@ __device__ void merge_pair(unsigned long long* addr, float m, float s) {
     old = atomicCAS(addr, assumed, pack_pair(mx, ns));
   } while (old != assumed);
 }
+
+// softplus(z) = max(z, 0) + log1p(exp(-|z|)) and sigmoid(z) = (z >= 0 ? 1 : e) / (1 + e),
+// e = exp(-|z|): exp of a non-positive number only, so nothing overflows at any scale or bias.
+__device__ __forceinline__ float softplus_f(float z) { return fmaxf(z, 0.f) + log1pf(expf(-fabsf(z))); }
+__device__ __forceinline__ float sigmoid_f(float z) {
+  const float e = expf(-fabsf(z));
+  return (z >= 0.f ? 1.f : e) / (1.f + e);
+}
+
+// What G is made of: the upstream gradients of the row (ga) and column (gb) statistics, the LSEs
+// (kLse) and the bias (kSoftplus). A null pointer: that term is absent.
+struct GradSource {
+  const float* ga;
+  const float* gb;
+  const float* lse_a;
+  const float* lse_b;
+  float bias;
+};
+
+// G_ij of one tile entry (0 for -inf: masked or outside the matrix). kLse: ga_i e^{L - lse_a_i} +
+// gb_j e^{L - lse_b_j}. kSoftplus (exactly one of ga, gb: gb in the swapped launch of dY):
+// g sigmoid(L + t).
+template <int RED>
+__device__ __forceinline__ float grad_entry(float l, int64_t gr, int64_t gc, const GradSource& g) {
+  if (l == -INFINITY) return 0.f;
+  if constexpr (RED == kLse) {
+    float v = 0.f;
+    if (g.ga != nullptr) v += g.ga[gr] * expf(l - exp_offset(g.lse_a[gr]));
+    if (g.gb != nullptr) v += g.gb[gc] * expf(l - exp_offset(g.lse_b[gc]));
+    return v;
+  } else {
+    return (g.ga != nullptr ? g.ga[gr] : g.gb[gc]) * sigmoid_f(l + g.bias);
+  }
+}
+
+// A thread's running sums over its G entries: sum G L (dscale * s) and sum G (dbias).
+struct GradSums {
+  float gl = 0.f;
+  float g = 0.f;
+};
 
 // The logit of a tile entry from its raw product acc (a.b, or sum |a - b| for l1):
 // s * sim(a_gr, b_gc), or -inf outside the matrix and on the masked diagonal.
@@ -246,24 +293,34 @@ __device__ __forceinline__ void logit_tile(const T* __restrict__ a, const T* __r
   else logit_tile_simt<T, SIM>(a, b, na, nb, D, r0, c0, s, an, bn, mask, Ls);
 }
 
-template <typename T, int SIM, int PATH>
+// The row statistic of A's rows over B (one block per 64 rows): kLse the online row LSE (and, with
+// col_pairs, the per-tile column (max, sum) pairs), kSoftplus sum_j softplus(L_ij + bias).
+template <typename T, int SIM, int PATH, int RED>
 __global__ void __launch_bounds__(THREADS)
-lse_rows_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t na, int64_t nb, int64_t D,
-                const float* __restrict__ scale, const float* an, const float* bn, bool mask,
-                float* __restrict__ row_lse, unsigned long long* col_pairs) {
+rows_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t na, int64_t nb, int64_t D,
+            const float* __restrict__ scale, const float* bias, const float* an, const float* bn, bool mask,
+            float* __restrict__ row_out, unsigned long long* col_pairs) {
   MMCL_SHARED_ALIGNED(Ls, 32, float[BM][LDS]);
   MMCL_SHARED(rmax, float[BM]);
   MMCL_SHARED(rsum, float[BM]);
   const int tid = threadIdx.x;
   const int64_t r0 = static_cast<int64_t>(blockIdx.x) * BM;
   const float s = *scale;
+  const float t = RED == kSoftplus ? *bias : 0.f;
   if (tid < BM) { rmax[tid] = -INFINITY; rsum[tid] = 0.f; }
   __syncthreads();
   const int grp = tid >> 2, q = tid & 3;  // 4 threads per row (or column), 16 entries each
   for (int64_t c0 = 0; c0 < nb; c0 += BN) {
     logit_tile<T, SIM, PATH>(a, b, na, nb, D, r0, c0, s, an, bn, mask, Ls);
     __syncthreads();
-    {  // online row LSE of row `grp`
+    if constexpr (RED == kSoftplus) {  // softplus sum of row `grp` (-inf entries add softplus(-inf) = 0)
+      float acc = 0.f;
+      for (int c = q * 16; c < q * 16 + 16; ++c) acc += softplus_f(Ls[grp][c] + t);
+      acc += __shfl_xor_sync(0xffffffffu, acc, 1);
+      acc += __shfl_xor_sync(0xffffffffu, acc, 2);
+      __syncwarp();
+      if (q == 0) rsum[grp] += acc;
+    } else {  // online row LSE of row `grp`
       float m = -INFINITY;
       for (int c = q * 16; c < q * 16 + 16; ++c) m = fmaxf(m, Ls[grp][c]);
       m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
@@ -277,7 +334,7 @@ lse_rows_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t na, in
       __syncwarp();
       if (q == 0) { rsum[grp] = old_s * expf(old_m - off) + acc; rmax[grp] = nm; }
     }
-    if (col_pairs != nullptr) {  // this tile's (max, sum) of column `grp`, merged exactly
+    if (RED == kLse && col_pairs != nullptr) {  // this tile's (max, sum) of column `grp`, merged exactly
       float m = -INFINITY;
       for (int r = q * 16; r < q * 16 + 16; ++r) m = fmaxf(m, Ls[r][grp]);
       m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
@@ -293,7 +350,7 @@ lse_rows_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t na, in
     __syncthreads();
   }
   if (tid < BM && r0 + tid < na)
-    row_lse[r0 + tid] = finish_lse(rmax[tid], rsum[tid]);
+    row_out[r0 + tid] = RED == kSoftplus ? rsum[tid] : finish_lse(rmax[tid], rsum[tid]);
 }
 
 template <int SIM>
@@ -303,25 +360,22 @@ __device__ __forceinline__ float phi(float av, float bv) {
   return av > bv ? -1.f : (av < bv ? 1.f : 0.f);
 }
 
-// SIMT: G in place of L, then dA_ik += sum_j G_ij phi(a_ik, b_jk) in float32 FMAs. Returns this
-// thread's share of sum_ij G_ij L_ij.
-template <typename T, int SIM>
-__device__ float grad_tile_simt(const T* __restrict__ a, const T* __restrict__ b, int64_t na, int64_t nb,
-                                int64_t D, int64_t r0, int64_t c0, const float* ga, const float* gb,
-                                const float* lse_a, const float* lse_b, float (*Ls)[LDS],
-                                float* __restrict__ da_acc) {
+// SIMT: G in place of L, then dA_ik += sum_j G_ij phi(a_ik, b_jk) in float32 FMAs. Adds this
+// thread's share of sum_ij G_ij L_ij and sum_ij G_ij to *sums.
+template <typename T, int SIM, int RED>
+__device__ void grad_tile_simt(const T* __restrict__ a, const T* __restrict__ b, int64_t na, int64_t nb,
+                               int64_t D, int64_t r0, int64_t c0, const GradSource& src, float (*Ls)[LDS],
+                               float* __restrict__ da_acc, GradSums* sums) {
   MMCL_SHARED(Ad, float[BM][BKD + 1]);
   MMCL_SHARED(Bd, float[BN][BKD + 1]);
   const int tid = threadIdx.x;
-  float gl = 0.f;
   for (int e = tid; e < BM * BN; e += THREADS) {  // G in place of L
     const int r = e / BN, c = e % BN;
     const float l = Ls[r][c];
-    float g = 0.f;
+    const float g = grad_entry<RED>(l, r0 + r, c0 + c, src);
     if (l != -INFINITY) {
-      if (ga != nullptr) g += ga[r0 + r] * expf(l - exp_offset(lse_a[r0 + r]));
-      if (gb != nullptr) g += gb[c0 + c] * expf(l - exp_offset(lse_b[c0 + c]));
-      gl += g * l;
+      sums->gl += g * l;
+      sums->g += g;
     }
     Ls[r][c] = g;
   }
@@ -344,7 +398,6 @@ MMCL_UNROLL_N(8)
     }
     __syncthreads();
   }
-  return gl;
 }
 
 #if MMCL_FAST_TC_COMPILED
@@ -356,12 +409,11 @@ MMCL_UNROLL_N(8)
 //   bfloat16: G as bfloat16 (float32's range, 8 bits of mantissa);
 //   float32:  G read from Ls as TF32.
 // euclidean: phi = 2 (b - a), so dA_i = 2 (G B)_i - 2 a_i sum_j G_ij, the second term in float32.
-// Returns this thread's share of sum_ij G_ij L_ij.
-template <typename T, int SIM>
-__device__ float grad_tile_tc(const T* __restrict__ a, const T* __restrict__ b, int64_t na, int64_t nb,
-                              int64_t D, int64_t r0, int64_t c0, const float* ga, const float* gb,
-                              const float* lse_a, const float* lse_b, float (*Ls)[LDS],
-                              float* __restrict__ da_acc) {
+// Adds this thread's share of sum_ij G_ij L_ij and sum_ij G_ij to *sums.
+template <typename T, int SIM, int RED>
+__device__ void grad_tile_tc(const T* __restrict__ a, const T* __restrict__ b, int64_t na, int64_t nb,
+                             int64_t D, int64_t r0, int64_t c0, const GradSource& src, float (*Ls)[LDS],
+                             float* __restrict__ da_acc, GradSums* sums) {
   using Op = TcOperand<T>;
   constexpr bool kOwnG = !std::is_same_v<T, float>;  // float32's G operand is Ls itself
   static_assert(BN + kPad<float> == LDS, "float32 G is read from Ls with the G operand's stride");
@@ -377,19 +429,16 @@ __device__ float grad_tile_tc(const T* __restrict__ a, const T* __restrict__ b, 
   }
   const int tid = threadIdx.x, grp = tid >> 2, q = tid & 3;
   const int64_t gr = r0 + grp;
-  float gl = 0.f, gmax = 0.f, gsum = 0.f;
+  float gmax = 0.f, gsum = 0.f;
   for (int c = q * 16; c < q * 16 + 16; ++c) {
     const float l = Ls[grp][c];
-    float g = 0.f;
-    if (l != -INFINITY) {  // (rows and columns outside the matrix are -inf)
-      if (ga != nullptr) g += ga[gr] * expf(l - exp_offset(lse_a[gr]));
-      if (gb != nullptr) g += gb[c0 + c] * expf(l - exp_offset(lse_b[c0 + c]));
-      gl += g * l;
-    }
+    const float g = grad_entry<RED>(l, gr, c0 + c, src);  // (rows and columns outside the matrix are -inf)
+    if (l != -INFINITY) sums->gl += g * l;
     Ls[grp][c] = g;
     gmax = fmaxf(gmax, fabsf(g));
     gsum += g;
   }
+  sums->g += gsum;  // this thread's 16 entries, before the row's shuffle sum
   gmax = fmaxf(gmax, __shfl_xor_sync(0xffffffffu, gmax, 1));
   gmax = fmaxf(gmax, __shfl_xor_sync(0xffffffffu, gmax, 2));
   gsum += __shfl_xor_sync(0xffffffffu, gsum, 1);
@@ -430,45 +479,56 @@ __device__ float grad_tile_tc(const T* __restrict__ a, const T* __restrict__ b, 
     }
     __syncthreads();
   }
-  return gl;
 }
 
 #else
-template <typename T, int SIM>
-__device__ float grad_tile_tc(const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, const float*,
-                              const float*, const float*, const float*, float (*)[LDS], float*) {
+template <typename T, int SIM, int RED>
+__device__ void grad_tile_tc(const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, const GradSource&,
+                             float (*)[LDS], float*, GradSums*) {
   __trap();
-  return 0.f;
 }
 #endif  // MMCL_FAST_TC_COMPILED
 
-template <typename T, int SIM, int PATH>
+// The block's sum of v over its threads, in a fixed order (deterministic); valid in thread 0.
+__device__ float block_sum(float v, float* red) {
+  const int tid = threadIdx.x;
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  if ((tid & 31) == 0) red[tid >> 5] = v;
+  __syncthreads();
+  float t = 0.f;
+  if (tid == 0)
+    for (int w = 0; w < THREADS / 32; ++w) t += red[w];
+  __syncthreads();
+  return t;
+}
+
+// dA (float accumulators the block's rows own) from the recomputed tiles of A's rows over B, and
+// the block's partial sums of G L (dscale_part) and of G (dbias_part, kSoftplus), when not null.
+template <typename T, int SIM, int PATH, int RED>
 __global__ void __launch_bounds__(THREADS)
 grad_rows_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t na, int64_t nb, int64_t D,
-                 const float* __restrict__ scale, const float* an, const float* bn, bool mask,
+                 const float* __restrict__ scale, const float* bias, const float* an, const float* bn, bool mask,
                  const float* ga, const float* gb, const float* lse_a, const float* lse_b,
-                 float* __restrict__ da_acc, float* dscale_part) {
+                 float* __restrict__ da_acc, float* dscale_part, float* dbias_part) {
   MMCL_SHARED_ALIGNED(Ls, 32, float[BM][LDS]);
   MMCL_SHARED(red, float[THREADS / 32]);
-  const int tid = threadIdx.x;
   const int64_t r0 = static_cast<int64_t>(blockIdx.x) * BM;
   const float s = *scale;
-  float gl = 0.f;  // sum of G_ij L_ij over this thread's entries
+  const GradSource src{ga, gb, lse_a, lse_b, RED == kSoftplus ? *bias : 0.f};
+  GradSums sums;  // over this thread's entries
   for (int64_t c0 = 0; c0 < nb; c0 += BN) {
     logit_tile<T, SIM, PATH>(a, b, na, nb, D, r0, c0, s, an, bn, mask, Ls);
     __syncthreads();
-    if constexpr (PATH == kTensorCore) gl += grad_tile_tc<T, SIM>(a, b, na, nb, D, r0, c0, ga, gb, lse_a, lse_b, Ls, da_acc);
-    else gl += grad_tile_simt<T, SIM>(a, b, na, nb, D, r0, c0, ga, gb, lse_a, lse_b, Ls, da_acc);
+    if constexpr (PATH == kTensorCore) grad_tile_tc<T, SIM, RED>(a, b, na, nb, D, r0, c0, src, Ls, da_acc, &sums);
+    else grad_tile_simt<T, SIM, RED>(a, b, na, nb, D, r0, c0, src, Ls, da_acc, &sums);
   }
-  if (dscale_part != nullptr) {  // deterministic block reduction
-    for (int o = 16; o > 0; o >>= 1) gl += __shfl_xor_sync(0xffffffffu, gl, o);
-    if ((tid & 31) == 0) red[tid >> 5] = gl;
-    __syncthreads();
-    if (tid == 0) {
-      float t = 0.f;
-      for (int w = 0; w < THREADS / 32; ++w) t += red[w];
-      dscale_part[blockIdx.x] = t;
-    }
+  if (dscale_part != nullptr) {
+    const float t = block_sum(sums.gl, red);
+    if (threadIdx.x == 0) dscale_part[blockIdx.x] = t;
+  }
+  if (dbias_part != nullptr) {
+    const float t = block_sum(sums.g, red);
+    if (threadIdx.x == 0) dbias_part[blockIdx.x] = t;
   }
 }
 
@@ -500,11 +560,12 @@ __global__ void scale_out_kernel(const float* __restrict__ acc, int64_t n, const
   if (i < n) out[i] = from_f<T>(*scale * acc[i]);
 }
 
-__global__ void dscale_kernel(const float* part, int64_t n, const float* scale, float* out) {
+// *out = sum of the n partials (in a fixed order: deterministic), divided by *divisor if given.
+__global__ void sum_parts_kernel(const float* part, int64_t n, const float* divisor, float* out) {
   if (threadIdx.x != 0 || blockIdx.x != 0) return;
-  double t = 0.0;  // fixed order: deterministic
+  double t = 0.0;
   for (int64_t i = 0; i < n; ++i) t += part[i];
-  *out = static_cast<float>(t / *scale);
+  *out = static_cast<float>(divisor != nullptr ? t / *divisor : t);
 }
 
 inline unsigned blocks(int64_t n, int per) { return static_cast<unsigned>((n + per - 1) / per); }
@@ -593,13 +654,13 @@ cudaError_t lse_forward(const Problem& p, float* row_lse, float* col_lse, bool c
     if (atomic_cols) launch_kernel(fill_pairs_kernel, blocks(p.N, 256), 256, st, pairs, p.N);
     const T* x = static_cast<const T*>(p.x);
     const T* y = static_cast<const T*>(p.y);
-    launch_kernel(lse_rows_kernel<T, SIM, PATH>, blocks(p.M, BM), THREADS, st,
-        x, y, p.M, p.N, p.D, p.scale, n.x, n.y, p.mask_diag, row_lse, atomic_cols ? pairs : nullptr);
+    launch_kernel(rows_kernel<T, SIM, PATH, kLse>, blocks(p.M, BM), THREADS, st,
+        x, y, p.M, p.N, p.D, p.scale, nullptr, n.x, n.y, p.mask_diag, row_lse, atomic_cols ? pairs : nullptr);
     if (atomic_cols) {
       launch_kernel(finish_pairs_kernel, blocks(p.N, 256), 256, st, pairs, p.N, col_lse);
     } else if (compute_col) {
-      launch_kernel(lse_rows_kernel<T, SIM, PATH>, blocks(p.N, BM), THREADS, st,
-          y, x, p.N, p.M, p.D, p.scale, n.y, n.x, p.mask_diag, col_lse, nullptr);
+      launch_kernel(rows_kernel<T, SIM, PATH, kLse>, blocks(p.N, BM), THREADS, st,
+          y, x, p.N, p.M, p.D, p.scale, nullptr, n.y, n.x, p.mask_diag, col_lse, nullptr);
     }
   });
   if (err != cudaSuccess) return err;
@@ -636,19 +697,83 @@ cudaError_t lse_backward(const Problem& p, const float* grad_row, const float* g
     const T* y = static_cast<const T*>(p.y);
     // dX and dscale: rows of X against Y (skipped when neither is requested).
     if (dx != nullptr || dscale != nullptr)
-      launch_kernel(grad_rows_kernel<T, SIM, PATH>, blocks(p.M, BM), THREADS, st,
-          x, y, p.M, p.N, p.D, p.scale, n.x, n.y, p.mask_diag, grad_row, grad_col, row_lse,
-          col_lse, dx_acc, parts);
+      launch_kernel(grad_rows_kernel<T, SIM, PATH, kLse>, blocks(p.M, BM), THREADS, st,
+          x, y, p.M, p.N, p.D, p.scale, nullptr, n.x, n.y, p.mask_diag, grad_row, grad_col, row_lse,
+          col_lse, dx_acc, parts, nullptr);
     // dY: the swapped problem, whose G is G^T (skipped when not requested).
     if (dy != nullptr)
-      launch_kernel(grad_rows_kernel<T, SIM, PATH>, blocks(p.N, BM), THREADS, st,
-          y, x, p.N, p.M, p.D, p.scale, n.y, n.x, p.mask_diag, grad_col, grad_row, col_lse,
-          row_lse, dy_acc, nullptr);
+      launch_kernel(grad_rows_kernel<T, SIM, PATH, kLse>, blocks(p.N, BM), THREADS, st,
+          y, x, p.N, p.M, p.D, p.scale, nullptr, n.y, n.x, p.mask_diag, grad_col, grad_row, col_lse,
+          row_lse, dy_acc, nullptr, nullptr);
     if (dx != nullptr)
       launch_kernel(scale_out_kernel<T>, blocks(p.M * p.D, 256), 256, st, dx_acc, p.M * p.D, p.scale, static_cast<T*>(dx));
     if (dy != nullptr)
       launch_kernel(scale_out_kernel<T>, blocks(p.N * p.D, 256), 256, st, dy_acc, p.N * p.D, p.scale, static_cast<T*>(dy));
-    if (dscale != nullptr) launch_kernel(dscale_kernel, 1, 32, st, parts, blocks(p.M, BM), p.scale, dscale);
+    if (dscale != nullptr) launch_kernel(sum_parts_kernel, 1, 32, st, parts, blocks(p.M, BM), p.scale, dscale);
+  });
+  if (err != cudaSuccess) return err;
+  return cudaGetLastError();
+}
+
+size_t softplus_forward_workspace(const Problem& p) { return align256(sizeof(float) * size_t(p.M + p.N)); }
+
+cudaError_t softplus_forward(const Problem& p, const float* bias, float* row, void* workspace, cudaStream_t st) {
+  float* norms_ws = static_cast<float*>(workspace);
+  cudaError_t err = dispatch(p.dtype, p.similarity, effective_path(p), [&](auto tag, auto sim_c, auto path_c) {
+    using T = decltype(tag);
+    constexpr int SIM = decltype(sim_c)::value, PATH = decltype(path_c)::value;
+    Norms n{nullptr, nullptr};
+    if (SIM == kSimEuclid) n = launch_norms<T>(p, norms_ws, st);
+    launch_kernel(rows_kernel<T, SIM, PATH, kSoftplus>, blocks(p.M, BM), THREADS, st,
+        static_cast<const T*>(p.x), static_cast<const T*>(p.y), p.M, p.N, p.D, p.scale, bias, n.x, n.y,
+        p.mask_diag, row, nullptr);
+  });
+  if (err != cudaSuccess) return err;
+  return cudaGetLastError();
+}
+
+size_t softplus_backward_workspace(const Problem& p) {
+  return lse_backward_workspace(p) + align256(sizeof(float) * size_t(blocks(p.M, BM)));  // + dbias partials
+}
+
+cudaError_t softplus_backward(const Problem& p, const float* bias, const float* grad_row, void* dx, void* dy,
+                              float* dscale, float* dbias, void* workspace, cudaStream_t st) {
+  char* ws = static_cast<char*>(workspace);
+  float* norms_ws = reinterpret_cast<float*>(ws);
+  ws += align256(sizeof(float) * size_t(p.M + p.N));
+  float* dx_acc = reinterpret_cast<float*>(ws);
+  ws += align256(sizeof(float) * size_t(p.M) * size_t(p.D));
+  float* dy_acc = reinterpret_cast<float*>(ws);
+  ws += align256(sizeof(float) * size_t(p.N) * size_t(p.D));
+  float* scale_parts = reinterpret_cast<float*>(ws);
+  ws += align256(sizeof(float) * size_t(blocks(p.M, BM)));
+  float* bias_parts = reinterpret_cast<float*>(ws);
+  cudaError_t err = cudaMemsetAsync(dx_acc, 0, sizeof(float) * size_t(p.M) * size_t(p.D), st);
+  if (err == cudaSuccess) err = cudaMemsetAsync(dy_acc, 0, sizeof(float) * size_t(p.N) * size_t(p.D), st);
+  if (err != cudaSuccess) return err;
+  err = dispatch(p.dtype, p.similarity, effective_path(p), [&](auto tag, auto sim_c, auto path_c) {
+    using T = decltype(tag);
+    constexpr int SIM = decltype(sim_c)::value, PATH = decltype(path_c)::value;
+    Norms n{nullptr, nullptr};
+    if (SIM == kSimEuclid) n = launch_norms<T>(p, norms_ws, st);
+    const T* x = static_cast<const T*>(p.x);
+    const T* y = static_cast<const T*>(p.y);
+    // dX, dscale, dbias: rows of X against Y, G = g_i sigmoid(L + t).
+    if (dx != nullptr || dscale != nullptr || dbias != nullptr)
+      launch_kernel(grad_rows_kernel<T, SIM, PATH, kSoftplus>, blocks(p.M, BM), THREADS, st,
+          x, y, p.M, p.N, p.D, p.scale, bias, n.x, n.y, p.mask_diag, grad_row, nullptr, nullptr, nullptr, dx_acc,
+          dscale != nullptr ? scale_parts : nullptr, dbias != nullptr ? bias_parts : nullptr);
+    // dY: the swapped problem, whose G is G^T: the row gradient becomes the column one.
+    if (dy != nullptr)
+      launch_kernel(grad_rows_kernel<T, SIM, PATH, kSoftplus>, blocks(p.N, BM), THREADS, st,
+          y, x, p.N, p.M, p.D, p.scale, bias, n.y, n.x, p.mask_diag, nullptr, grad_row, nullptr, nullptr, dy_acc,
+          nullptr, nullptr);
+    if (dx != nullptr)
+      launch_kernel(scale_out_kernel<T>, blocks(p.M * p.D, 256), 256, st, dx_acc, p.M * p.D, p.scale, static_cast<T*>(dx));
+    if (dy != nullptr)
+      launch_kernel(scale_out_kernel<T>, blocks(p.N * p.D, 256), 256, st, dy_acc, p.N * p.D, p.scale, static_cast<T*>(dy));
+    if (dscale != nullptr) launch_kernel(sum_parts_kernel, 1, 32, st, scale_parts, blocks(p.M, BM), p.scale, dscale);
+    if (dbias != nullptr) launch_kernel(sum_parts_kernel, 1, 32, st, bias_parts, blocks(p.M, BM), nullptr, dbias);
   });
   if (err != cudaSuccess) return err;
   return cudaGetLastError();

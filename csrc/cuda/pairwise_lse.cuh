@@ -1,11 +1,15 @@
-// Torch-free CUDA entry points of the pairwise log-sum-exp operator (raw pointers + stream).
+// Torch-free CUDA entry points of the pairwise operators (raw pointers + stream).
 //
-// Formulas (L_ij = s * sim(x_i, y_j), see ../similarity.h):
+// Formulas (L_ij = s * sim(x_i, y_j), see ../similarity.h), log-sum-exp pair:
 //   forward:  row_lse_i = log sum_j exp(L_ij), col_lse_j = log sum_i exp(L_ij)  (j == i masked)
 //   backward: G_ij = gr_i exp(L_ij - row_lse_i) + gc_j exp(L_ij - col_lse_j)
 //             dx_i = s sum_j G_ij d sim_ij/d x_i,  dy_j = s sum_i G_ij d sim_ij/d y_j,
 //             dscale = sum_ij G_ij sim_ij
-// Inputs may be float32, float16 or bfloat16; all arithmetic, LSEs and dscale are float32.
+// softplus pair (the sigmoid loss, t = bias):
+//   forward:  row_i = sum_j softplus(L_ij + t)   (j == i masked)
+//   backward: G_ij = gr_i sigmoid(L_ij + t), dx, dy and dscale as above, dbias = sum_ij G_ij
+// Inputs may be float32, float16 or bfloat16; all arithmetic, statistics, dscale and dbias are
+// float32.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -54,6 +58,19 @@ size_t lse_backward_workspace(const Problem& p);
 cudaError_t lse_backward(const Problem& p, const float* grad_row, const float* grad_col,
                          const float* row_lse, const float* col_lse, void* dx, void* dy,
                          float* dscale, void* workspace, cudaStream_t stream);
+
+// Bytes of device workspace of softplus_forward / softplus_backward.
+size_t softplus_forward_workspace(const Problem& p);
+size_t softplus_backward_workspace(const Problem& p);
+
+// row [M] float32; bias: device pointer to t.
+cudaError_t softplus_forward(const Problem& p, const float* bias, float* row, void* workspace,
+                             cudaStream_t stream);
+
+// dx [M x D], dy [N x D] in the input dtype; dscale, dbias [1] float32. A null output is not
+// computed (its kernel pass is skipped). Deterministic: no floating-point atomics.
+cudaError_t softplus_backward(const Problem& p, const float* bias, const float* grad_row, void* dx, void* dy,
+                              float* dscale, float* dbias, void* workspace, cudaStream_t stream);
 
 }  // namespace cuda
 }  // namespace mmcl_fast

@@ -37,6 +37,10 @@ struct CpuKernels {
   std::tuple<at::Tensor, at::Tensor, double, double> (*softplus_bwd)(
       const at::Tensor& grad_row, const at::Tensor& x, const at::Tensor& y, double scale, double bias,
       Similarity sim, bool mask_diag, std::array<bool, 2> output_mask);
+  // (row, dx or [0], dy or [0], dscale, dbias): the forward and the gradients of sum_i row_i in one pass
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, double, double> (*softplus_fwd_bwd)(
+      const at::Tensor& x, const at::Tensor& y, double scale, double bias, Similarity sim, bool mask_diag,
+      std::array<bool, 2> output_mask);
   double (*vec_exp_rate)(double seconds);  // exp/s of the engine's vector exp on every ATen thread
 };
 

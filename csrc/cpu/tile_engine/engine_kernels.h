@@ -12,6 +12,8 @@
 // * the softplus sum (the sigmoid loss), with a bias t:
 //   forward:   row_i = sum_j softplus(L_ij + t)   (j == i excluded when mask_diag is set)
 //   backward:  G_ij  = gr_i sigmoid(L_ij + t),   dbias = sum_ij G_ij
+//   fused:     the forward and the gradients of sum_i row_i in one pass (gr = 1: the loss's
+//              mean or sum gives every row the same upstream gradient, applied afterwards)
 // and for both
 //              dscale = sum_ij G_ij sim_ij
 //              dx_i   = s sum_j G_ij d sim_ij / d x_i,   dy_j = s sum_i G_ij d sim_ij / d y_j
@@ -238,10 +240,33 @@ std::tuple<at::Tensor, at::Tensor, double, double> softplus_bwd_kernel(
     using T = scalar_t;
     auto prep = prepare<T>(x, y, sim, s);
     auto gr = grad_row.contiguous();
-    const SoftplusGradientPolicy<T> policy{gr.data_ptr<T>(), T(bias), mask_diag};
+    const SoftplusGradientPolicy<T> policy{gr.data_ptr<T>(), T(bias), mask_diag, nullptr};
     sums = run_backward(prep, policy, need_dx, need_dy, dx, dy);
   });
   return {dx, dy, sums.gl / s, sums.g};
+}
+
+// The forward and, in the same pass over the tiles, the gradients of sum_i row_i (an upstream
+// gradient of 1 for every row): (row, dx or [0], dy or [0], dscale, dbias).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, double, double> softplus_fwd_bwd_kernel(
+    const at::Tensor& x, const at::Tensor& y, double s, double bias, Similarity sim, bool mask_diag,
+    std::array<bool, 2> output_mask) {
+  const int64_t M = x.size(0), N = y.size(0), D = x.size(1);
+  const bool need_dx = output_mask[0], need_dy = output_mask[1];
+  auto row = at::empty({M}, x.options());
+  auto dx = need_dx ? at::empty({M, D}, x.options()) : x.new_empty({0});
+  auto dy = need_dy ? at::empty({N, D}, y.options()) : y.new_empty({0});
+  BackwardSums sums;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "softplus_fwd_bwd_cpu", [&] {
+    using T = scalar_t;
+    auto prep = prepare<T>(x, y, sim, s);
+    std::vector<double> row_acc(M, 0.0);
+    const SoftplusGradientPolicy<T> policy{nullptr, T(bias), mask_diag, row_acc.data()};
+    sums = run_backward(prep, policy, need_dx, need_dy, dx, dy);
+    T* rp = row.data_ptr<T>();
+    for (int64_t i = 0; i < M; ++i) rp[i] = T(row_acc[i]);
+  });
+  return {row, dx, dy, sums.gl / s, sums.g};
 }
 
 // Exponentials per second of a tight at::vec exp_u20 loop (the exp the kernels evaluate) on every
@@ -282,8 +307,9 @@ inline double vec_exp_rate(double seconds) {
 }
 
 // This ISA's entry in the dispatch table (csrc/cpu/isa/cpu_isa.h).
-inline constexpr CpuKernels kCpuKernels{MMCL_FAST_ISA_NAME, &lse_fwd_kernel, &lse_bwd_kernel, &softplus_fwd_kernel,
-                                        &softplus_bwd_kernel, &vec_exp_rate};
+inline constexpr CpuKernels kCpuKernels{MMCL_FAST_ISA_NAME,   &lse_fwd_kernel,          &lse_bwd_kernel,
+                                        &softplus_fwd_kernel, &softplus_bwd_kernel,     &softplus_fwd_bwd_kernel,
+                                        &vec_exp_rate};
 
 }  // namespace CPU_CAPABILITY
 }  // namespace mmcl_fast::tile_engine

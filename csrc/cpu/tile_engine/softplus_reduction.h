@@ -1,5 +1,5 @@
 // The softplus reduction of the CPU tile engine (the pairwise sigmoid loss of SigLIP), a policy
-// of tile_loop.h. With the logits L_ij = s * sim(x_i, y_j) of logit_tile.h and a bias t:
+// of tile_loop.h, and its fused forward + backward for a uniform upstream gradient. With the logits L_ij = s * sim(x_i, y_j) of logit_tile.h and a bias t:
 //   forward:   row_i = sum_j softplus(L_ij + t),   softplus(z) = max(z, 0) + log1p(exp(-|z|))
 //              (j == i left out when mask_diag: the loss's positives, which it adds itself)
 //   backward:  G_ij  = gr_i sigmoid(L_ij + t),      sigmoid(z) = (z >= 0 ? 1 : e) / (1 + e),
@@ -72,16 +72,21 @@ void softplus_forward_rows(const Operands<T>& op, T t, bool mask_diag, int64_t r
   for_each_logit_tile(op, r0, r1, tm, tile.data(), begin_rows, reduce, end_rows);
 }
 
-// The softplus backward as a policy of the tile loop (engine_kernels.h: backward_rows).
+// The softplus backward as a policy of the tile loop (engine_kernels.h: backward_rows). With
+// row_acc set it is also the forward: the same exponential e = exp(-|z|) gives sigmoid(z) and
+// softplus(z), so one pass over the tiles yields the row sums and the gradients of a uniform
+// upstream gradient (gr null: 1 for every row), with no second pass to recompute the tiles.
 template <typename T>
 struct SoftplusGradientPolicy {
-  const T* gr;     // [M]: the upstream gradient of row
-  T t;             // the bias
-  bool mask_diag;  // G_ii = 0
+  const T* gr;      // [M]: the upstream gradient of row, or null for 1
+  T t;              // the bias
+  bool mask_diag;   // G_ii = 0 and softplus_ii left out
+  double* row_acc;  // [M] or null: row_i += sum_j softplus(L_ij + t) (rows owned by their slot)
   void begin_rows(int64_t, int64_t, GradientScratch<T>&) const {}
 
   // G of the tile in s.L into s.G; adds sum G L and sum G to *sums, sum_j G to s.rowsum_g when
-  // `row_sums`, and sum_i G to colsum_g[j0 + c] when colsum_g is not null.
+  // `row_sums`, sum_i G to colsum_g[j0 + c] when colsum_g is not null, and the softplus row sums
+  // to row_acc when it is not null.
   void tile(int64_t i0, int64_t mt, int64_t j0, int64_t nt, GradientScratch<T>& s, bool row_sums,
             double* colsum_g, BackwardSums* sums) const {
     using V = Vectorized<T>;
@@ -91,10 +96,10 @@ struct SoftplusGradientPolicy {
     for (int64_t r = 0; r < mt; ++r) {
       const T* Lr = s.L.data() + r * kTileN;
       T* Gr = s.G.data() + r * kTileN;
-      const T a = gr[i0 + r];
+      const T a = gr ? gr[i0 + r] : T(1);
       const V va(a);
       const int64_t cd = mask_diag ? i0 + r - j0 : -1;  // masked column of this row, if in the tile
-      V acc_gl(T(0)), acc_g(T(0));
+      V acc_gl(T(0)), acc_g(T(0)), acc_sp(T(0));
       int64_t c = 0;
       for (; c + V::size() <= nt; c += V::size()) {
         const V l = V::loadu(Lr + c);
@@ -102,26 +107,31 @@ struct SoftplusGradientPolicy {
         const V e = (vzero - z.abs()).exp_u20();
         const V num = V::blendv(e, vone, z >= vzero);
         V g = va * num / (vone + e);
-        g.store(Gr + c);
-        if (cd >= c && cd < c + V::size()) {
-          Gr[cd] = T(0);
-          g = V::loadu(Gr + c);
+        V sp = row_acc ? at::vec::maximum(z, vzero) + e.log1p() : vzero;
+        if (cd >= c && cd < c + V::size()) {  // the masked entry's lane to zero
+          const V masked = V::arange(T(c), T(1)) == V(T(cd));
+          g = V::blendv(g, vzero, masked);
+          sp = V::blendv(sp, vzero, masked);
         }
+        g.store(Gr + c);
         acc_gl = at::vec::fmadd(g, l, acc_gl);
         acc_g = acc_g + g;
+        acc_sp = acc_sp + sp;
         if (colsum_g) (V::loadu(gcol + c) + g).store(gcol + c);
       }
-      T gl = horizontal_sum(acc_gl), gsum = horizontal_sum(acc_g);
+      T gl = horizontal_sum(acc_gl), gsum = horizontal_sum(acc_g), spsum = horizontal_sum(acc_sp);
       for (; c < nt; ++c) {
         const T g = c == cd ? T(0) : a * sigmoid_scalar(Lr[c] + t);
         Gr[c] = g;
         gl += g * Lr[c];
         gsum += g;
+        if (row_acc && c != cd) spsum += softplus_scalar(Lr[c] + t);
         if (colsum_g) gcol[c] += g;
       }
       sums->gl += double(gl);
       sums->g += double(gsum);
       if (row_sums) s.rowsum_g[r] += double(gsum);
+      if (row_acc) row_acc[i0 + r] += double(spsum);
     }
     if (colsum_g)
       for (int64_t c = 0; c < nt; ++c) colsum_g[j0 + c] += double(gcol[c]);

@@ -45,6 +45,9 @@ at::Tensor from_half_bits(const at::Tensor& bits, bool bfloat16) {
 TORCH_LIBRARY(mmcl_fast_emu, m) {
   m.def(mmcl_fast::kLseFwdSchema);
   m.def(mmcl_fast::kLseBwdSchema);
+  m.def(mmcl_fast::kSoftplusFwdSchema);
+  m.def(mmcl_fast::kSoftplusBwdSchema);
+  m.def(mmcl_fast::kSoftplusTotalSchema);
   m.def("to_half_bits(Tensor values, bool bfloat16) -> Tensor");
   m.def("from_half_bits(Tensor bits, bool bfloat16) -> Tensor");
 }
@@ -52,6 +55,9 @@ TORCH_LIBRARY(mmcl_fast_emu, m) {
 TORCH_LIBRARY_IMPL(mmcl_fast_emu, CPU, m) {
   m.impl("lse_fwd", &mmcl_fast::lse_fwd_cuda);
   m.impl("lse_bwd", &mmcl_fast::lse_bwd_cuda);
+  m.impl("softplus_fwd", &mmcl_fast::softplus_fwd_cuda);
+  m.impl("softplus_bwd", &mmcl_fast::softplus_bwd_cuda);
+  m.impl("softplus_total", &mmcl_fast::softplus_total_cuda);
   m.impl("to_half_bits", &to_half_bits);
   m.impl("from_half_bits", &from_half_bits);
 }
