@@ -28,11 +28,19 @@ def _kernel_dtype(x: Tensor) -> Tensor:
     return x
 
 
+def _normalized(x: Tensor) -> Tensor:
+    """Rows scaled to unit L2 norm; half precision is normalised in float32 and rounded once, so
+    the normalisation's backward (whose terms cancel) runs in float32 too."""
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return F.normalize(x.float(), dim=1).to(x.dtype)
+    return F.normalize(x, dim=1)
+
+
 def kernel_inputs(similarity: str, *xs: Tensor) -> tuple[str, list[Tensor]]:
     """Normalise for cosine; upcast half precision where no half-precision kernel exists."""
     out = [_kernel_dtype(x) for x in xs]
     if similarity == "cosine":
-        out = [F.normalize(x, dim=1) for x in out]
+        out = [_normalized(x) for x in out]
     return _kernel_similarity(similarity), out
 
 

@@ -104,6 +104,39 @@ def siglip_worker(rank, world, seed, n_local, dim):
     return out
 
 
+def _status_bytes(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field))
+
+
+def siglip_memory_worker(rank, world, b, dim):
+    """Extra peak resident memory of one SigLipLoss forward + backward on this rank, per
+    dist_impl ("shift": the ring; "gather": the all-gather), after a warm-up step. glibc returns
+    freed blocks above 64 KiB to the system (mallopt), so the peak is that of the live tensors."""
+    import ctypes
+
+    import mmcl_fast as mf
+    ctypes.CDLL("libc.so.6").mallopt(-3, 65536)  # M_MMAP_THRESHOLD
+    g = torch.Generator().manual_seed(rank)
+    img = F.normalize(torch.randn(b, dim, generator=g), dim=1).requires_grad_()
+    txt = F.normalize(torch.randn(b, dim, generator=g), dim=1).requires_grad_()
+    s, t = torch.tensor(10.0, requires_grad=True), torch.tensor(-10.0, requires_grad=True)
+    out = {}
+    for impl in ("shift", "gather"):
+        loss_fn = mf.SigLipLoss(rank=rank, world_size=world, dist_impl=impl)
+        for timed in (False, True):
+            img.grad = txt.grad = s.grad = t.grad = None
+            dist.barrier()
+            if timed:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")                     # the peak (VmHWM) restarts from here
+                base = _status_bytes("VmRSS:")
+            loss_fn(img, txt, s, t).backward()
+            if timed:
+                out[impl] = _status_bytes("VmHWM:") - base
+    return out
+
+
 def ddp_step_worker(rank, world, seed, n_local, dim):
     """One SGD step of two MLP encoders under DDP with the distributed losses."""
     from torch.nn.parallel import DistributedDataParallel as DDP

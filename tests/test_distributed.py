@@ -139,8 +139,10 @@ def _expected_siglip(img, txt, scale, bias, rank, world, n):
     return value, gx[sl], gy[sl], gs, gt
 
 
-@pytest.mark.parametrize("world", [2, pytest.param(3, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("world", [2, pytest.param(3, marks=pytest.mark.slow), pytest.param(4, marks=pytest.mark.slow)])
 def test_siglip_loss_matches_open_clip_for_every_dist_impl(world, tmp_path):
+    """"bidir" and "shift" run the ring, "reduce" and "gather" the all-gather: every one against
+    the float64 formula and against open_clip's own communication pattern (re-implemented)."""
     results = launch(siglip_worker, world, tmp_path, SEED, N_LOCAL, DIM)
     img, txt, scale = full_batch(SEED, world * N_LOCAL, DIM, dtype=torch.float64)
     for rank, out in enumerate(results):
@@ -148,3 +150,21 @@ def test_siglip_loss_matches_open_clip_for_every_dist_impl(world, tmp_path):
         for impl in SIGLIP_IMPLS:
             for name in ("mmcl", "open_clip"):
                 _assert_close(out[(name, impl)], want, f"{name} SigLipLoss {impl} rank {rank}")
+
+
+@pytest.mark.slow
+def test_siglip_ring_memory_per_rank_does_not_grow_with_the_world_size(tmp_path):
+    """Extra peak RSS of a forward + backward per rank, B = 1024 rows of D = 512 per rank (a
+    2 MiB chunk). The ring holds a few chunks whatever W; the all-gather holds W of them (and
+    their gradients), so from W = 2 to W = 4 it must grow by several chunks: the measurement can
+    see what the ring must not do."""
+    chunk = 1024 * 512 * 4
+    peaks = {}
+    for w in (2, 4):
+        (tmp_path / f"w{w}").mkdir()
+        peaks[w] = launch(siglip_memory_worker, w, tmp_path / f"w{w}", 1024, 512, timeout=300)
+    ring = {w: max(r["shift"] for r in peaks[w]) for w in peaks}
+    gather = {w: max(r["gather"] for r in peaks[w]) for w in peaks}
+    assert ring[4] <= ring[2] + chunk, (ring, gather)
+    assert gather[4] >= gather[2] + 3 * chunk, (ring, gather)
+    assert ring[4] < gather[4], (ring, gather)

@@ -318,8 +318,7 @@ rows_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t na, int64_
       for (int c = q * 16; c < q * 16 + 16; ++c) acc += softplus_f(Ls[grp][c] + t);
       acc += __shfl_xor_sync(0xffffffffu, acc, 1);
       acc += __shfl_xor_sync(0xffffffffu, acc, 2);
-      __syncwarp();
-      if (q == 0) rsum[grp] += acc;
+      if (q == 0) rsum[grp] += acc;  // only this thread reads rsum[grp] before the next __syncthreads
     } else {  // online row LSE of row `grp`
       float m = -INFINITY;
       for (int c = q * 16; c < q * 16 + 16; ++c) m = fmaxf(m, Ls[grp][c]);
