@@ -31,9 +31,8 @@ class RingPass:
 
     def start(self, tensors: list[Tensor]) -> None:
         self._incoming = [torch.empty_like(t) for t in tensors]
-        ops = [dist.P2POp(dist.isend, t.contiguous(), self.right, group=self.group) for t in tensors]
-        ops += [dist.P2POp(dist.irecv, t, self.left, group=self.group) for t in self._incoming]
-        self._reqs = dist.batch_isend_irecv(ops)
+        self._reqs = [dist.isend(t.contiguous(), self.right, group=self.group) for t in tensors]
+        self._reqs += [dist.irecv(t, self.left, group=self.group) for t in self._incoming]
 
     def finish(self) -> list[Tensor]:
         for req in self._reqs:

@@ -228,6 +228,7 @@ class _SoftplusRing(torch.autograd.Function):
                 chunk = received.pop(0)
             if need_b:
                 done = dyp if step == 0 else received.pop(0) + dyp
+            dxp = dyp = None  # not alive during the next step's pass: the same few chunks at every step
         db = None
         if need_b:  # the last accumulator belongs to the right neighbour; this rank's comes from the left
             ring.start([done])
