@@ -17,9 +17,15 @@
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/TensorOperators.h>
+#include <ATen/ops/abs.h>
 #include <ATen/ops/ones_like.h>
+#include <ATen/ops/sigmoid.h>
+#include <ATen/ops/sign.h>
+#include <ATen/ops/softplus.h>
 #include <ATen/ops/sum.h>
 
+#include <algorithm>
 #include <string>
 
 #include "cuda/launch_context.h"
@@ -199,16 +205,44 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_bwd_cuda(
           output_mask[3] ? dbias.to(bias.scalar_type()).reshape(bias.sizes()) : bias.new_empty({0})};
 }
 
-// total = sum_i row_i and its gradients. The CUDA kernels have no one-pass form yet: the forward,
-// then the backward with an upstream gradient of 1 per row.
+// The total and its gradients (op_schema.h). The CUDA kernels have no one-pass form yet: the
+// forward, then the backward with an upstream gradient of 1 per row, the diagonal masked when it
+// is not a negative; the positives' terms softplus(-(L_ii + t)), O(min(M, N) D), are added here
+// with ATen on the device:
+//   G_ii = -sigmoid(-(L_ii + t)),  dx_i += s G_ii d sim_ii / d x_i,  dy_i += s G_ii d sim_ii / d y_i,
+//   dscale += sum_i G_ii sim_ii,  dbias += sum_i G_ii.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_total_cuda(
     const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale, const at::Tensor& bias,
-    c10::string_view similarity, bool mask_diag, std::array<bool, 4> output_mask, bool checks,
+    c10::string_view similarity, c10::string_view diagonal, std::array<bool, 4> output_mask, bool checks,
     c10::string_view path) {
-  auto row = softplus_fwd_cuda(x, y, scale, bias, similarity, mask_diag, checks, path);
-  auto [dx, dy, dscale, dbias] = softplus_bwd_cuda(at::ones_like(row), x, y, scale, bias, similarity, mask_diag,
+  const bool positive = diagonal == "positive";
+  TORCH_CHECK(positive || diagonal == "masked" || diagonal == "negative",
+              "diagonal must be 'negative', 'masked' or 'positive', got '", std::string(diagonal), "'");
+  const bool mask = diagonal != "negative";
+  auto row = softplus_fwd_cuda(x, y, scale, bias, similarity, mask, checks, path);
+  auto [dx, dy, dscale, dbias] = softplus_bwd_cuda(at::ones_like(row), x, y, scale, bias, similarity, mask,
                                                    output_mask, checks, path);
-  return {row.sum(), dx, dy, dscale, dbias};
+  auto total = row.sum();
+  if (!positive) return {total, dx, dy, dscale, dbias};
+  const std::string sim(similarity);
+  const int64_t n = std::min(x.size(0), y.size(0));
+  const auto [xc, yc] = centred_if_euclidean(x, y, sim);
+  auto xd = xc.narrow(0, 0, n).to(at::kFloat), yd = yc.narrow(0, 0, n).to(at::kFloat);
+  auto s = scale.to(x.device(), at::kFloat).reshape({});
+  auto t = bias.to(x.device(), at::kFloat).reshape({});
+  auto diff = xd - yd;
+  auto sim_ii = sim == "dot" ? (xd * yd).sum(1) : (sim == "euclidean" ? -(diff * diff).sum(1) : -diff.abs().sum(1));
+  auto z = s * sim_ii + t;
+  total = total + at::softplus(-z).sum();
+  auto g = -at::sigmoid(-z);  // d softplus(-z) / dz
+  // d sim / d x_i: dot y_i, euclidean 2 (y_i - x_i), l1 -sign(x_i - y_i); d sim / d y_i the mirror
+  auto ddx = sim == "dot" ? yd : (sim == "euclidean" ? -2 * diff : -at::sign(diff));
+  auto ddy = sim == "dot" ? xd : (sim == "euclidean" ? 2 * diff : at::sign(diff));
+  if (output_mask[0]) dx.narrow(0, 0, n).add_((s * g.unsqueeze(1) * ddx).to(dx.scalar_type()));
+  if (output_mask[1]) dy.narrow(0, 0, n).add_((s * g.unsqueeze(1) * ddy).to(dy.scalar_type()));
+  if (output_mask[2]) dscale.add_((g * sim_ii).sum().to(dscale.scalar_type()));
+  if (output_mask[3]) dbias.add_(g.sum().to(dbias.scalar_type()));
+  return {total, dx, dy, dscale, dbias};
 }
 
 }  // namespace mmcl_fast

@@ -32,7 +32,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_bwd_cuda(
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_total_cuda(
     const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale, const at::Tensor& bias,
-    c10::string_view similarity, bool mask_diag, std::array<bool, 4> output_mask, bool checks,
+    c10::string_view similarity, c10::string_view diagonal, std::array<bool, 4> output_mask, bool checks,
     c10::string_view math_path);
 
 }  // namespace mmcl_fast

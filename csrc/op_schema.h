@@ -27,11 +27,13 @@ inline constexpr const char* kSoftplusFwdSchema =
 inline constexpr const char* kSoftplusBwdSchema =
     "softplus_bwd(Tensor grad_row, Tensor x, Tensor y, Tensor scale, Tensor bias, str similarity,"
     " bool mask_diag, bool[4] output_mask, bool checks=False, str math_path=\"auto\") -> (Tensor, Tensor, Tensor, Tensor)";
-// The losses' reductions over rows (mean, sum) need only the total sum_i row_i: softplus_total
-// returns it with its gradients, computed in the same pass over the tiles where the kernels can
-// (the autograd scales them by the upstream gradient, a scalar).
+// The losses' reductions over rows (mean, sum) need only the total: softplus_total returns
+// sum_ij of softplus(L_ij + t) over the negatives and softplus(-(L_ii + t)) over the positives,
+// with its gradients, computed in the same pass over the tiles where the kernels can (the autograd
+// scales them by the upstream gradient, a scalar). diagonal: what the pairs (i, i) are:
+// "negative" (like every other pair), "masked" (left out) or "positive".
 inline constexpr const char* kSoftplusTotalSchema =
-    "softplus_total(Tensor x, Tensor y, Tensor scale, Tensor bias, str similarity, bool mask_diag,"
+    "softplus_total(Tensor x, Tensor y, Tensor scale, Tensor bias, str similarity, str diagonal,"
     " bool[4] output_mask, bool checks=False, str math_path=\"auto\") -> (Tensor, Tensor, Tensor, Tensor, Tensor)";
 
 // The O((M + N) D) operands of a loss around the pairwise LSE (CPU only; csrc/cpu/operands_cpu.cpp):

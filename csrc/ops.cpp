@@ -18,9 +18,11 @@
 //   softplus_bwd(grad_row[M], x, y, scale, bias, similarity, mask_diag, output_mask[4], checks,
 //                math_path)
 //       -> (dx, dy, dscale, dbias), G_ij = grad_row_i sigmoid(s sim_ij + t); masked outputs empty
-//   softplus_total(x, y, scale, bias, similarity, mask_diag, output_mask[4], checks, math_path)
-//       -> (total[], dx, dy, dscale, dbias): total = sum_i row_i and its gradients (one pass over
-//       the tiles on CPU; forward then backward on CUDA); masked outputs empty
+//   softplus_total(x, y, scale, bias, similarity, diagonal, output_mask[4], checks, math_path)
+//       -> (total[], dx, dy, dscale, dbias): total = sum over the negatives of softplus(L + t), plus
+//       softplus(-(L_ii + t)) over the diagonal when diagonal == "positive" ("masked": left out,
+//       "negative": a negative), with its gradients (one pass over the tiles on CPU; forward then
+//       backward on CUDA); outputs not in output_mask empty
 //   operands_fwd(a[M,D], b[N,D], similarity) -> (ka, kb, pos[M], norm_a, norm_b)   (CPU, M <= N)
 //   operands_bwd(grad_ka, grad_kb, grad_pos, ka, kb, norm_a, norm_b, similarity, output_mask[2])
 //       -> (da, db): the cosine normalisation and the positive-pair similarities of the losses,
@@ -103,7 +105,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_bwd_cpu_chec
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_total_cpu_checked(
     const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale, const at::Tensor& bias,
-    c10::string_view similarity, bool mask_diag, std::array<bool, 4> output_mask, bool /*checks*/,
+    c10::string_view similarity, c10::string_view diagonal, std::array<bool, 4> output_mask, bool /*checks*/,
     c10::string_view /*math_path*/) {
   const std::string sim(similarity);
   check_common("softplus_total", x, y, scale, sim);
@@ -112,7 +114,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_
   check_finite("softplus_total", "x", x);
   check_finite("softplus_total", "y", y);
   const auto [xc, yc] = centred_if_euclidean(x, y, sim);
-  return softplus_total_cpu(xc, yc, scale, bias, sim, mask_diag, output_mask);
+  return softplus_total_cpu(xc, yc, scale, bias, sim, std::string(diagonal), output_mask);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> operands_fwd_cpu_checked(

@@ -21,7 +21,15 @@ Public API::
     mf.distributed.symmetric_infonce(a_local, b_local, ...)       # global loss over all ranks
 """
 from . import distributed
-from ._ops import TorchMismatchError, backend_info, cpu_exp_rate, force_cpu_isa, pairwise_lse, pairwise_softplus
+from ._ops import (
+    TorchMismatchError,
+    backend_info,
+    cpu_exp_rate,
+    force_cpu_isa,
+    pairwise_lse,
+    pairwise_softplus,
+    pairwise_softplus_total,
+)
 from .clip_loss import ClipLoss
 from .comm import comm_loss
 from .losses import infonce, lpsimclr, nt_xent, symmetric_infonce, symmetric_lpsimclr
@@ -30,7 +38,7 @@ from .options import KernelOptions, set_checks
 from .sigmoid_loss import SigLipLoss, siglip_loss
 
 __all__ = ["symmetric_infonce", "infonce", "nt_xent", "siglip_loss", "comm_loss", "lpsimclr", "symmetric_lpsimclr",
-           "pairwise_lse", "pairwise_softplus", "SigLipLoss",
+           "pairwise_lse", "pairwise_softplus", "pairwise_softplus_total", "SigLipLoss",
            "backend_info", "cpu_exp_rate", "force_cpu_isa", "TorchMismatchError", "KernelOptions", "set_checks",
            "ClipLoss", "SymmetricInfoNCE", "NTXent", "distributed"]
 __version__ = "0.1.0"

@@ -13,10 +13,12 @@ and the pairwise softplus pair of the sigmoid (SigLIP) loss:
 
 * ``softplus_fwd(x, y, scale, bias, similarity, mask_diag, checks, math_path) -> row``,
   ``row_i = sum_j softplus(scale * sim(x_i, y_j) + bias)``, j == i left out when ``mask_diag``;
-* ``softplus_total(x, y, scale, bias, similarity, mask_diag, output_mask, checks, math_path)
-  -> (total, dx, dy, dscale, dbias)``: ``total = sum_i row_i`` (0-dim) with its gradients, on CPU
-  in the same pass over the tiles (no second pass to recompute them); the autograd multiplies
-  them by the upstream gradient, a scalar. The losses' mean and sum reductions use it;
+* ``softplus_total(x, y, scale, bias, similarity, diagonal, output_mask, checks, math_path)
+  -> (total, dx, dy, dscale, dbias)``: the sum of ``softplus(L_ij + bias)`` over the negatives and,
+  with ``diagonal="positive"``, of ``softplus(-(L_ii + bias))`` over the pairs (i, i)
+  (``"masked"``: left out; ``"negative"``: negatives too), 0-dim, with its gradients, on CPU in the
+  same pass over the tiles (no second pass to recompute them); the autograd multiplies them by
+  the upstream gradient, a scalar. The sigmoid loss's mean and sum reductions use it;
 * ``softplus_bwd(grad_row, x, y, scale, bias, similarity, mask_diag, output_mask, checks, math_path)
   -> (dx, dy, dscale, dbias)``, with the same ``output_mask`` convention.
 
@@ -81,7 +83,7 @@ _BWD_SCHEMA = ("lse_bwd(Tensor grad_row, Tensor grad_col, Tensor x, Tensor y, Te
 _SOFTPLUS_FWD_SCHEMA = ("softplus_fwd(Tensor x, Tensor y, Tensor scale, Tensor bias, str similarity, "
                         "bool mask_diag, bool checks=False, str math_path=\"auto\") -> Tensor")
 _SOFTPLUS_TOTAL_SCHEMA = ("softplus_total(Tensor x, Tensor y, Tensor scale, Tensor bias, str similarity, "
-                          "bool mask_diag, bool[4] output_mask, bool checks=False, str math_path=\"auto\") "
+                          "str diagonal, bool[4] output_mask, bool checks=False, str math_path=\"auto\") "
                           "-> (Tensor, Tensor, Tensor, Tensor, Tensor)")
 _SOFTPLUS_BWD_SCHEMA = ("softplus_bwd(Tensor grad_row, Tensor x, Tensor y, Tensor scale, Tensor bias, "
                         "str similarity, bool mask_diag, bool[4] output_mask, bool checks=False, "
@@ -416,7 +418,7 @@ def _register_softplus_fake_and_autograd(check_operands) -> None:
     torch.library.register_autograd("mmcl_fast::softplus_fwd", backward, setup_context=setup_context)
 
     @torch.library.register_fake("mmcl_fast::softplus_total")
-    def _total_fake(x, y, scale, bias, similarity, mask_diag, output_mask, checks=False, math_path="auto"):
+    def _total_fake(x, y, scale, bias, similarity, diagonal, output_mask, checks=False, math_path="auto"):
         check_operands(x, y, scale)
         check_bias(bias)
         need_dx, need_dy, need_dscale, need_dbias = output_mask
@@ -520,15 +522,22 @@ def pairwise_softplus(x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, similar
                                             opts.cuda_math_path)
 
 
+DIAGONALS = ("negative", "masked", "positive")
+
+
 def pairwise_softplus_total(x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, similarity: str = "dot",
-                            mask_diag: bool = False, *, kernel_options: KernelOptions | None = None) -> Tensor:
-    """``pairwise_softplus(...).sum()`` (0-dim) with its gradients computed in the forward pass
-    over the tiles (CPU), for the tensors that require them when grad mode is on: the backward
-    only scales them. Differentiable in all four tensors."""
+                            diagonal: str = "negative", *, kernel_options: KernelOptions | None = None) -> Tensor:
+    """``sum_ij softplus(L_ij)`` over L = scale * sim(x, y) + bias, with the pairs (i, i) as
+    negatives (``diagonal="negative"``), left out (``"masked"``) or positives, whose term is
+    ``softplus(-L_ii)`` (``"positive"``): the sigmoid loss's sum. 0-dim, with its gradients
+    computed in the forward pass over the tiles (CPU), for the tensors that require them when grad
+    mode is on: the backward only scales them. Differentiable in all four tensors."""
+    if diagonal not in DIAGONALS:
+        raise ValueError(f"`diagonal` must be one of {DIAGONALS}, got {diagonal!r}")
     load_backend()
     opts = options.resolve(kernel_options)
     need = [torch.is_grad_enabled() and t.requires_grad for t in (x, y, scale, bias)]
-    total, *_ = torch.ops.mmcl_fast.softplus_total(x, y, scale, bias, similarity, mask_diag, need, opts.checks,
+    total, *_ = torch.ops.mmcl_fast.softplus_total(x, y, scale, bias, similarity, diagonal, need, opts.checks,
                                                    opts.cuda_math_path)
     return total
 

@@ -213,14 +213,41 @@ def softplus_bwd(grad_row: Tensor, x: Tensor, y: Tensor, scale: Tensor, bias: Te
             dbias.to(bias.dtype).reshape(bias.shape) if need_dbias else bias.new_empty((0,)))
 
 
-def softplus_total(x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, similarity: str, mask_diag: bool,
+def softplus_total(x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, similarity: str, diagonal: str,
                    output_mask=(True, True, True, True), checks: bool = False,
                    math_path: str = "auto") -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """(sum_i row_i, and its gradients): :func:`softplus_fwd` summed, then :func:`softplus_bwd` with
-    an upstream gradient of 1 per row."""
-    row = softplus_fwd(x, y, scale, bias, similarity, mask_diag)
-    grads = softplus_bwd(torch.ones_like(row), x, y, scale, bias, similarity, mask_diag, output_mask)
-    return (row.sum(dtype=torch.float64).to(row.dtype), *grads)
+    """(the total of ``mmcl_fast::softplus_total``, and its gradients): :func:`softplus_fwd` summed
+    and :func:`softplus_bwd` with an upstream gradient of 1 per row, the diagonal masked unless it
+    is "negative"; for "positive", the pairs (i, i) added by autograd on their O(n D) terms."""
+    if diagonal not in ("negative", "masked", "positive"):
+        raise RuntimeError(f"diagonal must be 'negative', 'masked' or 'positive', got {diagonal!r}")
+    mask = diagonal != "negative"
+    row = softplus_fwd(x, y, scale, bias, similarity, mask)
+    dx, dy, ds, dt = softplus_bwd(torch.ones_like(row), x, y, scale, bias, similarity, mask, output_mask)
+    total = row.sum(dtype=torch.float64)
+    if diagonal == "positive":
+        n = min(x.shape[0], y.shape[0])
+        xp, yp = _compute_precision(x[:n], y[:n])
+        xd, yd, sd, td = (v.detach().clone().requires_grad_() for v in (xp, yp, scale, bias))
+        z = sd * (-_sim_block_diag(xd, yd, similarity)) - td
+        pos = torch.logaddexp(z, torch.zeros_like(z)).sum(dtype=torch.float64)  # gradient sigmoid(z), 1/2 at 0
+        gx, gy, gs, gt = torch.autograd.grad(pos, (xd, yd, sd, td))
+        total = total + pos.detach()
+        if output_mask[0]:
+            dx[:n] += gx.to(dx.dtype)
+        if output_mask[1]:
+            dy[:n] += gy.to(dy.dtype)
+        ds, dt = (ds + gs.to(ds.dtype) if output_mask[2] else ds), (dt + gt.to(dt.dtype) if output_mask[3] else dt)
+    return total.to(row.dtype), dx, dy, ds, dt
+
+
+def _sim_block_diag(x: Tensor, y: Tensor, similarity: str) -> Tensor:
+    """sim(x_i, y_i) row by row."""
+    if similarity == "dot":
+        return (x * y).sum(1)
+    if similarity == "euclidean":
+        return -(x - y).square().sum(1)
+    return -(x - y).abs().sum(1)
 
 
 class ChunkedPairwiseLSE(torch.autograd.Function):

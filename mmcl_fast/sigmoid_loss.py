@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from . import _ops
 from . import distributed as mdist
 from .losses import _softplus  # exact at every z, gradient sigmoid(z) (1/2 at the kink z = 0)
-from .operands import paired_operands
+from .operands import kernel_inputs, paired_operands
 from .options import KernelOptions, checked, value_checks
 from .ring import RingPass
 from .validation import check_options, check_pair, loss_scale
@@ -59,10 +59,16 @@ def _sigmoid_terms(a: Tensor, b: Tensor, logit_scale, logit_bias, similarity: st
     dtype = _ops.lse_dtype(a.dtype)
     s = loss_scale(None, logit_scale, dtype, a.device)
     t = loss_bias(logit_bias, dtype, a.device)
+    if total:
+        # One op: the positives' terms on the diagonal too, so no positive-pair similarities are
+        # needed and, but for cosine's normalisation, no copy of the operands.
+        if similarity == "cosine":
+            ksim, ka, kb, _ = paired_operands(similarity, a, b)
+        else:
+            ksim, (ka, kb) = kernel_inputs(similarity, a, b)
+        return _ops.pairwise_softplus_total(ka, kb, s, t, ksim, "positive", kernel_options=kernel_options)
     ksim, ka, kb, pos_sim = paired_operands(similarity, a, b)
     positives = _softplus(-(s * pos_sim + t))
-    if total:
-        return _ops.pairwise_softplus_total(ka, kb, s, t, ksim, True, kernel_options=kernel_options) + positives.sum()
     return _ops.pairwise_softplus(ka, kb, s, t, ksim, True, kernel_options=kernel_options) + positives
 
 

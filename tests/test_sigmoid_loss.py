@@ -150,10 +150,11 @@ def test_the_pure_pytorch_pair_matches_the_compiled_one():
         want = chunked.softplus_bwd(g, a, b, s, t, "euclidean", mask)
         for x, y in zip(got, want):
             assert rel_err(x.reshape(-1), y.reshape(-1)) < 1e-12
-        got = torch.ops.mmcl_fast.softplus_total(a, b, s, t, "euclidean", mask, [True] * 4)
-        want = chunked.softplus_total(a, b, s, t, "euclidean", mask)
+    for diagonal in ("negative", "masked", "positive"):
+        got = torch.ops.mmcl_fast.softplus_total(a, b, s, t, "euclidean", diagonal, [True] * 4)
+        want = chunked.softplus_total(a, b, s, t, "euclidean", diagonal)
         for x, y in zip(got, want):
-            assert rel_err(x.reshape(-1), y.reshape(-1)) < 1e-12
+            assert rel_err(x.reshape(-1), y.reshape(-1)) < 1e-12, diagonal
 
 
 @pytest.mark.parametrize("sim", SIMS)
@@ -189,9 +190,9 @@ def test_opcheck_and_fake_kernel():
                               (a.clone().requires_grad_(), b.clone().requires_grad_(), s, t, "dot", mask))
     # output_mask as the losses pass it: the inputs that require a gradient
     torch.library.opcheck(torch.ops.mmcl_fast.softplus_total,
-                          (a.clone().requires_grad_(), b.clone().requires_grad_(), s, t, "dot", True, [True] * 4))
+                          (a.clone().requires_grad_(), b.clone().requires_grad_(), s, t, "dot", "positive", [True] * 4))
     torch.library.opcheck(torch.ops.mmcl_fast.softplus_total,
-                          (a, b.clone().requires_grad_(), s.detach(), t, "l1", False, [False, True, False, True]))
+                          (a, b.clone().requires_grad_(), s.detach(), t, "l1", "masked", [False, True, False, True]))
     g = torch.rand(20)
     torch.library.opcheck(torch.ops.mmcl_fast.softplus_bwd, (g, a, b, s.detach(), t.detach(), "l1", True, [True] * 4))
 
@@ -217,6 +218,9 @@ def test_torch_compile_fullgraph_matches_eager():
     (lambda a, b: mf.siglip_loss(a, b.double(), 10.0), "dtype"),
     (lambda a, b: mf.siglip_loss(a.new_full(a.shape, float("nan")), b, 10.0), "NaN"),
     (lambda a, b: mf.SigLipLoss(dist_impl="ring"), "dist_impl"),
+    (lambda a, b: mf.pairwise_softplus_total(a, b, torch.tensor(1.0), torch.tensor(0.0), "dot", "diag"), "diagonal"),
+    (lambda a, b: torch.ops.mmcl_fast.softplus_total(a, b, torch.tensor(1.0), torch.tensor(0.0), "dot", "pos",
+                                                     [True] * 4), "diagonal"),
     (lambda a, b: mf.SigLipLoss(rank=2, world_size=2), "rank"),
     (lambda a, b: mf.SigLipLoss()(a, b[:, :3], 10.0, -1.0), "feature dimension"),
 ])

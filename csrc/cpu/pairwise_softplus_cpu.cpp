@@ -27,12 +27,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_bwd_cpu(
   return {dx, dy, dscale_t, dbias_t};
 }
 
+int parsed_diagonal(const std::string& diagonal) {
+  if (diagonal == "negative") return 0;
+  if (diagonal == "masked") return 1;
+  TORCH_CHECK(diagonal == "positive", "diagonal must be 'negative', 'masked' or 'positive', got '", diagonal, "'");
+  return 2;
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_total_cpu(
     const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale, const at::Tensor& bias,
-    const std::string& similarity, bool mask_diag, std::array<bool, 4> output_mask) {
+    const std::string& similarity, const std::string& diagonal, std::array<bool, 4> output_mask) {
   const Similarity sim = parsed(similarity);
+  const int diag = parsed_diagonal(diagonal);
   auto [row, dx, dy, dscale, dbias] = active_cpu_kernels().softplus_fwd_bwd(
-      x, y, checked_scale(scale), checked_bias(bias), sim, mask_diag, {output_mask[0], output_mask[1]});
+      x, y, checked_scale(scale), checked_bias(bias), sim, diag, {output_mask[0], output_mask[1]});
   double total = 0;  // in double, in row order, on this thread (M additions; no OpenMP region)
   const auto rc = row.contiguous();
   AT_DISPATCH_FLOATING_TYPES(rc.scalar_type(), "softplus_total_sum", [&] {

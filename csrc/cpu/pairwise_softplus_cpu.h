@@ -18,9 +18,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_bwd_cpu(
     const at::Tensor& grad_row, const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
     const at::Tensor& bias, const std::string& similarity, bool mask_diag, std::array<bool, 4> output_mask);
 
-// (total, dx, dy, dscale, dbias): total = sum_i row_i (0-dim) and its gradients, in one pass.
+// (total, dx, dy, dscale, dbias): the total (0-dim, op_schema.h) and its gradients, in one pass.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_total_cpu(
     const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale, const at::Tensor& bias,
-    const std::string& similarity, bool mask_diag, std::array<bool, 4> output_mask);
+    const std::string& similarity, const std::string& diagonal, std::array<bool, 4> output_mask);
+
+// "negative" 0, "masked" 1, "positive" 2; anything else is refused naming the argument.
+int parsed_diagonal(const std::string& diagonal);
 
 }  // namespace mmcl_fast

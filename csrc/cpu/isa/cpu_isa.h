@@ -37,9 +37,10 @@ struct CpuKernels {
   std::tuple<at::Tensor, at::Tensor, double, double> (*softplus_bwd)(
       const at::Tensor& grad_row, const at::Tensor& x, const at::Tensor& y, double scale, double bias,
       Similarity sim, bool mask_diag, std::array<bool, 2> output_mask);
-  // (row, dx or [0], dy or [0], dscale, dbias): the forward and the gradients of sum_i row_i in one pass
+  // (row, dx or [0], dy or [0], dscale, dbias): the forward and the gradients of sum_i row_i in one
+  // pass; diagonal 0: the pairs (i, i) are negatives, 1: left out, 2: positives
   std::tuple<at::Tensor, at::Tensor, at::Tensor, double, double> (*softplus_fwd_bwd)(
-      const at::Tensor& x, const at::Tensor& y, double scale, double bias, Similarity sim, bool mask_diag,
+      const at::Tensor& x, const at::Tensor& y, double scale, double bias, Similarity sim, int diagonal,
       std::array<bool, 2> output_mask);
   double (*vec_exp_rate)(double seconds);  // exp/s of the engine's vector exp on every ATen thread
 };

@@ -240,16 +240,18 @@ std::tuple<at::Tensor, at::Tensor, double, double> softplus_bwd_kernel(
     using T = scalar_t;
     auto prep = prepare<T>(x, y, sim, s);
     auto gr = grad_row.contiguous();
-    const SoftplusGradientPolicy<T> policy{gr.data_ptr<T>(), T(bias), mask_diag, nullptr};
+    const SoftplusGradientPolicy<T> policy{gr.data_ptr<T>(), T(bias), mask_diag ? Diagonal::Masked : Diagonal::Negative,
+                                           nullptr};
     sums = run_backward(prep, policy, need_dx, need_dy, dx, dy);
   });
   return {dx, dy, sums.gl / s, sums.g};
 }
 
 // The forward and, in the same pass over the tiles, the gradients of sum_i row_i (an upstream
-// gradient of 1 for every row): (row, dx or [0], dy or [0], dscale, dbias).
+// gradient of 1 for every row): (row, dx or [0], dy or [0], dscale, dbias). diagonal: 0 the
+// diagonal pairs are negatives, 1 left out, 2 positives (softplus(-z); Diagonal).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, double, double> softplus_fwd_bwd_kernel(
-    const at::Tensor& x, const at::Tensor& y, double s, double bias, Similarity sim, bool mask_diag,
+    const at::Tensor& x, const at::Tensor& y, double s, double bias, Similarity sim, int diagonal,
     std::array<bool, 2> output_mask) {
   const int64_t M = x.size(0), N = y.size(0), D = x.size(1);
   const bool need_dx = output_mask[0], need_dy = output_mask[1];
@@ -261,7 +263,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, double, double> softplus_fwd_bwd_
     using T = scalar_t;
     auto prep = prepare<T>(x, y, sim, s);
     std::vector<double> row_acc(M, 0.0);
-    const SoftplusGradientPolicy<T> policy{nullptr, T(bias), mask_diag, row_acc.data()};
+    const SoftplusGradientPolicy<T> policy{nullptr, T(bias), static_cast<Diagonal>(diagonal), row_acc.data()};
     sums = run_backward(prep, policy, need_dx, need_dy, dx, dy);
     T* rp = row.data_ptr<T>();
     for (int64_t i = 0; i < M; ++i) rp[i] = T(row_acc[i]);

@@ -72,6 +72,12 @@ void softplus_forward_rows(const Operands<T>& op, T t, bool mask_diag, int64_t r
   for_each_logit_tile(op, r0, r1, tm, tile.data(), begin_rows, reduce, end_rows);
 }
 
+// What the diagonal entries (i, i) of the tiles are: negatives like every other pair, left out
+// (the loss adds its positives itself), or the positives, whose term is softplus(-z) =
+// max(-z, 0) + log1p(e) and whose gradient is -g sigmoid(-z) = -g (z >= 0 ? e : 1) / (1 + e):
+// the same exponential, and no term subtracted from another.
+enum class Diagonal : int { Negative = 0, Masked = 1, Positive = 2 };
+
 // The softplus backward as a policy of the tile loop (engine_kernels.h: backward_rows). With
 // row_acc set it is also the forward: the same exponential e = exp(-|z|) gives sigmoid(z) and
 // softplus(z), so one pass over the tiles yields the row sums and the gradients of a uniform
@@ -80,7 +86,7 @@ template <typename T>
 struct SoftplusGradientPolicy {
   const T* gr;      // [M]: the upstream gradient of row, or null for 1
   T t;              // the bias
-  bool mask_diag;   // G_ii = 0 and softplus_ii left out
+  Diagonal diag;    // Masked: G_ii = 0 and softplus_ii left out; Positive: the positives' terms
   double* row_acc;  // [M] or null: row_i += sum_j softplus(L_ij + t) (rows owned by their slot)
   void begin_rows(int64_t, int64_t, GradientScratch<T>&) const {}
 
@@ -98,7 +104,8 @@ struct SoftplusGradientPolicy {
       T* Gr = s.G.data() + r * kTileN;
       const T a = gr ? gr[i0 + r] : T(1);
       const V va(a);
-      const int64_t cd = mask_diag ? i0 + r - j0 : -1;  // masked column of this row, if in the tile
+      // the diagonal column of this row, if in the tile and not an ordinary negative
+      const int64_t cd = diag != Diagonal::Negative ? i0 + r - j0 : -1;
       V acc_gl(T(0)), acc_g(T(0)), acc_sp(T(0));
       int64_t c = 0;
       for (; c + V::size() <= nt; c += V::size()) {
@@ -108,10 +115,15 @@ struct SoftplusGradientPolicy {
         const V num = V::blendv(e, vone, z >= vzero);
         V g = va * num / (vone + e);
         V sp = row_acc ? at::vec::maximum(z, vzero) + e.log1p() : vzero;
-        if (cd >= c && cd < c + V::size()) {  // the masked entry's lane to zero
-          const V masked = V::arange(T(c), T(1)) == V(T(cd));
-          g = V::blendv(g, vzero, masked);
-          sp = V::blendv(sp, vzero, masked);
+        if (cd >= c && cd < c + V::size()) {  // the diagonal entry's lane: zero, or the positive's terms
+          const V lane = V::arange(T(c), T(1)) == V(T(cd));
+          V g_diag = vzero, sp_diag = vzero;
+          if (diag == Diagonal::Positive) {
+            g_diag = vzero - va * V::blendv(vone, e, z >= vzero) / (vone + e);
+            if (row_acc) sp_diag = at::vec::maximum(vzero - z, vzero) + e.log1p();
+          }
+          g = V::blendv(g, g_diag, lane);
+          sp = V::blendv(sp, sp_diag, lane);
         }
         g.store(Gr + c);
         acc_gl = at::vec::fmadd(g, l, acc_gl);
@@ -121,11 +133,16 @@ struct SoftplusGradientPolicy {
       }
       T gl = horizontal_sum(acc_gl), gsum = horizontal_sum(acc_g), spsum = horizontal_sum(acc_sp);
       for (; c < nt; ++c) {
-        const T g = c == cd ? T(0) : a * sigmoid_scalar(Lr[c] + t);
+        const T z = Lr[c] + t;
+        T g = a * sigmoid_scalar(z), sp = row_acc ? softplus_scalar(z) : T(0);
+        if (c == cd) {
+          g = diag == Diagonal::Positive ? -a * sigmoid_scalar(-z) : T(0);
+          sp = diag == Diagonal::Positive && row_acc ? softplus_scalar(-z) : T(0);
+        }
         Gr[c] = g;
         gl += g * Lr[c];
         gsum += g;
-        if (row_acc && c != cd) spsum += softplus_scalar(Lr[c] + t);
+        spsum += sp;
         if (colsum_g) gcol[c] += g;
       }
       sums->gl += double(gl);
