@@ -1,8 +1,10 @@
-"""GPU benchmark of the fused CLIP loss (run on a lent GPU; figures in docs/benchmarks.md).
+"""GPU benchmark of the fused CLIP and SigLIP losses (run on a lent GPU; figures in docs/benchmarks.md).
 
-    python benchmarks/bench_cuda.py [--batch-sizes 6144 32768 65536 131072] [--dims 5 128 768]
+    python benchmarks/bench_cuda.py [--batch-sizes 6144 32768 65536 131072] [--dims 5 128 768] [--losses clip siglip]
 
-Forward+backward of the symmetric InfoNCE (cosine, logit_scale 100/7) timed with CUDA events
+Forward+backward of the symmetric InfoNCE (cosine, logit_scale 100/7) and of the sigmoid loss
+(cosine, logit_scale 10, logit_bias -10; against open_clip's SigLipLoss formula and its
+torch.compile) timed with CUDA events
 (median of warm repetitions, inputs rotated among several sets) and peak extra memory
 (torch.cuda.max_memory_allocated minus the inputs), for bf16 and fp32. The fused loss runs on
 both math paths of the kernels (KernelOptions.cuda_math_path): `fused_simt` (CUDA cores) and `fused_tc`
@@ -30,6 +32,21 @@ def eager_clip(a, b, scale):
     logits = scale * a @ b.T
     labels = torch.arange(a.shape[0], device=a.device)
     return (F.cross_entropy(logits.float(), labels) + F.cross_entropy(logits.T.float(), labels)) / 2
+
+
+def eager_siglip(a, b, scale, bias=-10.0):
+    a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+    logits = (scale * a @ b.T + bias).float()
+    labels = 2 * torch.eye(a.shape[0], device=a.device) - 1
+    return -F.logsigmoid(labels * logits).sum() / a.shape[0]
+
+
+def siglip_fused_on(path):
+    options = mf.KernelOptions(cuda_math_path=path)
+
+    def fused_siglip(a, b, scale):
+        return mf.siglip_loss(a, b, scale, -10.0, similarity="cosine", kernel_options=options)
+    return fused_siglip
 
 
 def fused_on(path):
@@ -63,10 +80,10 @@ def infcl_clip(a, b, scale):
     return (forward + cal_inf_loss(b, a, scale=scale, labels=labels).mean()) / 2
 
 
-def measure(fn, B, D, dtype, reps=10, sets=3):
+def measure(fn, B, D, dtype, reps=10, sets=3, scale_value=100.0 / 7):
     ins = [(torch.randn(B, D, device="cuda", dtype=dtype, requires_grad=True),
             torch.randn(B, D, device="cuda", dtype=dtype, requires_grad=True)) for _ in range(sets)]
-    scale = torch.tensor(100.0 / 7, device="cuda", requires_grad=True)
+    scale = torch.tensor(scale_value, device="cuda", requires_grad=True)
     fn(*ins[0], scale).backward()  # warm-up / compile
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
@@ -91,27 +108,35 @@ def main():
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[6144, 32768, 65536, 131072])
     p.add_argument("--dims", type=int, nargs="+", default=[5, 128, 768])
     p.add_argument("--dtypes", nargs="+", default=["bfloat16", "float32"])
+    p.add_argument("--losses", nargs="+", default=["clip", "siglip"], choices=["clip", "siglip"])
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="dense tensor-core peak for the 'of peak' column (default: by device name)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "bench_cuda.json")
     args = p.parse_args()
-    methods = {"fused_simt": fused_on("simt"), "fused_tc": fused_on("tc"), "eager": eager_clip,
-               "compiled": torch.compile(eager_clip)}
-    try:
-        import inf_cl  # noqa: F401
-        methods["inf_cl"] = infcl_clip
-    except ImportError:
-        print("inf_cl not installed: Inf-CL column skipped")
+    methods = {}
+    if "clip" in args.losses:
+        methods.update({("clip", "fused_simt"): fused_on("simt"), ("clip", "fused_tc"): fused_on("tc"),
+                        ("clip", "eager"): eager_clip, ("clip", "compiled"): torch.compile(eager_clip)})
+        try:
+            import inf_cl  # noqa: F401
+            methods[("clip", "inf_cl")] = infcl_clip
+        except ImportError:
+            print("inf_cl not installed: Inf-CL column skipped")
+    if "siglip" in args.losses:
+        methods.update({("siglip", "fused_simt"): siglip_fused_on("simt"),
+                        ("siglip", "fused_tc"): siglip_fused_on("tc"),
+                        ("siglip", "eager"): eager_siglip, ("siglip", "compiled"): torch.compile(eager_siglip)})
     rows = []
     device = torch.cuda.get_device_name()
     print(f"device: {device}  backend: {mf.backend_info()}")
     for dtype in args.dtypes:
         for D in args.dims:
             for B in args.batch_sizes:
-                for name, fn in methods.items():
-                    rec = {"method": name, "B": B, "D": D, "dtype": dtype}
+                for (loss, name), fn in methods.items():
+                    rec = {"loss": loss, "method": name, "B": B, "D": D, "dtype": dtype}
                     try:
-                        rec.update(measure(fn, B, D, getattr(torch, dtype)))
+                        rec.update(measure(fn, B, D, getattr(torch, dtype),
+                                           scale_value=10.0 if loss == "siglip" else 100.0 / 7))
                         peak = peak_for(device, dtype, args.peak_tflops)
                         rec["peak_tflops"] = peak
                         rec["fraction_of_peak"] = rec["tflops"] / peak if peak else None
@@ -127,7 +152,7 @@ def main():
                                  f"{rec['extra_mem_bytes'] / 2**20:9.1f} MiB")
                     else:
                         cells = rec["error"]
-                    print(f"{dtype:9s} D={D:4d} B={B:7d} {name:10s} {cells}", flush=True)
+                    print(f"{loss:6s} {dtype:9s} D={D:4d} B={B:7d} {name:10s} {cells}", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"device": device, "results": rows}, indent=1))
 

@@ -218,36 +218,36 @@ def softplus_total(x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, similarity
                    math_path: str = "auto") -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(the total of ``mmcl_fast::softplus_total``, and its gradients): :func:`softplus_fwd` summed
     and :func:`softplus_bwd` with an upstream gradient of 1 per row, the diagonal masked unless it
-    is "negative"; for "positive", the pairs (i, i) added by autograd on their O(n D) terms."""
+    is "negative"; for "positive", the pairs (i, i) added from their O(n D) terms."""
     if diagonal not in ("negative", "masked", "positive"):
         raise RuntimeError(f"diagonal must be 'negative', 'masked' or 'positive', got {diagonal!r}")
     mask = diagonal != "negative"
     row = softplus_fwd(x, y, scale, bias, similarity, mask)
     dx, dy, ds, dt = softplus_bwd(torch.ones_like(row), x, y, scale, bias, similarity, mask, output_mask)
     total = row.sum(dtype=torch.float64)
-    if diagonal == "positive":
+    if diagonal == "positive":  # the pairs (i, i): softplus(-z), z = s sim_ii + t; d/dz = -sigmoid(-z)
         n = min(x.shape[0], y.shape[0])
-        xp, yp = _compute_precision(x[:n], y[:n])
-        xd, yd, sd, td = (v.detach().clone().requires_grad_() for v in (xp, yp, scale, bias))
-        z = sd * (-_sim_block_diag(xd, yd, similarity)) - td
-        pos = torch.logaddexp(z, torch.zeros_like(z)).sum(dtype=torch.float64)  # gradient sigmoid(z), 1/2 at 0
-        gx, gy, gs, gt = torch.autograd.grad(pos, (xd, yd, sd, td))
-        total = total + pos.detach()
+        xp, yp = _centred_if_euclidean(*_compute_precision(x[:n], y[:n]), similarity)
+        if similarity == "euclidean":  # centred with the whole of x and y, as softplus_fwd/bwd do
+            xs, ys = _centred_if_euclidean(*_compute_precision(x, y), similarity)
+            xp, yp = xs[:n], ys[:n]
+        s, t = _check_scale(scale), _check_bias(bias)
+        diff = xp - yp
+        sim = {"dot": (xp * yp).sum(1), "euclidean": -diff.square().sum(1), "l1": -diff.abs().sum(1)}[similarity]
+        z = s * sim + t
+        total = total + torch.logaddexp(-z, torch.zeros_like(z)).sum(dtype=torch.float64)
+        g = -torch.sigmoid(-z)
+        ddx = {"dot": yp, "euclidean": -2 * diff, "l1": -torch.sign(diff)}[similarity]
+        ddy = {"dot": xp, "euclidean": 2 * diff, "l1": torch.sign(diff)}[similarity]
         if output_mask[0]:
-            dx[:n] += gx.to(dx.dtype)
+            dx[:n] += (s * g[:, None] * ddx).to(dx.dtype)
         if output_mask[1]:
-            dy[:n] += gy.to(dy.dtype)
-        ds, dt = (ds + gs.to(ds.dtype) if output_mask[2] else ds), (dt + gt.to(dt.dtype) if output_mask[3] else dt)
+            dy[:n] += (s * g[:, None] * ddy).to(dy.dtype)
+        if output_mask[2]:
+            ds = ds + (g * sim).sum().to(ds.dtype)
+        if output_mask[3]:
+            dt = dt + g.sum().to(dt.dtype)
     return total.to(row.dtype), dx, dy, ds, dt
-
-
-def _sim_block_diag(x: Tensor, y: Tensor, similarity: str) -> Tensor:
-    """sim(x_i, y_i) row by row."""
-    if similarity == "dot":
-        return (x * y).sum(1)
-    if similarity == "euclidean":
-        return -(x - y).square().sum(1)
-    return -(x - y).abs().sum(1)
 
 
 class ChunkedPairwiseLSE(torch.autograd.Function):

@@ -66,7 +66,9 @@ def test_python_fallback_matches_compiled():
         out = {"backend": mf.backend_info()["backend"]}
         for sim in ("cosine", "euclidean", "l1"):
             loss = (mf.symmetric_infonce(a, b, temperature=0.3, similarity=sim)
-                    + mf.nt_xent(a, b, temperature=0.3, similarity=sim))
+                    + mf.nt_xent(a, b, temperature=0.3, similarity=sim)
+                    + mf.siglip_loss(a, b, 2.0, -1.0, similarity=sim)
+                    + mf.siglip_loss(a, b, 2.0, -1.0, similarity=sim, reduction="none").mean())
             (g,) = torch.autograd.grad(loss, a)
             out[sim] = [loss.item(), g.flatten().tolist()]
         print(json.dumps(out))
@@ -77,7 +79,8 @@ def test_python_fallback_matches_compiled():
     b = torch.randn(50, 6, dtype=torch.float64)
     for sim, (loss, grad) in res.items():
         want = (ref.symmetric_infonce(a, b, temperature=0.3, similarity=sim)
-                + ref.nt_xent(a, b, temperature=0.3, similarity=sim))
+                + ref.nt_xent(a, b, temperature=0.3, similarity=sim)
+                + 2 * ref.siglip_loss(a, b, 2.0, -1.0, similarity=sim))
         (gw,) = torch.autograd.grad(want, a)
         assert abs(loss - want.item()) < 1e-10 * abs(want.item())
         assert rel_err(torch.tensor(grad, dtype=torch.float64), gw.flatten()) < 1e-10
