@@ -152,6 +152,19 @@ class SigLipLoss(nn.Module):
         return {"contrastive_loss": loss} if output_dict else loss
 
 
+def _checked_world(a: Tensor, b: Tensor, similarity: str, group, kernel_options) -> tuple[int, int]:
+    """The distributed losses' argument checks; (world size, rank), with equal local batches
+    checked across ranks when W > 1 (and the data-dependent checks are on)."""
+    check_pair(("a", "b"), a, b)
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"`a` and `b` must hold the same number of pairs, got {a.shape[0]} and {b.shape[0]}")
+    check_options(similarity, "mean")
+    w, r = mdist.world(group)
+    if w > 1 and value_checks(a.device, kernel_options):
+        mdist.check_equal_batches(a.shape[0], a.device, group)
+    return w, r
+
+
 def distributed_siglip_loss(a: Tensor, b: Tensor, logit_scale, logit_bias=None, *, similarity: str = "dot",
                             group=None, kernel_options: KernelOptions | None = None) -> Tensor:
     r"""Rank r's sigmoid loss over the text rows of every rank, with open_clip's semantics (see
@@ -160,15 +173,9 @@ def distributed_siglip_loss(a: Tensor, b: Tensor, logit_scale, logit_bias=None, 
     summed over the ranks' losses (reduce-scatter); ``a``, ``logit_scale`` and ``logit_bias`` get
     this rank's. Without an initialised process group (or with W = 1) it is :func:`siglip_loss`.
     """
-    check_pair(("a", "b"), a, b)
-    if a.shape[0] != b.shape[0]:
-        raise ValueError(f"`a` and `b` must hold the same number of pairs, got {a.shape[0]} and {b.shape[0]}")
-    check_options(similarity, "mean")
-    w, r = mdist.world(group)
+    w, r = _checked_world(a, b, similarity, group, kernel_options)
     if w == 1:
         return siglip_loss(a, b, logit_scale, logit_bias, similarity=similarity, kernel_options=kernel_options)
-    if value_checks(a.device, kernel_options):
-        mdist.check_equal_batches(a.shape[0], a.device, group)
     n = a.shape[0]
     b_all = mdist.gather_rows_with_grad(b, group)
     own_first = torch.cat([b_all[r * n:], b_all[:r * n]]) if r else b_all
@@ -253,15 +260,9 @@ def ring_siglip_loss(a: Tensor, b: Tensor, logit_scale, logit_bias=None, *, simi
     pass), so each rank holds a few B x D chunks instead of the W B x D gathered features."""
     from .options import resolve
 
-    check_pair(("a", "b"), a, b)
-    if a.shape[0] != b.shape[0]:
-        raise ValueError(f"`a` and `b` must hold the same number of pairs, got {a.shape[0]} and {b.shape[0]}")
-    check_options(similarity, "mean")
-    w, _ = mdist.world(group)
+    w, _ = _checked_world(a, b, similarity, group, kernel_options)
     if w == 1:
         return siglip_loss(a, b, logit_scale, logit_bias, similarity=similarity, kernel_options=kernel_options)
-    if value_checks(a.device, kernel_options):
-        mdist.check_equal_batches(a.shape[0], a.device, group)
     _ops.load_backend()
     dtype = _ops.lse_dtype(a.dtype)
     s = loss_scale(None, logit_scale, dtype, a.device)

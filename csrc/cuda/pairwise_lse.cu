@@ -666,27 +666,53 @@ cudaError_t lse_forward(const Problem& p, float* row_lse, float* col_lse, bool c
   return cudaGetLastError();
 }
 
-size_t lse_backward_workspace(const Problem& p) {
-  return align256(sizeof(float) * size_t(p.M + p.N)) +            // norms
-         align256(sizeof(float) * size_t(p.M) * size_t(p.D)) +    // dx accumulator
-         align256(sizeof(float) * size_t(p.N) * size_t(p.D)) +    // dy accumulator
-         align256(sizeof(float) * size_t(blocks(p.M, BM)));       // dscale partials
+namespace {
+
+// The backwards' workspace, carved in this order: euclidean norms, the float dX and dY
+// accumulators, the per-block dscale partials and (with bias_parts) the per-block dbias partials.
+struct BackwardBuffers {
+  float* norms;
+  float* dx_acc;
+  float* dy_acc;
+  float* scale_parts;
+  float* bias_parts;
+};
+
+size_t backward_bytes(const Problem& p, bool bias_parts) {
+  const size_t parts = align256(sizeof(float) * size_t(blocks(p.M, BM)));
+  return align256(sizeof(float) * size_t(p.M + p.N)) + align256(sizeof(float) * size_t(p.M) * size_t(p.D)) +
+         align256(sizeof(float) * size_t(p.N) * size_t(p.D)) + parts + (bias_parts ? parts : 0);
 }
+
+// The buffers in `workspace`, with the dX and dY accumulators zeroed on the stream.
+cudaError_t backward_buffers(const Problem& p, void* workspace, cudaStream_t st, BackwardBuffers* out) {
+  char* ws = static_cast<char*>(workspace);
+  auto take = [&](size_t bytes) {
+    float* f = reinterpret_cast<float*>(ws);
+    ws += align256(bytes);
+    return f;
+  };
+  out->norms = take(sizeof(float) * size_t(p.M + p.N));
+  out->dx_acc = take(sizeof(float) * size_t(p.M) * size_t(p.D));
+  out->dy_acc = take(sizeof(float) * size_t(p.N) * size_t(p.D));
+  out->scale_parts = take(sizeof(float) * size_t(blocks(p.M, BM)));
+  out->bias_parts = reinterpret_cast<float*>(ws);  // only inside the workspace when it was sized for it
+  cudaError_t err = cudaMemsetAsync(out->dx_acc, 0, sizeof(float) * size_t(p.M) * size_t(p.D), st);
+  if (err == cudaSuccess) err = cudaMemsetAsync(out->dy_acc, 0, sizeof(float) * size_t(p.N) * size_t(p.D), st);
+  return err;
+}
+
+}  // namespace
+
+size_t lse_backward_workspace(const Problem& p) { return backward_bytes(p, false); }
 
 cudaError_t lse_backward(const Problem& p, const float* grad_row, const float* grad_col,
                          const float* row_lse, const float* col_lse, void* dx, void* dy,
                          float* dscale, void* workspace, cudaStream_t st) {
-  char* ws = static_cast<char*>(workspace);
-  float* norms_ws = reinterpret_cast<float*>(ws);
-  ws += align256(sizeof(float) * size_t(p.M + p.N));
-  float* dx_acc = reinterpret_cast<float*>(ws);
-  ws += align256(sizeof(float) * size_t(p.M) * size_t(p.D));
-  float* dy_acc = reinterpret_cast<float*>(ws);
-  ws += align256(sizeof(float) * size_t(p.N) * size_t(p.D));
-  float* parts = reinterpret_cast<float*>(ws);
-  cudaError_t err = cudaMemsetAsync(dx_acc, 0, sizeof(float) * size_t(p.M) * size_t(p.D), st);
-  if (err == cudaSuccess) err = cudaMemsetAsync(dy_acc, 0, sizeof(float) * size_t(p.N) * size_t(p.D), st);
+  BackwardBuffers buf;
+  cudaError_t err = backward_buffers(p, workspace, st, &buf);
   if (err != cudaSuccess) return err;
+  float *norms_ws = buf.norms, *dx_acc = buf.dx_acc, *dy_acc = buf.dy_acc, *parts = buf.scale_parts;
   err = dispatch(p.dtype, p.similarity, effective_path(p), [&](auto tag, auto sim_c, auto path_c) {
     using T = decltype(tag);
     constexpr int SIM = decltype(sim_c)::value, PATH = decltype(path_c)::value;
@@ -731,25 +757,15 @@ cudaError_t softplus_forward(const Problem& p, const float* bias, float* row, vo
   return cudaGetLastError();
 }
 
-size_t softplus_backward_workspace(const Problem& p) {
-  return lse_backward_workspace(p) + align256(sizeof(float) * size_t(blocks(p.M, BM)));  // + dbias partials
-}
+size_t softplus_backward_workspace(const Problem& p) { return backward_bytes(p, true); }
 
 cudaError_t softplus_backward(const Problem& p, const float* bias, const float* grad_row, void* dx, void* dy,
                               float* dscale, float* dbias, void* workspace, cudaStream_t st) {
-  char* ws = static_cast<char*>(workspace);
-  float* norms_ws = reinterpret_cast<float*>(ws);
-  ws += align256(sizeof(float) * size_t(p.M + p.N));
-  float* dx_acc = reinterpret_cast<float*>(ws);
-  ws += align256(sizeof(float) * size_t(p.M) * size_t(p.D));
-  float* dy_acc = reinterpret_cast<float*>(ws);
-  ws += align256(sizeof(float) * size_t(p.N) * size_t(p.D));
-  float* scale_parts = reinterpret_cast<float*>(ws);
-  ws += align256(sizeof(float) * size_t(blocks(p.M, BM)));
-  float* bias_parts = reinterpret_cast<float*>(ws);
-  cudaError_t err = cudaMemsetAsync(dx_acc, 0, sizeof(float) * size_t(p.M) * size_t(p.D), st);
-  if (err == cudaSuccess) err = cudaMemsetAsync(dy_acc, 0, sizeof(float) * size_t(p.N) * size_t(p.D), st);
+  BackwardBuffers buf;
+  cudaError_t err = backward_buffers(p, workspace, st, &buf);
   if (err != cudaSuccess) return err;
+  float *norms_ws = buf.norms, *dx_acc = buf.dx_acc, *dy_acc = buf.dy_acc;
+  float *scale_parts = buf.scale_parts, *bias_parts = buf.bias_parts;
   err = dispatch(p.dtype, p.similarity, effective_path(p), [&](auto tag, auto sim_c, auto path_c) {
     using T = decltype(tag);
     constexpr int SIM = decltype(sim_c)::value, PATH = decltype(path_c)::value;
