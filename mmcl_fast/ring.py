@@ -2,7 +2,7 @@
 transfer of the next chunk in flight while the current one is computed on.
 
 Rank r sends to r + 1 and receives from r - 1 (mod W); after k steps it holds the chunk of rank
-r - k. Only point-to-point operations (``torch.distributed.batch_isend_irecv``), so each rank
+r - k. Only point-to-point operations (``torch.distributed.isend`` / ``irecv``), so each rank
 holds O(chunk) memory whatever the world size. Used by the ring mode of the distributed sigmoid
 loss (:mod:`mmcl_fast.sigmoid_loss`).
 """

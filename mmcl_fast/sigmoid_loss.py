@@ -24,7 +24,7 @@ from . import _ops
 from . import distributed as mdist
 from .losses import _softplus  # exact at every z, gradient sigmoid(z) (1/2 at the kink z = 0)
 from .operands import kernel_inputs, paired_operands
-from .options import KernelOptions, checked, value_checks
+from .options import KernelOptions, checked, resolve, value_checks
 from .ring import RingPass
 from .validation import check_options, check_pair, loss_scale
 
@@ -192,7 +192,7 @@ class _SoftplusRing(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, b, s, t, similarity, group, opts):
-        world = dist_world(group)
+        world = _world_size(group)
         ctx.save_for_backward(a, b, s, t)
         ctx.similarity, ctx.group, ctx.opts = similarity, group, opts
         ring = RingPass(group)
@@ -212,7 +212,7 @@ class _SoftplusRing(torch.autograd.Function):
     def backward(ctx, grad_row):
         a, b, s, t = ctx.saved_tensors
         need_a, need_b, need_s, need_t = ctx.needs_input_grad[:4]
-        world = dist_world(ctx.group)
+        world = _world_size(ctx.group)
         ring = RingPass(ctx.group)
         grad_row = grad_row.contiguous()
         mask = [need_a, need_b, need_s, need_t]
@@ -249,7 +249,7 @@ class _SoftplusRing(torch.autograd.Function):
         return da, db, ds, dt, None, None, None
 
 
-def dist_world(group) -> int:
+def _world_size(group) -> int:
     return mdist.world(group)[0]
 
 
@@ -258,8 +258,6 @@ def ring_siglip_loss(a: Tensor, b: Tensor, logit_scale, logit_bias=None, *, simi
     r""":func:`distributed_siglip_loss`'s value and gradients, computed on a ring: the text rows
     travel rank to rank (W - 1 steps forward, W backward, each transfer overlapped with a B x B tile
     pass), so each rank holds a few B x D chunks instead of the W B x D gathered features."""
-    from .options import resolve
-
     w, _ = _checked_world(a, b, similarity, group, kernel_options)
     if w == 1:
         return siglip_loss(a, b, logit_scale, logit_bias, similarity=similarity, kernel_options=kernel_options)
