@@ -35,6 +35,19 @@ void check_common(const char* op, const at::Tensor& x, const at::Tensor& y, cons
   TORCH_CHECK(at::isFloatingType(scale.scalar_type()), op, ": scale must be floating point");
 }
 
+void check_labels(const char* op, const at::Tensor& row_ids, const at::Tensor& col_ids, const at::Tensor& x,
+                  const at::Tensor& y) {
+  auto check = [&](const char* name, const at::Tensor& ids, int64_t n) {
+    TORCH_CHECK(ids.scalar_type() == at::kLong, op, ": ", name, " must be int64, got ", ids.scalar_type());
+    TORCH_CHECK(ids.dim() == 1 && ids.size(0) == n, op, ": ", name, " must have shape [", n, "], got ",
+                ids.sizes());
+    TORCH_CHECK(ids.device() == x.device(), op, ": ", name, " must be on the device of x (", x.device(),
+                "), got ", ids.device());
+  };
+  check("row_ids", row_ids, x.size(0));
+  check("col_ids", col_ids, y.size(0));
+}
+
 namespace {
 
 // One serial pass on the calling thread for CPU float/double tensors (ATen's isfinite().all()

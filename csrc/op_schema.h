@@ -18,6 +18,21 @@ inline constexpr const char* kLseBwdSchema =
     " Tensor col_lse, str similarity, bool mask_diag, bool[3] output_mask, bool checks=False,"
     " str math_path=\"auto\") -> (Tensor, Tensor, Tensor)";
 
+// The label-aware pair: positives are the pairs with row_ids_i == col_ids_j (int64 ids; the pairs
+// (i, i) are neither positive nor negative when mask_diag), negatives the rest. The forward returns
+// (row_neg, col_neg, row_pos, col_pos, row_sum, col_sum): each row's (column's) LSE over its
+// negatives and over its positives (-inf over none) and the sum of its positive logits; the
+// column outputs are empty unless compute_col. The backward takes the six upstream gradients
+// (column ones empty when the columns have none) and the four LSEs as lists.
+inline constexpr const char* kLabelLseFwdSchema =
+    "label_lse_fwd(Tensor x, Tensor y, Tensor scale, Tensor row_ids, Tensor col_ids, str similarity,"
+    " bool mask_diag, bool compute_col, bool checks=False, bool deterministic=False, str math_path=\"auto\")"
+    " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)";
+inline constexpr const char* kLabelLseBwdSchema =
+    "label_lse_bwd(Tensor[] grads, Tensor x, Tensor y, Tensor scale, Tensor row_ids, Tensor col_ids,"
+    " Tensor[] lse, str similarity, bool mask_diag, bool[3] output_mask, bool checks=False,"
+    " str math_path=\"auto\") -> (Tensor, Tensor, Tensor)";
+
 // The pairwise softplus pair of the sigmoid (SigLIP) loss: row_i = sum_j softplus(s sim(x_i, y_j) + t)
 // with t = bias (one element, finite, any sign), j == i left out when mask_diag, and its backward
 // (dx, dy, dscale, dbias).

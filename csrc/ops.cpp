@@ -12,6 +12,12 @@
 //       work is skipped (a frozen tower costs no dY pass).
 //   checks, deterministic, math_path: the kernel options (op_schema.h); the CPU kernels always
 //       run their checks and are deterministic for a fixed thread count, so they ignore them.
+//   label_lse_fwd(x, y, scale, row_ids[M], col_ids[N], similarity, mask_diag, compute_col, checks,
+//                 deterministic, math_path) -> (row_neg, col_neg, row_pos, col_pos, row_sum, col_sum)
+//   label_lse_bwd(grads[6], x, y, scale, row_ids, col_ids, lse[4], similarity, mask_diag,
+//                 output_mask[3], checks, math_path) -> (dx, dy, dscale)
+//       the label-aware LSE (positives: equal ids), formulas in cpu/tile_engine/label_reduction.h;
+//       on CUDA the chunked PyTorch pair (mmcl_fast/chunked.py) serves them
 //   softplus_fwd(x[M,D], y[N,D], scale[], bias[], similarity, mask_diag, checks, math_path) -> row[M]
 //       row_i = sum_j softplus(s sim(x_i, y_j) + t), t = bias, j == i left out when mask_diag:
 //       the negatives' terms of the sigmoid loss (its positives are added outside, sigmoid_loss.py)
@@ -76,6 +82,60 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cpu_checked(
                      scale, row_lse, col_lse, sim, mask_diag, output_mask);
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> label_lse_fwd_cpu_checked(
+    const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale, const at::Tensor& row_ids,
+    const at::Tensor& col_ids, c10::string_view similarity, bool mask_diag, bool compute_col, bool /*checks*/,
+    bool /*deterministic*/, c10::string_view /*math_path*/) {
+  const std::string sim(similarity);
+  check_common("label_lse_fwd", x, y, scale, sim);
+  check_labels("label_lse_fwd", row_ids, col_ids, x, y);
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "label_lse_fwd: the CPU kernel supports float32 and float64, got ", x.scalar_type());
+  check_finite("label_lse_fwd", "x", x);
+  check_finite("label_lse_fwd", "y", y);
+  const auto [xc, yc] = centred_if_euclidean(x, y, sim);
+  auto o = label_lse_fwd_cpu(xc, yc, scale, row_ids, col_ids, sim, mask_diag, compute_col);
+  return {o[0], o[1], o[2], o[3], o[4], o[5]};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> label_lse_bwd_cpu_checked(
+    at::TensorList grads, const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+    const at::Tensor& row_ids, const at::Tensor& col_ids, at::TensorList lse, c10::string_view similarity,
+    bool mask_diag, std::array<bool, 3> output_mask, bool /*checks*/, c10::string_view /*math_path*/) {
+  const std::string sim(similarity);
+  check_common("label_lse_bwd", x, y, scale, sim);
+  check_labels("label_lse_bwd", row_ids, col_ids, x, y);
+  TORCH_CHECK(grads.size() == 6, "label_lse_bwd: grads must hold 6 tensors (gRN, gCN, gRP, gCP, gRS, gCS), got ",
+              grads.size());
+  TORCH_CHECK(lse.size() == 4, "label_lse_bwd: lse must hold 4 tensors (row_neg, col_neg, row_pos, col_pos), got ",
+              lse.size());
+  const int64_t M = x.size(0), N = y.size(0);
+  const bool use_col = grads[1].numel() > 0;
+  static const char* const kNames[6] = {"grad_row_neg", "grad_col_neg", "grad_row_pos", "grad_col_pos",
+                                        "grad_row_sum", "grad_col_sum"};
+  std::array<at::Tensor, 6> g;
+  std::array<at::Tensor, 4> l;
+  for (int k = 0; k < 6; ++k) {
+    const bool column = k % 2 == 1;
+    const int64_t want = column ? (use_col ? N : 0) : M;
+    TORCH_CHECK(grads[k].dim() == 1 && grads[k].numel() == want, "label_lse_bwd: ", kNames[k], " must have ",
+                want, " elements, got shape ", grads[k].sizes());
+    TORCH_CHECK(grads[k].scalar_type() == x.scalar_type(), "label_lse_bwd: ", kNames[k], " must have the dtype of x (",
+                x.scalar_type(), "), got ", grads[k].scalar_type());
+    g[k] = grads[k];
+  }
+  static const char* const kLseNames[4] = {"row_neg", "col_neg", "row_pos", "col_pos"};
+  for (int k = 0; k < 4; ++k) {
+    const int64_t want = k % 2 == 1 ? (use_col ? N : lse[k].numel()) : M;
+    TORCH_CHECK(lse[k].dim() == 1 && lse[k].numel() == want && lse[k].scalar_type() == x.scalar_type(),
+                "label_lse_bwd: ", kLseNames[k], " must be a [", want, "] tensor of the dtype of x, got ",
+                lse[k].sizes(), " ", lse[k].scalar_type());
+    l[k] = lse[k];
+  }
+  const auto [xc, yc] = centred_if_euclidean(x, y, sim);
+  return label_lse_bwd_cpu(g, xc, yc, scale, row_ids, col_ids, l, sim, mask_diag, output_mask);
+}
+
 at::Tensor softplus_fwd_cpu_checked(const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
                                     const at::Tensor& bias, c10::string_view similarity,
                                     bool mask_diag, bool /*checks*/, c10::string_view /*math_path*/) {
@@ -137,6 +197,8 @@ std::tuple<at::Tensor, at::Tensor> operands_bwd_cpu_checked(
 TORCH_LIBRARY(mmcl_fast, m) {
   m.def(kLseFwdSchema);
   m.def(kLseBwdSchema);
+  m.def(kLabelLseFwdSchema);
+  m.def(kLabelLseBwdSchema);
   m.def(kSoftplusFwdSchema);
   m.def(kSoftplusBwdSchema);
   m.def(kSoftplusTotalSchema);
@@ -147,6 +209,8 @@ TORCH_LIBRARY(mmcl_fast, m) {
 TORCH_LIBRARY_IMPL(mmcl_fast, CPU, m) {
   m.impl("lse_fwd", &lse_fwd_cpu_checked);
   m.impl("lse_bwd", &lse_bwd_cpu_checked);
+  m.impl("label_lse_fwd", &label_lse_fwd_cpu_checked);
+  m.impl("label_lse_bwd", &label_lse_bwd_cpu_checked);
   m.impl("softplus_fwd", &softplus_fwd_cpu_checked);
   m.impl("softplus_bwd", &softplus_bwd_cpu_checked);
   m.impl("softplus_total", &softplus_total_cpu_checked);

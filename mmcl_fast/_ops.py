@@ -80,6 +80,13 @@ _FWD_SCHEMA = ("lse_fwd(Tensor x, Tensor y, Tensor scale, str similarity, bool m
 _BWD_SCHEMA = ("lse_bwd(Tensor grad_row, Tensor grad_col, Tensor x, Tensor y, Tensor scale, "
                "Tensor row_lse, Tensor col_lse, str similarity, bool mask_diag, bool[3] output_mask, "
                "bool checks=False, str math_path=\"auto\") -> (Tensor, Tensor, Tensor)")
+_LABEL_FWD_SCHEMA = ("label_lse_fwd(Tensor x, Tensor y, Tensor scale, Tensor row_ids, Tensor col_ids, "
+                     "str similarity, bool mask_diag, bool compute_col, bool checks=False, "
+                     "bool deterministic=False, str math_path=\"auto\") "
+                     "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)")
+_LABEL_BWD_SCHEMA = ("label_lse_bwd(Tensor[] grads, Tensor x, Tensor y, Tensor scale, Tensor row_ids, "
+                     "Tensor col_ids, Tensor[] lse, str similarity, bool mask_diag, bool[3] output_mask, "
+                     "bool checks=False, str math_path=\"auto\") -> (Tensor, Tensor, Tensor)")
 _SOFTPLUS_FWD_SCHEMA = ("softplus_fwd(Tensor x, Tensor y, Tensor scale, Tensor bias, str similarity, "
                         "bool mask_diag, bool checks=False, str math_path=\"auto\") -> Tensor")
 _SOFTPLUS_TOTAL_SCHEMA = ("softplus_total(Tensor x, Tensor y, Tensor scale, Tensor bias, str similarity, "
@@ -235,24 +242,37 @@ def _register_python_fallback():
     lib = torch.library.Library("mmcl_fast", "DEF")
     lib.define(_FWD_SCHEMA)
     lib.define(_BWD_SCHEMA)
+    lib.define(_LABEL_FWD_SCHEMA)
+    lib.define(_LABEL_BWD_SCHEMA)
     lib.define(_SOFTPLUS_FWD_SCHEMA)
     lib.define(_SOFTPLUS_BWD_SCHEMA)
     lib.define(_SOFTPLUS_TOTAL_SCHEMA)
     lib.impl("lse_fwd", chunked.lse_fwd, "CompositeExplicitAutograd")
     lib.impl("lse_bwd", chunked.lse_bwd, "CompositeExplicitAutograd")
+    lib.impl("label_lse_fwd", chunked.label_lse_fwd, "CompositeExplicitAutograd")
+    lib.impl("label_lse_bwd", _chunked_label_lse_bwd, "CompositeExplicitAutograd")
     lib.impl("softplus_fwd", chunked.softplus_fwd, "CompositeExplicitAutograd")
     lib.impl("softplus_bwd", chunked.softplus_bwd, "CompositeExplicitAutograd")
     lib.impl("softplus_total", chunked.softplus_total, "CompositeExplicitAutograd")
     return lib  # the registration lives as long as this object
 
 
-def _register_chunked_cuda_softplus():
-    """The chunked softplus pair as the CUDA kernels of the compiled ops (which have CPU kernels
-    only); kept alive in ``_state``."""
+def _chunked_label_lse_bwd(grads, x, y, scale, row_ids, col_ids, lse, similarity, mask_diag, output_mask,
+                           checks=False, math_path="auto"):
+    return chunked.label_lse_bwd(*grads, x, y, scale, row_ids, col_ids, *lse, similarity, mask_diag,
+                                 output_mask)
+
+
+def _register_chunked_cuda(softplus: bool):
+    """The chunked pairs as the CUDA kernels of the compiled ops that have no CUDA tile kernel: the
+    label-aware LSE, and the softplus pair in a build without it; kept alive in ``_state``."""
     lib = torch.library.Library("mmcl_fast", "IMPL")
-    lib.impl("softplus_fwd", chunked.softplus_fwd, "CUDA")
-    lib.impl("softplus_bwd", chunked.softplus_bwd, "CUDA")
-    lib.impl("softplus_total", chunked.softplus_total, "CUDA")
+    lib.impl("label_lse_fwd", chunked.label_lse_fwd, "CUDA")
+    lib.impl("label_lse_bwd", _chunked_label_lse_bwd, "CUDA")
+    if softplus:
+        lib.impl("softplus_fwd", chunked.softplus_fwd, "CUDA")
+        lib.impl("softplus_bwd", chunked.softplus_bwd, "CUDA")
+        lib.impl("softplus_total", chunked.softplus_total, "CUDA")
     return lib
 
 
@@ -283,8 +303,9 @@ def _load_backend() -> None:
         if choice == "auto":
             _state["warning"] = ("mmcl_fast: the compiled extension is unavailable, using the "
                                  f"pure-PyTorch chunked fallback (slower). Reasons: {_state['error']}")
-    if _state["backend"] != "python" and not getattr(_state["module"], "with_cuda_softplus", False):
-        _state["cuda_softplus"] = _register_chunked_cuda_softplus()
+    if _state["backend"] != "python":
+        softplus = not getattr(_state["module"], "with_cuda_softplus", False)
+        _state["cuda_chunked"] = _register_chunked_cuda(softplus)
     if _state["warning"]:
         warnings.warn(_state["warning"], RuntimeWarning, stacklevel=4)
 
@@ -372,9 +393,64 @@ def _register_fake_and_autograd() -> None:
                 *(None,) * 6)
 
     torch.library.register_autograd("mmcl_fast::lse_fwd", backward, setup_context=setup_context)
+    _register_label_fake_and_autograd(_check_operands)
     _register_softplus_fake_and_autograd(_check_operands)
     if has_operands_op():
         _register_operands_fake_and_autograd()
+
+
+def _register_label_fake_and_autograd(check_operands) -> None:
+    def check_labels(x, y, row_ids, col_ids):
+        for name, ids, n in (("row_ids", row_ids, x.shape[0]), ("col_ids", col_ids, y.shape[0])):
+            torch._check(ids.dtype == torch.int64, lambda: f"{name} must be int64, got {ids.dtype}")
+            torch._check(ids.dim() == 1 and ids.shape[0] == n, lambda: f"{name} must have shape [{n}], got {ids.shape}")
+
+    @torch.library.register_fake("mmcl_fast::label_lse_fwd")
+    def _fwd_fake(x, y, scale, row_ids, col_ids, similarity, mask_diag, compute_col, checks=False,
+                  deterministic=False, math_path="auto"):
+        check_operands(x, y, scale)
+        check_labels(x, y, row_ids, col_ids)
+        dt = lse_dtype(x.dtype)
+        row, col = (x.shape[0],), (y.shape[0] if compute_col else 0,)
+        return tuple(x.new_empty(row if k % 2 == 0 else col, dtype=dt) for k in range(6))
+
+    @torch.library.register_fake("mmcl_fast::label_lse_bwd")
+    def _bwd_fake(grads, x, y, scale, row_ids, col_ids, lse, similarity, mask_diag, output_mask, checks=False,
+                  math_path="auto"):
+        check_operands(x, y, scale)
+        check_labels(x, y, row_ids, col_ids)
+        torch._check(len(grads) == 6 and len(lse) == 4, lambda: "grads must hold 6 tensors and lse 4")
+        need_dx, need_dy, need_dscale = output_mask
+        return (torch.empty_like(x) if need_dx else x.new_empty((0,)),
+                torch.empty_like(y) if need_dy else y.new_empty((0,)),
+                torch.empty_like(scale) if need_dscale else scale.new_empty((0,)))
+
+    def setup_context(ctx, inputs, output):
+        x, y, scale, row_ids, col_ids, similarity, mask_diag, _, checks, _, math_path = inputs
+        row_neg, col_neg, row_pos, col_pos, _, _ = output
+        ctx.save_for_backward(x, y, scale, row_ids, col_ids, row_neg, col_neg, row_pos, col_pos)
+        ctx.similarity, ctx.mask_diag, ctx.checks, ctx.math_path = similarity, mask_diag, checks, math_path
+
+    def backward(ctx, *grads):
+        need = list(ctx.needs_input_grad[:3])
+        if not any(need):
+            return (None,) * 11
+        x, y, scale, row_ids, col_ids, *lse = ctx.saved_tensors
+        use_col = lse[1].numel() > 0 and any(grads[k] is not None for k in (1, 3, 5))
+        filled = []
+        for k, (g, out) in enumerate(zip(grads, (lse[0], lse[1], lse[2], lse[3], lse[0], lse[1]))):
+            if k % 2 == 1 and not use_col:
+                filled.append(lse[0].new_empty(0))
+            else:
+                filled.append(torch.zeros_like(out) if g is None else g.contiguous())
+        if not use_col:
+            lse = [lse[0], lse[0].new_empty(0), lse[2], lse[0].new_empty(0)]
+        dx, dy, dscale = torch.ops.mmcl_fast.label_lse_bwd(
+            filled, x, y, scale, row_ids, col_ids, lse, ctx.similarity, ctx.mask_diag, need, ctx.checks,
+            ctx.math_path)
+        return (dx if need[0] else None, dy if need[1] else None, dscale if need[2] else None, *(None,) * 8)
+
+    torch.library.register_autograd("mmcl_fast::label_lse_fwd", backward, setup_context=setup_context)
 
 
 def _register_softplus_fake_and_autograd(check_operands) -> None:
@@ -507,6 +583,25 @@ def pairwise_lse(x: Tensor, y: Tensor, scale: Tensor, similarity: str = "dot",
     load_backend()
     return torch.ops.mmcl_fast.lse_fwd(x, y, scale, similarity, mask_diag, compute_col,
                                        *options.resolve(kernel_options).op_arguments())
+
+
+def pairwise_label_lse(x: Tensor, y: Tensor, scale: Tensor, row_ids: Tensor, col_ids: Tensor,
+                       similarity: str = "dot", mask_diag: bool = False, compute_col: bool = True, *,
+                       kernel_options: KernelOptions | None = None) -> tuple[Tensor, ...]:
+    """The label-aware statistics of the logits L = scale * sim(x, y), never stored: with the
+    positives P = {(i, j): row_ids[i] == col_ids[j]} (minus (i, i) when ``mask_diag``, which is then
+    neither positive nor negative) and the negatives the other pairs, returns
+
+        (row_neg, col_neg, row_pos, col_pos, row_sum, col_sum):
+        row_neg[i] = log sum_{j neg} exp(L[i, j]),  row_pos[i] = log sum_{j pos} exp(L[i, j])
+        (-inf over an empty set),  row_sum[i] = sum_{j pos} L[i, j],
+
+    and the same per column j over the rows (empty unless ``compute_col``). ``row_ids`` [M] and
+    ``col_ids`` [N] are int64 on the device of ``x`` (no gradient). Differentiable in ``x``, ``y``
+    and ``scale``. On CUDA the chunked PyTorch implementation computes it."""
+    load_backend()
+    return torch.ops.mmcl_fast.label_lse_fwd(x, y, scale, row_ids, col_ids, similarity, mask_diag, compute_col,
+                                             *options.resolve(kernel_options).op_arguments())
 
 
 def pairwise_softplus(x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, similarity: str = "dot",

@@ -150,6 +150,97 @@ def lse_bwd(grad_row: Tensor, grad_col: Tensor, x: Tensor, y: Tensor, scale: Ten
             dscale.to(scale.dtype).reshape(scale.shape) if need_dscale else scale.new_empty((0,)))
 
 
+
+def _label_masks(row_ids: Tensor, col_ids: Tensor, i0: int, rows: int, mask_diag: bool) -> tuple[Tensor, Tensor]:
+    """(positive, negative) boolean masks of the block of rows [i0, i0 + rows): equal ids are
+    positives, the rest negatives, and (i, i) neither when ``mask_diag``."""
+    pos = row_ids[i0:i0 + rows, None] == col_ids[None, :]
+    neg = ~pos
+    if mask_diag:
+        _mask_diagonal(pos, i0, False)
+        _mask_diagonal(neg, i0, False)
+    return pos, neg
+
+
+def label_lse_fwd(x: Tensor, y: Tensor, scale: Tensor, row_ids: Tensor, col_ids: Tensor, similarity: str,
+                  mask_diag: bool, compute_col: bool, checks: bool = False, deterministic: bool = False,
+                  math_path: str = "auto") -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The label-aware statistics of ``mmcl_fast::label_lse_fwd`` (positives: equal ids):
+    (row_neg, col_neg, row_pos, col_pos, row_pos_sum, col_pos_sum), the LSE of each row (column)
+    over its negatives and over its positives (-inf over none) and the sum of its positive logits;
+    the column outputs are empty unless ``compute_col``. The kernel options are ignored."""
+    s = _check_scale(scale)
+    x, y = _centred_if_euclidean(*_compute_precision(x, y), similarity)
+    m, n = x.shape[0], y.shape[0]
+    yn = y.square().sum(1) if similarity == "euclidean" else None
+    row_ids, col_ids = row_ids.to(x.device), col_ids.to(x.device)
+    row_neg, row_pos, row_sum = x.new_empty(m), x.new_empty(m), x.new_empty(m)
+    nc = n if compute_col else 0
+    col_neg, col_pos = x.new_full((nc,), -math.inf), x.new_full((nc,), -math.inf)
+    col_sum = x.new_zeros(nc)
+    step = _rows_per_chunk(n, x.shape[1], similarity)
+    for i0 in range(0, m, step):
+        logits = s * _sim_block(x[i0:i0 + step], y, similarity, yn)
+        pos, neg = _label_masks(row_ids, col_ids, i0, logits.shape[0], mask_diag)
+        neg_logits = logits.masked_fill(~neg, -math.inf)
+        pos_logits = logits.masked_fill(~pos, -math.inf)
+        pos_only = logits.masked_fill(~pos, 0.0)
+        row_neg[i0:i0 + step] = torch.logsumexp(neg_logits, 1)
+        row_pos[i0:i0 + step] = torch.logsumexp(pos_logits, 1)
+        row_sum[i0:i0 + step] = pos_only.sum(1)
+        if compute_col:
+            col_neg = torch.logaddexp(col_neg, torch.logsumexp(neg_logits, 0))
+            col_pos = torch.logaddexp(col_pos, torch.logsumexp(pos_logits, 0))
+            col_sum += pos_only.sum(0)
+    return row_neg, col_neg, row_pos, col_pos, row_sum, col_sum
+
+
+def _softmax_term(grad: Tensor, logits: Tensor, lse: Tensor, mask: Tensor) -> Tensor:
+    """grad * exp(logits - lse) where mask, else 0 (never inf * 0: lse is -inf over an empty set)."""
+    return torch.where(mask, grad * torch.exp(torch.where(mask, logits - lse, -math.inf)), 0.0)
+
+
+def label_lse_bwd(grad_row_neg: Tensor, grad_col_neg: Tensor, grad_row_pos: Tensor, grad_col_pos: Tensor,
+                  grad_row_sum: Tensor, grad_col_sum: Tensor, x: Tensor, y: Tensor, scale: Tensor,
+                  row_ids: Tensor, col_ids: Tensor, row_neg: Tensor, col_neg: Tensor, row_pos: Tensor,
+                  col_pos: Tensor, similarity: str, mask_diag: bool, output_mask=(True, True, True),
+                  checks: bool = False, math_path: str = "auto") -> tuple[Tensor, Tensor, Tensor]:
+    """dx, dy, dscale of :func:`label_lse_fwd` from
+    G_ij = [neg] (gRN_i e^{L_ij - row_neg_i} + gCN_j e^{L_ij - col_neg_j})
+         + [pos] (gRP_i e^{L_ij - row_pos_i} + gCP_j e^{L_ij - col_pos_j} + gRS_i + gCS_j),
+    recomputed per chunk; the column gradients may be empty (no column term)."""
+    s = _check_scale(scale)
+    need_dx, need_dy, need_dscale = output_mask
+    in_dtype = x.dtype
+    x, y = _centred_if_euclidean(*_compute_precision(x, y), similarity)
+    row_ids, col_ids = row_ids.to(x.device), col_ids.to(x.device)
+    gr = [t.to(x.dtype) for t in (grad_row_neg, grad_row_pos, grad_row_sum, row_neg, row_pos)]
+    use_col = grad_col_neg.numel() > 0
+    gc = [t.to(x.dtype) for t in (grad_col_neg, grad_col_pos, grad_col_sum, col_neg, col_pos)] if use_col else None
+    yn = y.square().sum(1) if similarity == "euclidean" else None
+    dx = torch.zeros_like(x) if need_dx else None
+    dy = torch.zeros_like(y) if need_dy else None
+    dscale = x.new_zeros((), dtype=torch.float64)
+    step = _rows_per_chunk(y.shape[0], x.shape[1], similarity)
+    for i0 in range(0, x.shape[0], step):
+        xc = x[i0:i0 + step]
+        sl = slice(i0, i0 + step)
+        logits = s * _sim_block(xc, y, similarity, yn)
+        pos, neg = _label_masks(row_ids, col_ids, i0, logits.shape[0], mask_diag)
+        g_rn, g_rp, g_rs, l_rn, l_rp = (t[sl, None] for t in gr)
+        g = (_softmax_term(g_rn, logits, l_rn, neg) + _softmax_term(g_rp, logits, l_rp, pos)
+             + torch.where(pos, g_rs, 0.0))
+        if use_col:
+            g_cn, g_cp, g_cs, l_cn, l_cp = (t[None, :] for t in gc)
+            g = (g + _softmax_term(g_cn, logits, l_cn, neg) + _softmax_term(g_cp, logits, l_cp, pos)
+                 + torch.where(pos, g_cs, 0.0))
+        dscale += (g * logits).sum().double() / s
+        _apply_block_gradient(g, xc, y, s, similarity, dx[sl] if need_dx else None, dy)
+    empty = x.new_empty((0,), dtype=in_dtype)
+    return (dx.to(in_dtype) if need_dx else empty, dy.to(in_dtype) if need_dy else empty,
+            dscale.to(scale.dtype).reshape(scale.shape) if need_dscale else scale.new_empty((0,)))
+
+
 def _check_bias(bias: Tensor) -> float:
     if bias.numel() != 1:
         raise RuntimeError(f"bias (logit_bias) must hold exactly one element, got shape {tuple(bias.shape)}")

@@ -5,6 +5,7 @@ import torch
 from torch import Tensor, nn
 
 from . import distributed as mdist
+from .labels import check_ids
 from .losses import infonce, symmetric_infonce
 from .options import KernelOptions, checked, value_checks
 from .validation import check_pair
@@ -34,6 +35,11 @@ class ClipLoss(nn.Module):
       columns, in both directions (two B x B_g row passes, as open_clip). Without
       ``gather_with_grad`` the gathered copies carry no gradient.
 
+    ``ids`` (keyword of ``forward``, int64 [B], optional): label-aware positives, e.g. a caption id,
+    so that the same caption twice in the batch (or across ranks) is not a false negative; each
+    direction's term becomes ``-log sum_{j: ids_j = ids_i} softmax(L_i)_j``
+    (:func:`mmcl_fast.symmetric_infonce`). All-distinct ids give open_clip's loss.
+
     ``cache_labels`` is accepted for compatibility (no label tensor is needed here); horovod is
     not supported. ``kernel_options`` (:class:`mmcl_fast.KernelOptions`, keyword only) sets the
     operator's options for every call (None: the process defaults).
@@ -61,34 +67,40 @@ class ClipLoss(nn.Module):
                                "default process group first)")
 
     def forward(self, image_features: Tensor, text_features: Tensor, logit_scale,
-                logit_bias: Tensor | float | None = None, output_dict: bool = False):
+                logit_bias: Tensor | float | None = None, output_dict: bool = False, *,
+                ids: Tensor | None = None):
         check_pair(("image_features", "text_features"), image_features, text_features)
         if image_features.shape[0] != text_features.shape[0]:
             raise ValueError("image_features and text_features must hold the same number of "
                              f"pairs, got {image_features.shape[0]} and {text_features.shape[0]}")
         if self.world_size == 1:
             loss = symmetric_infonce(image_features, text_features, logit_scale=logit_scale,
-                                     similarity="dot", kernel_options=self.kernel_options)
+                                     similarity="dot", ids=ids, kernel_options=self.kernel_options)
         else:
-            loss = self._distributed(image_features, text_features, logit_scale)
+            loss = self._distributed(image_features, text_features, logit_scale, ids)
         if isinstance(logit_bias, Tensor) and logit_bias.requires_grad:
             loss = loss + (logit_bias * 0).sum()       # cancels; keeps a (zero) gradient path
         return {"contrastive_loss": loss} if output_dict else loss
 
-    def _distributed(self, img: Tensor, txt: Tensor, logit_scale) -> Tensor:
+    def _distributed(self, img: Tensor, txt: Tensor, logit_scale, ids: Tensor | None) -> Tensor:
         self._check_world()
         if not self.local_loss:
             return mdist.symmetric_infonce(img, txt, logit_scale=logit_scale, similarity="dot",
-                                           ddp_scaling=self.gather_with_grad, kernel_options=self.kernel_options)
+                                           ddp_scaling=self.gather_with_grad, ids=ids,
+                                           kernel_options=self.kernel_options)
         if value_checks(img.device, self.kernel_options):
             mdist.check_equal_batches(img.shape[0], img.device)
         if self.gather_with_grad:
             all_img, all_txt = mdist.gather_rows_with_grad(img), mdist.gather_rows_with_grad(txt)
         else:
             all_img, all_txt = mdist.all_gather_rows(img), mdist.all_gather_rows(txt)
+        options = {"logit_scale": logit_scale, "similarity": "dot", "kernel_options": self.kernel_options}
+        if ids is not None:
+            ids = check_ids("ids", ids, img.shape[0], img.device)
+            pair = (ids, mdist.all_gather_rows(ids))
+            return (infonce(img, all_txt, ids=pair, **options) + infonce(txt, all_img, ids=pair, **options)) / 2
         n = img.shape[0]
         labels = torch.arange(n * self.rank, n * (self.rank + 1), device=img.device)
-        options = {"logit_scale": logit_scale, "similarity": "dot", "kernel_options": self.kernel_options}
         per_image = infonce(img, all_txt, labels, **options)
         per_text = infonce(txt, all_img, labels, **options)
         return (per_image + per_text) / 2

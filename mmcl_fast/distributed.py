@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from . import _ops, losses
+from .labels import check_ids, multi_positive_terms
 from .operands import kernel_inputs, positive_similarity
 from .options import KernelOptions, value_checks
 from .validation import check_options, check_pair, loss_scale
@@ -130,6 +131,30 @@ def sharded_symmetric_lse_loss(a: Tensor, b: Tensor, s: Tensor, kernel_similarit
     return (row.sum() + col.sum() - 2 * pos.sum()) / (2 * w * n)
 
 
+def _merged_columns(partial: Tensor, group, r: int, n: int) -> Tensor:
+    """This rank's n columns of the log-sum-exp over ranks of every rank's column partials (an
+    empty set's -inf kept finite, so that the merge has a gradient everywhere)."""
+    parts = _GatherRows.apply(partial.clamp_min(torch.finfo(partial.dtype).min).unsqueeze(0), group)
+    return torch.logsumexp(parts, dim=0)[r * n:(r + 1) * n]
+
+
+def sharded_label_loss(a: Tensor, b: Tensor, ids: Tensor, s: Tensor, kernel_similarity: str, group=None,
+                       kernel_options: KernelOptions | None = None) -> Tensor:
+    """This rank's share of the global label-aware symmetric InfoNCE (mean reduction): as
+    :func:`sharded_symmetric_lse_loss`, with the LSEs over each row's and column's negatives and
+    positives (ids gathered with the features) in place of the LSE and the paired similarity."""
+    w, r = world(group)
+    n = a.shape[0]
+    s = _SumGradOverRanks.apply(s, group)
+    b_all = _GatherRows.apply(b, group)
+    ids_all = all_gather_rows(ids, group)
+    rn, cn_part, rp, cp_part, _, _ = _ops.pairwise_label_lse(a, b_all, s, ids, ids_all, kernel_similarity, False,
+                                                             True, kernel_options=kernel_options)
+    cn, cp = _merged_columns(cn_part, group, r, n), _merged_columns(cp_part, group, r, n)
+    terms = multi_positive_terms(rn, rp, losses._softplus) + multi_positive_terms(cn, cp, losses._softplus)
+    return terms.sum() / (2 * w * n)
+
+
 def _global_value(partial: Tensor, group) -> Tensor:
     """``partial`` in the graph, but valued at the sum of every rank's ``partial``."""
     total = partial.detach().clone()
@@ -139,7 +164,7 @@ def _global_value(partial: Tensor, group) -> Tensor:
 
 def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None = None, *,
                       logit_scale: Tensor | float | None = None, similarity: str = "cosine",
-                      group=None, ddp_scaling: bool = True,
+                      group=None, ddp_scaling: bool = True, ids: Tensor | None = None,
                       kernel_options: KernelOptions | None = None) -> Tensor:
     r"""Global symmetric InfoNCE over the paired rows of all ranks (mean over B_g = W * B pairs).
 
@@ -154,6 +179,8 @@ def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None =
       values leaves it unchanged).
 
     Without an initialised process group (or with W = 1) this is the single-process loss.
+    ``ids`` (int64 [B], this rank's rows): label-aware positives as in
+    :func:`mmcl_fast.symmetric_infonce`, across ranks (the ids are all-gathered with ``b``).
     ``kernel_options``: see :class:`mmcl_fast.KernelOptions`.
     """
     check_pair(("a", "b"), a, b)
@@ -164,13 +191,17 @@ def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None =
     w, _ = world(group)
     if w == 1:
         return losses.symmetric_infonce(a, b, temperature, logit_scale=logit_scale,
-                                        similarity=similarity, kernel_options=kernel_options)
+                                        similarity=similarity, ids=ids, kernel_options=kernel_options)
+    if ids is not None:
+        ids = check_ids("ids", ids, a.shape[0], a.device)
     if value_checks(a.device, kernel_options):
         check_equal_batches(a.shape[0], a.device, group)
     s = loss_scale(temperature, logit_scale, _ops.lse_dtype(a.dtype), a.device)
     ksim, (ka, kb) = kernel_inputs(similarity, a, b)
     if ddp_scaling:
         ka, kb = _ScaleGrad.apply(ka, float(w)), _ScaleGrad.apply(kb, float(w))
+    if ids is not None:
+        return _global_value(sharded_label_loss(ka, kb, ids, s, ksim, group, kernel_options), group)
     return _global_value(sharded_symmetric_lse_loss(ka, kb, s, ksim, group, kernel_options), group)
 
 

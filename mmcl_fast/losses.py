@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from . import _ops
+from .labels import check_ids, multi_positive_terms, reduce_anchors
 from .operands import kernel_inputs, paired_operands, positive_similarity
 from .options import KernelOptions
 from .validation import check_finite_number, check_labels, check_options, check_pair, loss_scale
@@ -76,7 +77,8 @@ def _reduce(per_item: Tensor, reduction: str) -> Tensor:
 
 def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None = None, *,
                       logit_scale: Tensor | float | None = None, similarity: str = "cosine",
-                      reduction: str = "mean", kernel_options: KernelOptions | None = None) -> Tensor:
+                      reduction: str = "mean", ids: Tensor | None = None,
+                      kernel_options: KernelOptions | None = None) -> Tensor:
     r"""Symmetric InfoNCE (the CLIP loss) between paired batches ``a`` and ``b`` (both B x D).
 
     With L_ij = s * sim(a_i, b_j) (see the module docstring for s and sim):
@@ -91,6 +93,11 @@ def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None =
     returned in float32. ``kernel_options`` (:class:`mmcl_fast.KernelOptions`: data-dependent
     checks on CUDA, deterministic CUDA kernels, the CUDA math path) defaults to the process
     defaults; every loss of this module takes it.
+
+    ``ids`` (int64 [B], optional) makes the positives label-aware: a_i and b_j are a positive pair
+    whenever ``ids[i] == ids[j]`` (e.g. the same caption twice in a batch), and each direction's
+    term is the multi-positive form ``-log sum_{j: ids_j = ids_i} softmax(L_i)_j`` (mmcl_fast.labels),
+    computed by the label-aware operator without a B x B mask. All-distinct ids give the loss above.
     """
     check_pair(("a", "b"), a, b)
     if a.shape[0] != b.shape[0]:
@@ -98,6 +105,13 @@ def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None =
                          f"{b.shape[0]} (use infonce for rectangular problems)")
     check_options(similarity, reduction)
     s = loss_scale(temperature, logit_scale, _ops.lse_dtype(a.dtype), a.device)
+    if ids is not None:
+        ids = check_ids("ids", ids, a.shape[0], a.device)
+        ksim, (ka, kb) = kernel_inputs(similarity, a, b)
+        rn, cn, rp, cp, _, _ = _ops.pairwise_label_lse(ka, kb, s, ids, ids, ksim, False, True,
+                                                       kernel_options=kernel_options)
+        terms = 0.5 * (multi_positive_terms(rn, rp, _softplus) + multi_positive_terms(cn, cp, _softplus))
+        return _reduce(terms, reduction)  # every anchor is its own pair's positive
     ksim, ka, kb, pos_sim = paired_operands(similarity, a, b)
     # Negatives only: the positives L_ii sit on the masked diagonal.
     row_neg, col_neg = _ops.pairwise_lse(ka, kb, s, ksim, True, True, kernel_options=kernel_options)
@@ -108,6 +122,7 @@ def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None =
 def infonce(query: Tensor, keys: Tensor, labels: Tensor | None = None,
             temperature: float | Tensor | None = None, *, logit_scale: Tensor | float | None = None,
             similarity: str = "cosine", reduction: str = "mean",
+            ids: Tensor | tuple[Tensor, Tensor] | None = None,
             kernel_options: KernelOptions | None = None) -> Tensor:
     r"""One-directional InfoNCE: each query row against all keys (M x N logits, N may exceed M).
 
@@ -116,10 +131,33 @@ def infonce(query: Tensor, keys: Tensor, labels: Tensor | None = None,
     i.e. ``CE(L, labels)``. ``labels`` (int64, shape [M], values in [0, N)) defaults to
     ``arange(M)``, which needs N >= M; keys beyond the labelled ones act as extra negatives
     (e.g. a memory queue). Reductions and the scale as in :func:`symmetric_infonce`.
+
+    ``ids`` (instead of ``labels``) makes the positives label-aware: ``(query_ids, key_ids)``, int64
+    of shapes [M] and [N] (e.g. a labelled memory queue as extra keys), or one [M] tensor when
+    N == M and both sides share the ids. query_i and keys_j are positives when their ids are equal;
+    loss_i = ``-log sum_{j positive} softmax(L_i)_j``. A query without a positive key has no loss:
+    0 in ``"none"``/``"sum"``, left out of the ``"mean"``.
     """
     check_pair(("query", "keys"), query, keys)
     check_options(similarity, reduction)
     m, n = query.shape[0], keys.shape[0]
+    if ids is not None:
+        if labels is not None:
+            raise ValueError("give `labels` or `ids`, not both")
+        if isinstance(ids, (tuple, list)):
+            if len(ids) != 2:
+                raise ValueError(f"`ids` must be one tensor or a pair (query_ids, key_ids), got {len(ids)} items")
+            qids, kids = check_ids("ids[0]", ids[0], m, query.device), check_ids("ids[1]", ids[1], n, query.device)
+        else:
+            if n != m:
+                raise ValueError(f"one `ids` tensor needs as many keys as queries (got {m} and {n}); "
+                                 "pass (query_ids, key_ids)")
+            qids = kids = check_ids("ids", ids, m, query.device)
+        s = loss_scale(temperature, logit_scale, _ops.lse_dtype(query.dtype), query.device)
+        ksim, (kq, kk) = kernel_inputs(similarity, query, keys)
+        rn, _, rp, _, _, _ = _ops.pairwise_label_lse(kq, kk, s, qids, kids, ksim, False, False,
+                                                     kernel_options=kernel_options)
+        return reduce_anchors(multi_positive_terms(rn, rp, _softplus), rp > -torch.inf, reduction)
     if labels is None:
         if n < m:
             raise ValueError(f"`keys` has {n} rows but `query` has {m}: without `labels` the "
@@ -139,7 +177,8 @@ def infonce(query: Tensor, keys: Tensor, labels: Tensor | None = None,
 
 def nt_xent(a: Tensor, b: Tensor, temperature: float | Tensor | None = None, *,
             logit_scale: Tensor | float | None = None, similarity: str = "cosine",
-            reduction: str = "mean", kernel_options: KernelOptions | None = None) -> Tensor:
+            reduction: str = "mean", ids: Tensor | None = None,
+            kernel_options: KernelOptions | None = None) -> Tensor:
     r"""NT-Xent (SimCLR): the 2N x 2N objective over z = cat(a, b) with intra-view negatives.
 
         loss_k = -L_{k, p(k)} + log sum_{j != k} exp(L_kj),   L_kj = s * sim(z_k, z_j),
@@ -147,6 +186,10 @@ def nt_xent(a: Tensor, b: Tensor, temperature: float | Tensor | None = None, *,
     where p(k) = k + N for k < N and k - N otherwise; self-similarity is excluded from every
     denominator. ``reduction="mean"`` averages over the 2N anchors, ``"none"`` returns the 2N
     vector loss_k. Scale as in :func:`symmetric_infonce`.
+
+    ``ids`` (int64 [N], optional): the samples' ids; every view of a sample with the same id is then
+    a positive of z_k (the multi-positive form -log sum_{j positive} softmax_{j != k}(L_k)_j, the
+    SupCon L_in loss without its log |P| constant). All-distinct ids give the loss above.
     """
     check_pair(("a", "b"), a, b)
     if a.shape[0] != b.shape[0]:
@@ -154,6 +197,17 @@ def nt_xent(a: Tensor, b: Tensor, temperature: float | Tensor | None = None, *,
                          f"{b.shape[0]}")
     check_options(similarity, reduction)
     s = loss_scale(temperature, logit_scale, _ops.lse_dtype(a.dtype), a.device)
+    if ids is not None:
+        ids = check_ids("ids", ids, a.shape[0], a.device)
+        ksim, (ka, kb) = kernel_inputs(similarity, a, b)
+        # The three N x N blocks as below, each label-aware: (a, a) and (b, b) leave out (k, k).
+        ab = _ops.pairwise_label_lse(ka, kb, s, ids, ids, ksim, False, True, kernel_options=kernel_options)
+        aa = _ops.pairwise_label_lse(ka, ka, s, ids, ids, ksim, True, False, kernel_options=kernel_options)
+        bb = _ops.pairwise_label_lse(kb, kb, s, ids, ids, ksim, True, False, kernel_options=kernel_options)
+        neg = torch.cat([torch.logaddexp(_finite(aa[0]), _finite(ab[0])),
+                         torch.logaddexp(_finite(bb[0]), _finite(ab[1]))])
+        pos = torch.cat([torch.logaddexp(aa[2], ab[2]), torch.logaddexp(bb[2], ab[3])])
+        return _reduce(multi_positive_terms(neg, pos, _softplus), reduction)
     ksim, ka, kb, pos_sim = paired_operands(similarity, a, b)
     # The 2N x 2N logits in three N x N blocks, each with its diagonal masked: for anchor a_k the
     # negatives are a_j (j != k) and b_j (j != k); for b_k, b_j and a_j (j != k). The a-b block

@@ -76,6 +76,75 @@ def nt_xent(a, b, temperature=None, *, logit_scale=None, similarity="cosine", re
     return _reduce(F.cross_entropy(logits, labels, reduction="none"), reduction)
 
 
+
+def _multi_positive(logits: Tensor, positive: Tensor, excluded: Tensor | None = None) -> Tensor:
+    """-log sum_{j positive} softmax(logits_i)_j per row, over the columns not ``excluded``; NaN-free
+    0 for a row without a positive. The mask is a full M x N boolean matrix here."""
+    if excluded is not None:
+        logits = logits.masked_fill(excluded, float("-inf"))
+        positive = positive & ~excluded
+    lse_all = torch.logsumexp(logits, 1)
+    lse_pos = torch.logsumexp(logits.masked_fill(~positive, float("-inf")), 1)
+    has = positive.any(1)
+    return torch.where(has, lse_all - torch.where(has, lse_pos, 0), 0)
+
+
+def _mean_with_positives(per: Tensor, has: Tensor, reduction: str) -> Tensor:
+    if reduction == "mean":
+        return per.sum() / has.sum().clamp_min(1)
+    return _reduce(per, reduction)
+
+
+def multi_positive_symmetric_infonce(a, b, ids, temperature=None, *, logit_scale=None, similarity="cosine",
+                                     reduction="mean"):
+    """CLIP with label-aware positives (ids[i] == ids[j]) and the sum inside the log."""
+    logits = _scale(temperature, logit_scale) * similarity_matrix(a, b, similarity)
+    positive = ids[:, None] == ids[None, :]
+    per = 0.5 * (_multi_positive(logits, positive) + _multi_positive(logits.T, positive.T))
+    return _reduce(per, reduction)
+
+
+def multi_positive_infonce(query, keys, query_ids, key_ids, temperature=None, *, logit_scale=None,
+                           similarity="cosine", reduction="mean"):
+    logits = _scale(temperature, logit_scale) * similarity_matrix(query, keys, similarity)
+    positive = query_ids[:, None] == key_ids[None, :]
+    return _mean_with_positives(_multi_positive(logits, positive), positive.any(1), reduction)
+
+
+def multi_positive_nt_xent(a, b, ids, temperature=None, *, logit_scale=None, similarity="cosine",
+                           reduction="mean"):
+    z, zid = torch.cat([a, b]), torch.cat([ids, ids])
+    logits = _scale(temperature, logit_scale) * similarity_matrix(z, z, similarity)
+    eye = torch.eye(z.shape[0], dtype=torch.bool, device=a.device)
+    return _reduce(_multi_positive(logits, zid[:, None] == zid[None, :], eye), reduction)
+
+
+def supcon_loss(features, labels=None, temperature=0.1, *, variant="out", similarity="cosine",
+                reduction="mean"):
+    """SupCon written out as in its paper, over the full matrix: [N, V, D] features, view-major
+    anchors, self left out of every denominator, anchors without a positive left out of the mean."""
+    if features.dim() == 3:
+        n, v, _ = features.shape
+        z = torch.cat(features.unbind(1))
+        ids = (torch.arange(n, device=features.device) if labels is None else labels).repeat(v)
+        shape = (v, n)
+    else:
+        z, ids, shape = features, labels, (features.shape[0],)
+    logits = similarity_matrix(z, z, similarity) / temperature
+    eye = torch.eye(z.shape[0], dtype=torch.bool, device=z.device)
+    positive = (ids[:, None] == ids[None, :]) & ~eye
+    count = positive.sum(1)
+    has = count > 0
+    log_prob = logits - torch.logsumexp(logits.masked_fill(eye, float("-inf")), 1, keepdim=True)
+    if variant == "out":
+        per = -(log_prob * positive).sum(1) / count.clamp_min(1)
+    else:
+        per = (-torch.logsumexp(log_prob.masked_fill(~positive, float("-inf")), 1)
+               + torch.log(count.clamp_min(1).to(logits.dtype)))
+    per = torch.where(has, per, 0)
+    out = _mean_with_positives(per, has, reduction)
+    return out.reshape(shape) if reduction == "none" else out
+
 def comm_loss(views1, views2, temperature=0.1, *, full_index=-1, weights=None):
     """CoMM's loss written out from the paper: for each embedding k, the 2N x 2N SimCLR
     cross-entropy of (z'_k, z''_F) and of (z''_k, z'_F), averaged; the mean of the weighted terms."""

@@ -80,6 +80,34 @@ def losses_worker(rank, world, seed, n_local, dim):
     return out
 
 
+def full_batch_ids(seed: int, n_global: int) -> torch.Tensor:
+    """Ids with duplicates within and across ranks (about n_global / 3 distinct values)."""
+    g = torch.Generator().manual_seed(seed + 100)
+    return torch.randint(0, max(2, n_global // 3), (n_global,), generator=g)
+
+
+def labels_worker(rank, world, seed, n_local, dim):
+    """ClipLoss (every mode) and the distributed symmetric loss with label-aware ids on this rank:
+    (loss, d a, d b, d logit_scale)."""
+    import mmcl_fast as mf
+    img, txt, scale = full_batch(seed, world * n_local, dim)
+    ids = full_batch_ids(seed, world * n_local)
+    sl = slice(rank * n_local, (rank + 1) * n_local)
+    out = {}
+    for mode in MODES:
+        a, b = img[sl].clone().requires_grad_(), txt[sl].clone().requires_grad_()
+        s = scale.clone().reshape(1).requires_grad_()
+        loss = mf.ClipLoss(local_loss=mode[0], gather_with_grad=mode[1], rank=rank, world_size=world)(
+            a, b, s, ids=ids[sl])
+        out[mode] = [loss.detach()] + _grads(loss, a, b, s)
+    for sim in ("cosine", "l1"):
+        a, b = (3 * img[sl]).requires_grad_(), (3 * txt[sl]).requires_grad_()
+        s = scale.clone().requires_grad_()
+        loss = mf.distributed.symmetric_infonce(a, b, logit_scale=s, similarity=sim, ids=ids[sl])
+        out[("distributed", sim)] = [loss.detach()] + _grads(loss, a, b, s)
+    return out
+
+
 SIGLIP_IMPLS = ("bidir", "shift", "reduce", "gather")
 
 

@@ -9,6 +9,8 @@ from dist_workers import (
     SIGLIP_IMPLS,
     ddp_step_worker,
     full_batch,
+    full_batch_ids,
+    labels_worker,
     launch,
     losses_worker,
     make_pair_model,
@@ -95,6 +97,58 @@ def test_clip_loss_and_distributed_losses_match_full_batch(world, tmp_path):
         gx, gl = torch.autograd.grad(value, (X, log_s))
         _assert_close(out[("module",)], (value, world * gx[sl(rank)], gl), f"module rank {rank}")
         assert "local batch sizes differ" in out["uneven"], out["uneven"]
+
+
+def _expected_labelled_clip(img, txt, ids, scale, rank, world, n, mode):
+    """(value, d img_r, d txt_r, d logit_scale) of the label-aware ClipLoss on ``rank``, from the
+    full-batch float64 references (the multi-positive form over the gathered batch)."""
+    local_loss, gather_with_grad = mode
+    sl = slice(rank * n, (rank + 1) * n)
+    X, Y, s = (t.double().clone().requires_grad_() for t in (img, txt, scale))
+
+    def local(r, xs, ys, s_):
+        rs = slice(r * n, (r + 1) * n)
+        return 0.5 * (reference.multi_positive_infonce(xs[rs], ys, ids[rs], ids, logit_scale=s_, similarity="dot")
+                      + reference.multi_positive_infonce(ys[rs], xs, ids[rs], ids, logit_scale=s_, similarity="dot"))
+
+    if not local_loss:
+        value = reference.multi_positive_symmetric_infonce(X, Y, ids, logit_scale=s, similarity="dot")
+        gx, gy, gs = torch.autograd.grad(value, (X, Y, s))
+        f = world if gather_with_grad else 1
+        return value, f * gx[sl], f * gy[sl], gs
+    value = local(rank, X, Y, s)
+    (gs,) = torch.autograd.grad(value, (s,), retain_graph=True)
+    if gather_with_grad:
+        gx, gy = torch.autograd.grad(sum(local(r, X, Y, s.detach()) for r in range(world)), (X, Y))
+        return value, gx[sl], gy[sl], gs
+    # no gather gradient: this rank's rows carry gradient as queries only
+    xr, yr = X[sl].detach().requires_grad_(), Y[sl].detach().requires_grad_()
+    v = 0.5 * (reference.multi_positive_infonce(xr, Y.detach(), ids[sl], ids, logit_scale=s.detach(), similarity="dot")
+               + reference.multi_positive_infonce(yr, X.detach(), ids[sl], ids, logit_scale=s.detach(),
+                                                  similarity="dot"))
+    gx, gy = torch.autograd.grad(v, (xr, yr))
+    return value, gx, gy, gs
+
+
+@pytest.mark.parametrize("world", [2, pytest.param(3, marks=pytest.mark.slow)])
+def test_label_aware_clip_loss_matches_full_batch(world, tmp_path):
+    """ids with duplicates within and across ranks: ClipLoss in every mode and the distributed
+    symmetric loss give the full-batch multi-positive loss and its gradients."""
+    results = launch(labels_worker, world, tmp_path, SEED, N_LOCAL, DIM)
+    img, txt, scale = full_batch(SEED, world * N_LOCAL, DIM, dtype=torch.float64)
+    ids = full_batch_ids(SEED, world * N_LOCAL)
+    assert len(set(ids.tolist())) < ids.numel() // 2  # duplicates across ranks
+    for rank, out in enumerate(results):
+        sl = slice(rank * N_LOCAL, (rank + 1) * N_LOCAL)
+        for mode in MODES:
+            _assert_close(out[mode], _expected_labelled_clip(img, txt, ids, scale, rank, world, N_LOCAL, mode),
+                          f"ClipLoss ids {mode} rank {rank}")
+        for sim in ("cosine", "l1"):
+            X, Y, s = (3 * img).requires_grad_(), (3 * txt).requires_grad_(), scale.clone().requires_grad_()
+            value = reference.multi_positive_symmetric_infonce(X, Y, ids, logit_scale=s, similarity=sim)
+            gx, gy, gs = torch.autograd.grad(value, (X, Y, s))
+            _assert_close(out[("distributed", sim)], (value, world * gx[sl], world * gy[sl], gs),
+                          f"distributed ids {sim} rank {rank}")
 
 
 def test_ddp_step_matches_single_process(tmp_path):

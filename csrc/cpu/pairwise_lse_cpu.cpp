@@ -29,4 +29,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cpu(
   return {dx, dy, dscale_t};
 }
 
+std::array<at::Tensor, 6> label_lse_fwd_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+                                            const at::Tensor& row_ids, const at::Tensor& col_ids,
+                                            const std::string& similarity, bool mask_diag, bool compute_col) {
+  const Similarity sim = parsed(similarity);
+  return active_cpu_kernels().label_lse_fwd(x, y, checked_scale(scale), sim, row_ids, col_ids, mask_diag,
+                                            compute_col);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> label_lse_bwd_cpu(
+    const std::array<at::Tensor, 6>& grads, const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+    const at::Tensor& row_ids, const at::Tensor& col_ids, const std::array<at::Tensor, 4>& lse,
+    const std::string& similarity, bool mask_diag, std::array<bool, 3> output_mask) {
+  const Similarity sim = parsed(similarity);
+  auto [dx, dy, dscale] = active_cpu_kernels().label_lse_bwd(grads, x, y, checked_scale(scale), sim, row_ids,
+                                                             col_ids, lse, mask_diag, output_mask);
+  auto dscale_t = output_mask[2] ? at::full(scale.sizes(), dscale, scale.options()) : scale.new_empty({0});
+  return {dx, dy, dscale_t};
+}
+
 }  // namespace mmcl_fast

@@ -21,4 +21,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cpu(
     const at::Tensor& col_lse, const std::string& similarity, bool mask_diag,
     std::array<bool, 3> output_mask);
 
+// The label-aware pair (op_schema.h): (row_neg, col_neg, row_pos, col_pos, row_sum, col_sum).
+std::array<at::Tensor, 6> label_lse_fwd_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+                                            const at::Tensor& row_ids, const at::Tensor& col_ids,
+                                            const std::string& similarity, bool mask_diag, bool compute_col);
+
+// (dx, dy, dscale) from grads (gRN, gCN, gRP, gCP, gRS, gCS) and lse (row_neg, col_neg, row_pos,
+// col_pos); outputs not in output_mask empty.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> label_lse_bwd_cpu(
+    const std::array<at::Tensor, 6>& grads, const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+    const at::Tensor& row_ids, const at::Tensor& col_ids, const std::array<at::Tensor, 4>& lse,
+    const std::string& similarity, bool mask_diag, std::array<bool, 3> output_mask);
+
 }  // namespace mmcl_fast

@@ -30,6 +30,17 @@ struct CpuKernels {
       const at::Tensor& grad_row, const at::Tensor& grad_col, const at::Tensor& x, const at::Tensor& y,
       double scale, const at::Tensor& row_lse, const at::Tensor& col_lse, Similarity sim, bool mask_diag,
       std::array<bool, 3> output_mask);
+  // (row_neg [M], col_neg, row_pos [M], col_pos, row_sum [M], col_sum): the label-aware LSE, the
+  // column outputs [N] when compute_col, else [0]
+  std::array<at::Tensor, 6> (*label_lse_fwd)(const at::Tensor& x, const at::Tensor& y, double scale,
+                                             Similarity sim, const at::Tensor& row_ids, const at::Tensor& col_ids,
+                                             bool mask_diag, bool compute_col);
+  // (dx or [0], dy or [0], dscale as a double) from grads (gRN, gCN, gRP, gCP, gRS, gCS) and
+  // lse (row_neg, col_neg, row_pos, col_pos)
+  std::tuple<at::Tensor, at::Tensor, double> (*label_lse_bwd)(
+      const std::array<at::Tensor, 6>& grads, const at::Tensor& x, const at::Tensor& y, double scale,
+      Similarity sim, const at::Tensor& row_ids, const at::Tensor& col_ids, const std::array<at::Tensor, 4>& lse,
+      bool mask_diag, std::array<bool, 3> output_mask);
   // sum_j softplus(scale sim(x_i, y_j) + bias) per row [M] (j == i left out when mask_diag)
   at::Tensor (*softplus_fwd)(const at::Tensor& x, const at::Tensor& y, double scale, double bias, Similarity sim,
                              bool mask_diag);

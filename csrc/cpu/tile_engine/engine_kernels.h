@@ -9,6 +9,8 @@
 //              (entries j == i are excluded when mask_diag is set)
 //   backward:  given upstream gradients gr (of row_lse) and gc (of col_lse),
 //              G_ij   = gr_i exp(L_ij - row_lse_i) + gc_j exp(L_ij - col_lse_j)   (= dloss/dL_ij)
+//   and its label-aware form (positives: row_ids_i == col_ids_j): the LSEs over each row's and
+//   column's negatives and positives and the sums of the positive logits (label_reduction.h)
 // * the softplus sum (the sigmoid loss), with a bias t:
 //   forward:   row_i = sum_j softplus(L_ij + t)   (j == i excluded when mask_diag is set)
 //   backward:  G_ij  = gr_i sigmoid(L_ij + t),   dbias = sum_ij G_ij
@@ -24,6 +26,8 @@
 //   tile_loop.h            the one loop over a slot's tiles that every reduction plugs into
 //   lse_reduction.h        the online row/column LSE of each tile, and the merge of the partials
 //   lse_gradient_tile.h    G of a tile from the logits and the LSEs
+//   label_reduction.h      the label-aware LSE: positives by equal ids, taken out of the tile by a
+//                          mask of the LSE forward, their gradient written beside the LSE's
 //   softplus_reduction.h   the softplus row sums and their gradient tile
 //   gradient_scratch.h     the backward's per-slot tiles and sums
 //   gradient_apply.h       dX, dY (and the euclidean norm terms) from G
@@ -57,6 +61,7 @@
 #include "../runtime/worker_pool.h"
 #include "gradient_apply.h"
 #include "gradient_scratch.h"
+#include "label_reduction.h"
 #include "lse_gradient_tile.h"
 #include "lse_reduction.h"
 #include "softplus_reduction.h"
@@ -170,7 +175,7 @@ std::tuple<at::Tensor, at::Tensor> lse_fwd_kernel(const at::Tensor& x, const at:
     run_slots(W, threads, [&](int64_t p) {
       SequentialBlasScope sequential_blas;
       FlushDenormalsScope flush_denormals;
-      forward_rows(prep.op, mask_diag, compute_col, part.begin(p, M), part.begin(p + 1, M),
+      forward_rows(prep.op, DiagonalMask<T>{mask_diag}, compute_col, part.begin(p, M), part.begin(p + 1, M),
                    part.tile_m, rl, cmax.data() + p * ncol, csum.data() + p * ncol);
     });
     if (compute_col) {
@@ -204,6 +209,93 @@ std::tuple<at::Tensor, at::Tensor, double> lse_bwd_kernel(
         LseGrads<T>{gr.data_ptr<T>(), use_col ? gc.data_ptr<T>() : nullptr, rl.data_ptr<T>(),
                     use_col ? cl.data_ptr<T>() : nullptr},
         mask_diag};
+    dscale = run_backward(prep, policy, need_dx, need_dy, dx, dy).gl / s;
+  });
+  return {dx, dy, dscale};
+}
+
+// The label-aware forward: (row_neg [M], col_neg, row_pos [M], col_pos, row_sum [M], col_sum), the
+// column outputs [N] when compute_col, else [0].
+std::array<at::Tensor, 6> label_lse_fwd_kernel(const at::Tensor& x, const at::Tensor& y, double s, Similarity sim,
+                                               const at::Tensor& row_ids, const at::Tensor& col_ids,
+                                               bool mask_diag, bool compute_col) {
+  const int64_t M = x.size(0), N = y.size(0);
+  const int64_t ncol = compute_col ? N : 0;
+  std::array<at::Tensor, 6> out;
+  for (int k = 0; k < 6; ++k) out[k] = at::empty({k % 2 == 0 ? M : ncol}, x.options());
+  const auto rid = row_ids.contiguous(), cid = col_ids.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "label_lse_fwd_cpu", [&] {
+    using T = scalar_t;
+    auto prep = prepare<T>(x, y, sim, s);
+    const int64_t threads = at::get_num_threads();
+    const RowPartition part = partition_rows(M, threads);
+    const int64_t W = part.workers;
+    std::vector<T> cmax(W * ncol, neg_inf<T>()), cpmax(W * ncol, neg_inf<T>());
+    std::vector<double> csum(W * ncol, 0.0), cpsum(W * ncol, 0.0), cplsum(W * ncol, 0.0);
+    std::vector<T> rpmax(M, neg_inf<T>());
+    std::vector<double> rpsum(M, 0.0), rplsum(M, 0.0);
+    const PairLabels labels{rid.data_ptr<int64_t>(), cid.data_ptr<int64_t>(), mask_diag};
+    T* row_neg = out[0].data_ptr<T>();
+    run_slots(W, threads, [&](int64_t p) {
+      SequentialBlasScope sequential_blas;
+      FlushDenormalsScope flush_denormals;
+      const PositiveStats<T> stats{rpmax.data(), rpsum.data(), rplsum.data(),
+                                   compute_col ? cpmax.data() + p * ncol : nullptr,
+                                   compute_col ? cpsum.data() + p * ncol : nullptr,
+                                   compute_col ? cplsum.data() + p * ncol : nullptr};
+      forward_rows(prep.op, LabelMask<T>{labels, stats}, compute_col, part.begin(p, M), part.begin(p + 1, M),
+                   part.tile_m, row_neg, cmax.data() + p * ncol, csum.data() + p * ncol);
+    });
+    T* row_pos = out[2].data_ptr<T>();
+    T* row_sum = out[4].data_ptr<T>();
+    for (int64_t i = 0; i < M; ++i) {
+      row_pos[i] = rpsum[i] > 0 ? T(double(rpmax[i]) + std::log(rpsum[i])) : neg_inf<T>();
+      row_sum[i] = T(rplsum[i]);
+    }
+    if (compute_col) {
+      T* col_neg = out[1].data_ptr<T>();
+      T* col_pos = out[3].data_ptr<T>();
+      T* col_sum = out[5].data_ptr<T>();
+      run_ranges(N, 2048, threads, [&](int64_t b, int64_t e) {
+        merge_column_partials(cmax.data(), csum.data(), W, N, b, e, col_neg);
+        merge_column_partials(cpmax.data(), cpsum.data(), W, N, b, e, col_pos);
+        for (int64_t j = b; j < e; ++j) {
+          double tot = 0;
+          for (int64_t p = 0; p < W; ++p) tot += cplsum[p * N + j];
+          col_sum[j] = T(tot);
+        }
+      });
+    }
+  });
+  return out;
+}
+
+// The label-aware backward: grads = (gRN, gCN, gRP, gCP, gRS, gCS) of the forward's outputs (the
+// column ones [0] when the columns have no gradient), lse = (row_neg, col_neg, row_pos, col_pos).
+std::tuple<at::Tensor, at::Tensor, double> label_lse_bwd_kernel(
+    const std::array<at::Tensor, 6>& grads, const at::Tensor& x, const at::Tensor& y, double s,
+    Similarity sim, const at::Tensor& row_ids, const at::Tensor& col_ids,
+    const std::array<at::Tensor, 4>& lse, bool mask_diag, std::array<bool, 3> output_mask) {
+  const int64_t M = x.size(0), N = y.size(0), D = x.size(1);
+  const bool use_col = grads[1].numel() > 0;
+  const bool need_dx = output_mask[0], need_dy = output_mask[1];
+  auto dx = need_dx ? at::empty({M, D}, x.options()) : x.new_empty({0});
+  auto dy = need_dy ? at::empty({N, D}, y.options()) : y.new_empty({0});
+  const auto rid = row_ids.contiguous(), cid = col_ids.contiguous();
+  double dscale = 0;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "label_lse_bwd_cpu", [&] {
+    using T = scalar_t;
+    auto prep = prepare<T>(x, y, sim, s);
+    std::array<at::Tensor, 6> g;
+    std::array<at::Tensor, 4> l;
+    for (int k = 0; k < 6; ++k) g[k] = grads[k].contiguous();
+    for (int k = 0; k < 4; ++k) l[k] = lse[k].contiguous();
+    auto col = [&](const at::Tensor& t) -> const T* { return use_col ? t.data_ptr<T>() : nullptr; };
+    const LabelGradientPolicy<T> policy{
+        LseGrads<T>{g[0].data_ptr<T>(), col(g[1]), l[0].data_ptr<T>(), col(l[1])},
+        PositiveGrads<T>{g[2].data_ptr<T>(), g[4].data_ptr<T>(), l[2].data_ptr<T>(), col(g[3]), col(g[5]),
+                         col(l[3])},
+        PairLabels{rid.data_ptr<int64_t>(), cid.data_ptr<int64_t>(), mask_diag}};
     dscale = run_backward(prep, policy, need_dx, need_dy, dx, dy).gl / s;
   });
   return {dx, dy, dscale};
@@ -309,9 +401,9 @@ inline double vec_exp_rate(double seconds) {
 }
 
 // This ISA's entry in the dispatch table (csrc/cpu/isa/cpu_isa.h).
-inline constexpr CpuKernels kCpuKernels{MMCL_FAST_ISA_NAME,   &lse_fwd_kernel,          &lse_bwd_kernel,
-                                        &softplus_fwd_kernel, &softplus_bwd_kernel,     &softplus_fwd_bwd_kernel,
-                                        &vec_exp_rate};
+inline constexpr CpuKernels kCpuKernels{MMCL_FAST_ISA_NAME,    &lse_fwd_kernel,          &lse_bwd_kernel,
+                                        &label_lse_fwd_kernel, &label_lse_bwd_kernel,    &softplus_fwd_kernel,
+                                        &softplus_bwd_kernel,  &softplus_fwd_bwd_kernel, &vec_exp_rate};
 
 }  // namespace CPU_CAPABILITY
 }  // namespace mmcl_fast::tile_engine

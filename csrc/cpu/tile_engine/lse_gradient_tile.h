@@ -1,5 +1,6 @@
 // The gradient tile of the CPU LSE engine: from a recomputed logit tile L and the forward's LSEs,
-//   G_ij = gr_i exp(L_ij - row_lse_i) + gc_j exp(L_ij - col_lse_j)   (= dloss/dL_ij, 0 where masked)
+//   G_ij = gr_i exp(L_ij - row_lse_i) + gc_j exp(L_ij - col_lse_j)   (= dloss/dL_ij, 0 where masked:
+//   the entries GradientScratch::masked lists)
 // and, in the same pass, the tile's contributions to
 //   dscale * s = sum_ij G_ij L_ij,   rowsum_i = sum_j G_ij,   colsum_j = sum_i G_ij
 // (the row and column sums feed the euclidean terms of dX and dY, gradient_apply.h).
@@ -57,11 +58,11 @@ bool shared_gradient_factors(const LseGrads<T>& g, int64_t i0, int64_t mt, int64
   return true;
 }
 
-// G of the tile in s.L (rows i0.., columns j0..) into s.G. Adds sum G L to *dscale_gl, sum_j G to
-// s.rowsum_g when `row_sums`, and sum_i G to colsum_g[j0 + c] when colsum_g is not null.
-// s.roff must hold exp_offset(row_lse) of the tile's rows.
+// G of the tile in s.L (rows i0.., columns j0..) into s.G, 0 at the entries s.masked lists. Adds
+// sum G L to *dscale_gl, sum_j G to s.rowsum_g when `row_sums`, and sum_i G to colsum_g[j0 + c]
+// when colsum_g is not null. s.roff must hold exp_offset(row_lse) of the tile's rows.
 template <typename T>
-void gradient_tile(const LseGrads<T>& g, bool mask_diag, int64_t i0, int64_t mt, int64_t j0, int64_t nt,
+void gradient_tile(const LseGrads<T>& g, int64_t i0, int64_t mt, int64_t j0, int64_t nt,
                    GradientScratch<T>& s, bool row_sums, double* colsum_g, double* dscale_gl) {
   using V = Vectorized<T>;
   const T* gr = g.gr;
@@ -74,14 +75,16 @@ void gradient_tile(const LseGrads<T>& g, bool mask_diag, int64_t i0, int64_t mt,
     const T* Lr = s.L.data() + r * kTileN;
     T* Gr = s.G.data() + r * kTileN;
     const T a = gr ? gr[i0 + r] : T(0);
-    const int64_t cd = mask_diag ? i0 + r - j0 : -1;  // masked column of this row, if in tile
+    const int32_t* mc = s.masked.data() + s.masked_begin[r];  // this row's masked columns
+    const int32_t* const mc_end = s.masked.data() + s.masked_begin[r + 1];
     const V va(a), voff(s.roff[r]), vrs(s.rscale[r]), vsoff(s.eoff[r]), vsa(s.ascale[r]);
     // One pass: G_rc, and the running sums of G_rc * L_rc (dscale) and G_rc (euclidean).
     V acc_gl(T(0)), acc_g(T(0));
     auto consume = [&](V gv, const V& l, int64_t c) {
       gv.store(Gr + c);
-      if (cd >= c && cd < c + V::size()) {  // zero the masked diagonal entry
-        Gr[cd] = T(0);
+      if (mc != mc_end && *mc < c + V::size()) {  // zero the masked entries of this vector
+        do Gr[*mc++] = T(0);
+        while (mc != mc_end && *mc < c + V::size());
         gv = V::loadu(Gr + c);
       }
       acc_gl = at::vec::fmadd(gv, l, acc_gl);
@@ -117,7 +120,10 @@ void gradient_tile(const LseGrads<T>& g, bool mask_diag, int64_t i0, int64_t mt,
         gv = gr ? a * std::exp(Lr[c] - s.roff[r]) : T(0);
         if (gc) gv += gc[j0 + c] * std::exp(Lr[c] - s.gc_off[c]);
       }
-      if (c == cd) gv = T(0);
+      if (mc != mc_end && *mc == c) {
+        gv = T(0);
+        ++mc;
+      }
       Gr[c] = gv;
       gl += gv * Lr[c];
       gsum += gv;
@@ -140,7 +146,8 @@ struct LseGradientPolicy {
   }
   void tile(int64_t i0, int64_t mt, int64_t j0, int64_t nt, GradientScratch<T>& s, bool row_sums,
             double* colsum_g, BackwardSums* sums) const {
-    gradient_tile(grads, mask_diag, i0, mt, j0, nt, s, row_sums, colsum_g, &sums->gl);
+    s.mask_diagonal(mask_diag, i0, mt, j0, nt);
+    gradient_tile(grads, i0, mt, j0, nt, s, row_sums, colsum_g, &sums->gl);
   }
 };
 

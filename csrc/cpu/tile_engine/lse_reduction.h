@@ -135,10 +135,25 @@ void accumulate_two_exp(const T* L, int64_t mt, int64_t nt, ForwardScratch<T>& w
   for (int64_t c = 0; c < nt; ++c) csum[c] += double(tsum[c]);
 }
 
-// One worker slot's forward over rows [r0, r1): row_lse of those rows, and this slot's column
-// partials (cmax, csum over all N columns; untouched unless compute_col).
+// The mask of the plain LSE: -inf on the pairs (i, i) when mask_diag (the logits left out).
 template <typename T>
-void forward_rows(const Operands<T>& op, bool mask_diag, bool compute_col, int64_t r0, int64_t r1,
+struct DiagonalMask {
+  bool mask_diag;
+  void operator()(int64_t i0, int64_t mt, int64_t j0, int64_t nt, T* L) const {
+    if (!mask_diag) return;
+    for (int64_t r = 0; r < mt; ++r) {
+      const int64_t c = i0 + r - j0;
+      if (c >= 0 && c < nt) L[r * kTileN + c] = neg_inf<T>();
+    }
+  }
+};
+
+// One worker slot's forward over rows [r0, r1): row_lse of those rows, and this slot's column
+// partials (cmax, csum over all N columns; untouched unless compute_col). `mask(i0, mt, j0, nt, L)`
+// sees each logit tile first and sets the logits that the LSEs leave out to -inf (DiagonalMask;
+// label_reduction.h's LabelMask, which also takes the positives' statistics from them).
+template <typename T, typename Mask>
+void forward_rows(const Operands<T>& op, const Mask& mask, bool compute_col, int64_t r0, int64_t r1,
                   int64_t tm, T* row_lse, T* cmax, double* csum) {
   ForwardScratch<T> w(tm);
   auto begin_rows = [&](int64_t, int64_t) {
@@ -146,12 +161,7 @@ void forward_rows(const Operands<T>& op, bool mask_diag, bool compute_col, int64
     std::fill(w.rsum.begin(), w.rsum.end(), 0.0);
   };
   auto tile = [&](int64_t i0, int64_t mt, int64_t j0, int64_t nt, T* L) {
-    if (mask_diag) {
-      for (int64_t r = 0; r < mt; ++r) {
-        const int64_t c = i0 + r - j0;
-        if (c >= 0 && c < nt) L[r * kTileN + c] = neg_inf<T>();
-      }
-    }
+    mask(i0, mt, j0, nt, L);
     tile_maxima(L, mt, nt, compute_col, w.trow.data(), w.tcol.data());
     raise_running_maxima(w.rmax.data(), w.rsum.data(), w.trow.data(), mt, w.roff.data());
     if (!compute_col) {
