@@ -36,7 +36,7 @@ void check_common(const char* op, const at::Tensor& x, const at::Tensor& y, cons
 }
 
 void check_labels(const char* op, const at::Tensor& row_ids, const at::Tensor& col_ids, const at::Tensor& x,
-                  const at::Tensor& y) {
+                  const at::Tensor& y, bool mask_diag) {
   auto check = [&](const char* name, const at::Tensor& ids, int64_t n) {
     TORCH_CHECK(ids.scalar_type() == at::kLong, op, ": ", name, " must be int64, got ", ids.scalar_type());
     TORCH_CHECK(ids.dim() == 1 && ids.size(0) == n, op, ": ", name, " must have shape [", n, "], got ",
@@ -44,6 +44,12 @@ void check_labels(const char* op, const at::Tensor& row_ids, const at::Tensor& c
     TORCH_CHECK(ids.device() == x.device(), op, ": ", name, " must be on the device of x (", x.device(),
                 "), got ", ids.device());
   };
+  if (row_ids.numel() == 0 && col_ids.numel() == 0 && row_ids.dim() == 1 && col_ids.dim() == 1) {
+    // no ids: the positives are the pairs (i, i), which a masked diagonal would contradict
+    TORCH_CHECK(!mask_diag, op, ": mask_diag needs row_ids and col_ids (without ids the pairs (i, i) are the "
+                "positives)");
+    return;
+  }
   check("row_ids", row_ids, x.size(0));
   check("col_ids", col_ids, y.size(0));
 }

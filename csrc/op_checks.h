@@ -22,9 +22,10 @@ void check_bwd(const at::Tensor& grad_row, const at::Tensor& grad_col, const at:
                const at::Tensor& y, const at::Tensor& row_lse, const at::Tensor& col_lse,
                at::ScalarType lse_dtype);
 
-// row_ids [M] and col_ids [N]: 1-D int64 on the device of x (the label-aware ops).
+// row_ids [M] and col_ids [N]: 1-D int64 on the device of x (the label-aware ops), or both empty
+// (shape [0]: the positives are the pairs (i, i)).
 void check_labels(const char* op, const at::Tensor& row_ids, const at::Tensor& col_ids, const at::Tensor& x,
-                  const at::Tensor& y);
+                  const at::Tensor& y, bool mask_diag);
 
 // -||x_i - y_j||^2 and its gradients are invariant to a common shift of x and y. The kernels
 // expand it as 2 x.y - |x|^2 - |y|^2, which cancels catastrophically when |x|^2 >> ||x - y||^2

@@ -88,7 +88,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     bool /*deterministic*/, c10::string_view /*math_path*/) {
   const std::string sim(similarity);
   check_common("label_lse_fwd", x, y, scale, sim);
-  check_labels("label_lse_fwd", row_ids, col_ids, x, y);
+  check_labels("label_lse_fwd", row_ids, col_ids, x, y, mask_diag);
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "label_lse_fwd: the CPU kernel supports float32 and float64, got ", x.scalar_type());
   check_finite("label_lse_fwd", "x", x);
@@ -104,7 +104,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> label_lse_bwd_cpu_checked(
     bool mask_diag, std::array<bool, 3> output_mask, bool /*checks*/, c10::string_view /*math_path*/) {
   const std::string sim(similarity);
   check_common("label_lse_bwd", x, y, scale, sim);
-  check_labels("label_lse_bwd", row_ids, col_ids, x, y);
+  check_labels("label_lse_bwd", row_ids, col_ids, x, y, mask_diag);
   TORCH_CHECK(grads.size() == 6, "label_lse_bwd: grads must hold 6 tensors (gRN, gCN, gRP, gCP, gRS, gCS), got ",
               grads.size());
   TORCH_CHECK(lse.size() == 4, "label_lse_bwd: lse must hold 4 tensors (row_neg, col_neg, row_pos, col_pos), got ",

@@ -401,6 +401,8 @@ def _register_fake_and_autograd() -> None:
 
 def _register_label_fake_and_autograd(check_operands) -> None:
     def check_labels(x, y, row_ids, col_ids):
+        if row_ids.numel() == 0 and col_ids.numel() == 0:
+            return  # no ids: the pairs (i, i) are the positives
         for name, ids, n in (("row_ids", row_ids, x.shape[0]), ("col_ids", col_ids, y.shape[0])):
             torch._check(ids.dtype == torch.int64, lambda: f"{name} must be int64, got {ids.dtype}")
             torch._check(ids.dim() == 1 and ids.shape[0] == n, lambda: f"{name} must have shape [{n}], got {ids.shape}")
@@ -585,7 +587,7 @@ def pairwise_lse(x: Tensor, y: Tensor, scale: Tensor, similarity: str = "dot",
                                        *options.resolve(kernel_options).op_arguments())
 
 
-def pairwise_label_lse(x: Tensor, y: Tensor, scale: Tensor, row_ids: Tensor, col_ids: Tensor,
+def pairwise_label_lse(x: Tensor, y: Tensor, scale: Tensor, row_ids: Tensor | None, col_ids: Tensor | None,
                        similarity: str = "dot", mask_diag: bool = False, compute_col: bool = True, *,
                        kernel_options: KernelOptions | None = None) -> tuple[Tensor, ...]:
     """The label-aware statistics of the logits L = scale * sim(x, y), never stored: with the
@@ -597,9 +599,15 @@ def pairwise_label_lse(x: Tensor, y: Tensor, scale: Tensor, row_ids: Tensor, col
         (-inf over an empty set),  row_sum[i] = sum_{j pos} L[i, j],
 
     and the same per column j over the rows (empty unless ``compute_col``). ``row_ids`` [M] and
-    ``col_ids`` [N] are int64 on the device of ``x`` (no gradient). Differentiable in ``x``, ``y``
-    and ``scale``. On CUDA the chunked PyTorch implementation computes it."""
+    ``col_ids`` [N] are int64 on the device of ``x`` (no gradient); both None: the positives are
+    the pairs (i, i), i < min(M, N) (ids ``arange``, without comparing any; not with ``mask_diag``).
+    Differentiable in ``x``, ``y`` and ``scale``. On CUDA the chunked PyTorch implementation
+    computes it."""
     load_backend()
+    if (row_ids is None) != (col_ids is None):
+        raise ValueError("give both `row_ids` and `col_ids`, or neither (the pairs (i, i) as the positives)")
+    if row_ids is None:
+        row_ids = col_ids = torch.empty(0, dtype=torch.int64, device=x.device)
     return torch.ops.mmcl_fast.label_lse_fwd(x, y, scale, row_ids, col_ids, similarity, mask_diag, compute_col,
                                              *options.resolve(kernel_options).op_arguments())
 

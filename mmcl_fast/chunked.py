@@ -151,9 +151,18 @@ def lse_bwd(grad_row: Tensor, grad_col: Tensor, x: Tensor, y: Tensor, scale: Ten
 
 
 
-def _label_masks(row_ids: Tensor, col_ids: Tensor, i0: int, rows: int, mask_diag: bool) -> tuple[Tensor, Tensor]:
+def _label_masks(row_ids: Tensor, col_ids: Tensor, i0: int, rows: int, n_cols: int,
+                 mask_diag: bool) -> tuple[Tensor, Tensor]:
     """(positive, negative) boolean masks of the block of rows [i0, i0 + rows): equal ids are
-    positives, the rest negatives, and (i, i) neither when ``mask_diag``."""
+    positives, the rest negatives, and (i, i) neither when ``mask_diag``; without ids (both empty)
+    the pairs (i, i) are the positives."""
+    if row_ids.numel() == 0 and col_ids.numel() == 0:
+        if mask_diag:
+            raise RuntimeError("label_lse: mask_diag needs row_ids and col_ids (without ids the pairs (i, i) "
+                               "are the positives)")
+        pos = torch.zeros(rows, n_cols, dtype=torch.bool, device=row_ids.device)
+        _mask_diagonal(pos, i0, True)
+        return pos, ~pos
     pos = row_ids[i0:i0 + rows, None] == col_ids[None, :]
     neg = ~pos
     if mask_diag:
@@ -181,7 +190,7 @@ def label_lse_fwd(x: Tensor, y: Tensor, scale: Tensor, row_ids: Tensor, col_ids:
     step = _rows_per_chunk(n, x.shape[1], similarity)
     for i0 in range(0, m, step):
         logits = s * _sim_block(x[i0:i0 + step], y, similarity, yn)
-        pos, neg = _label_masks(row_ids, col_ids, i0, logits.shape[0], mask_diag)
+        pos, neg = _label_masks(row_ids, col_ids, i0, logits.shape[0], logits.shape[1], mask_diag)
         neg_logits = logits.masked_fill(~neg, -math.inf)
         pos_logits = logits.masked_fill(~pos, -math.inf)
         pos_only = logits.masked_fill(~pos, 0.0)
@@ -226,7 +235,7 @@ def label_lse_bwd(grad_row_neg: Tensor, grad_col_neg: Tensor, grad_row_pos: Tens
         xc = x[i0:i0 + step]
         sl = slice(i0, i0 + step)
         logits = s * _sim_block(xc, y, similarity, yn)
-        pos, neg = _label_masks(row_ids, col_ids, i0, logits.shape[0], mask_diag)
+        pos, neg = _label_masks(row_ids, col_ids, i0, logits.shape[0], logits.shape[1], mask_diag)
         g_rn, g_rp, g_rs, l_rn, l_rp = (t[sl, None] for t in gr)
         g = (_softmax_term(g_rn, logits, l_rn, neg) + _softmax_term(g_rp, logits, l_rp, pos)
              + torch.where(pos, g_rs, 0.0))

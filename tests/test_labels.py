@@ -333,3 +333,27 @@ def test_module_arguments_follow_to_the_loss():
     assert torch.equal(m(f, labels), mf.supcon_loss(f, labels, 0.3, variant="in", similarity="l1", reduction="sum"))
     # the default similarity is cosine: the scale of the features does not matter
     assert rel_err(mf.SupConLoss(0.3)(3 * f, labels), mf.SupConLoss(0.3)(f, labels)) < 1e-6
+
+
+def test_without_ids_the_diagonal_is_the_positive_bit_for_bit():
+    """row_ids = col_ids = None: the pairs (i, i) are the positives, with no id compared; the
+    outputs and gradients are bitwise those of ids = arange (the same entries in the same order),
+    also for a rectangular problem (positives (i, i), i < min(M, N))."""
+    for m, n in ((300, 300), (130, 290), (290, 130)):
+        x, y = _features(0, m, 20, torch.float32), _features(1, n, 20, torch.float32)
+        s = torch.tensor(4.0)
+        got, want = [], []
+        for rid, cid, out in ((None, None, got), (torch.arange(m), torch.arange(n), want)):
+            xx, yy, ss = x.clone().requires_grad_(), y.clone().requires_grad_(), s.clone().requires_grad_()
+            o = mf.pairwise_label_lse(xx, yy, ss, rid, cid, "dot", False, True)
+            w = [torch.linspace(0.1, 1, t.shape[0]) for t in o]
+            out += [*o, *torch.autograd.grad(_weighted(o, w), (xx, yy, ss))]
+        for g, w in zip(got, want):
+            assert torch.equal(g, w)
+    with pytest.raises(RuntimeError, match="mask_diag needs row_ids and col_ids"):
+        mf.pairwise_label_lse(x, x, s, None, None, "dot", True, False)
+    with pytest.raises(ValueError, match="both `row_ids` and `col_ids`, or neither"):
+        mf.pairwise_label_lse(x, y, s, torch.arange(m), None)
+    e = torch.empty(0, dtype=torch.long)
+    xd, yd = x.double().requires_grad_(), y.double().requires_grad_()
+    torch.library.opcheck(FWD, (xd, yd, s.double().requires_grad_(), e, e, "euclidean", False, True))

@@ -1,5 +1,6 @@
 // The label-aware log-sum-exp of the CPU tile engine: the positives of a pair are given by ids,
-//   P = {(i, j) : row_ids_i == col_ids_j},  minus the pairs (i, i) when mask_diag;
+//   P = {(i, j) : row_ids_i == col_ids_j},  minus the pairs (i, i) when mask_diag
+//   (without ids, P = {(i, i)}: the plain losses' positives, taken from the tile as well);
 //   the negatives are the other pairs (the pairs (i, i) also left out when mask_diag).
 // Forward, from each logit tile (a mask of lse_reduction.h's forward_rows, which then reduces the
 // negatives as the plain LSE does):
@@ -20,6 +21,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "gradient_scratch.h"
 #include "lse_gradient_tile.h"
@@ -29,22 +31,52 @@
 namespace mmcl_fast::tile_engine {
 inline namespace CPU_CAPABILITY {  // one copy per ISA (csrc/cpu/isa/isa_target.h)
 
-// The pair labels: row_ids [M], col_ids [N]; the pairs (i, i) neither positive nor negative when
-// mask_diag.
+// A per-column-tile filter of the ids (a Bloom filter with one hash): bit h(id) of a tile's
+// kFilterBits is set for every id among its columns, so a row whose bit is clear has no positive
+// in the tile and its ids are not compared. With kTileN = 256 ids in 4096 bits a row is scanned
+// needlessly in ~6 % of the tiles; a row with positives everywhere scans them all (correct, slower).
+constexpr int64_t kFilterBits = 4096;
+constexpr int64_t kFilterWords = kFilterBits / 64;
+
+inline uint64_t id_hash(int64_t id) {
+  return (uint64_t(id) * 0x9E3779B97F4A7C15ull) >> (64 - 12);  // 12 bits: kFilterBits
+}
+
+// The filters of the column tiles of col_ids [N] (tile t at words [t * kFilterWords, ...)).
+inline std::vector<uint64_t> column_tile_filters(const int64_t* col_ids, int64_t N) {
+  std::vector<uint64_t> f(((N + kTileN - 1) / kTileN) * kFilterWords, 0);
+  for (int64_t j = 0; j < N; ++j) {
+    const uint64_t h = id_hash(col_ids[j]);
+    f[(j / kTileN) * kFilterWords + (h >> 6)] |= uint64_t(1) << (h & 63);
+  }
+  return f;
+}
+
+// The pair labels: row_ids [M], col_ids [N] and their column-tile filters; the pairs (i, i)
+// neither positive nor negative when mask_diag. Without ids (all null) the positives are the pairs
+// (i, i) (the labels arange, with no compare at all: the plain losses' positives).
 struct PairLabels {
   const int64_t* row_ids;
   const int64_t* col_ids;
+  const uint64_t* filters;
   bool mask_diag;
 
-  // True when some column of the tile (j0.., nt of them) carries row i's id.
+  bool diagonal() const { return row_ids == nullptr; }
+  // True when some column of the tile (j0.., nt of them) may be a positive of row i.
   bool any_positive(int64_t i, int64_t j0, int64_t nt) const {
+    if (diagonal()) return i >= j0 && i < j0 + nt;
     const int64_t id = row_ids[i];
+    const uint64_t h = id_hash(id);
+    if (!((filters[(j0 / kTileN) * kFilterWords + (h >> 6)] >> (h & 63)) & 1)) return false;
     const int64_t* cid = col_ids + j0;
     bool hit = false;
     for (int64_t c = 0; c < nt; ++c) hit |= cid[c] == id;  // a reduction the compiler vectorises
     return hit;
   }
-  bool positive(int64_t i, int64_t j) const { return row_ids[i] == col_ids[j] && !(mask_diag && i == j); }
+  bool positive(int64_t i, int64_t j) const {
+    if (diagonal()) return i == j;
+    return row_ids[i] == col_ids[j] && !(mask_diag && i == j);
+  }
 };
 
 // Adds the logit v to an online log-sum-exp kept as (max m, sum of exp(. - m)).
@@ -81,7 +113,8 @@ struct LabelMask {
       const int64_t i = i0 + r;
       T* Lr = L + r * kTileN;
       if (labels.any_positive(i, j0, nt)) {
-        for (int64_t c = 0; c < nt; ++c) {
+        const int64_t c_begin = labels.diagonal() ? i - j0 : 0, c_end = labels.diagonal() ? i - j0 + 1 : nt;
+        for (int64_t c = c_begin; c < c_end; ++c) {
           if (!labels.positive(i, j0 + c)) continue;
           const T v = Lr[c];
           online_lse_add(v, stats.row_max[i], stats.row_sum[i]);
@@ -128,9 +161,13 @@ struct LabelGradientPolicy {
     for (int64_t r = 0; r < mt; ++r) {
       const int64_t i = i0 + r;
       if (labels.any_positive(i, j0, nt)) {
-        const int64_t id = labels.row_ids[i];
-        for (int64_t c = 0; c < nt; ++c)
-          if (labels.col_ids[j0 + c] == id || (labels.mask_diag && i == j0 + c)) s.masked[k++] = int32_t(c);
+        if (labels.diagonal()) {
+          s.masked[k++] = int32_t(i - j0);
+        } else {
+          const int64_t id = labels.row_ids[i];
+          for (int64_t c = 0; c < nt; ++c)
+            if (labels.col_ids[j0 + c] == id || (labels.mask_diag && i == j0 + c)) s.masked[k++] = int32_t(c);
+        }
       } else if (labels.mask_diag && i - j0 >= 0 && i - j0 < nt) {
         s.masked[k++] = int32_t(i - j0);
       }
