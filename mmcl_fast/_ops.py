@@ -337,6 +337,14 @@ def native_half_precision(device: torch.device) -> bool:
     return device.type == "cuda" and has_cuda_kernels()
 
 
+def positives_in_tile(device: torch.device) -> bool:
+    """True when the losses take their diagonal positives from the label-aware operator's tiles on
+    ``device`` (``label_lse_fwd`` without ids: the CPU tile engine of the compiled and JIT backends)
+    instead of adding them outside the LSE operator (elsewhere: CUDA, whose tile kernels have no
+    label policy yet, and the pure-PyTorch backend)."""
+    return device.type == "cpu" and load_backend() in ("compiled", "jit")
+
+
 def lse_dtype(dtype: torch.dtype) -> torch.dtype:
     """dtype of the LSE outputs: float32 for half/bfloat16 inputs, else the input dtype."""
     return torch.float32 if dtype in _LOW_PRECISION else dtype

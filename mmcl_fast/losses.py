@@ -30,7 +30,7 @@ from torch import Tensor
 
 from . import _ops
 from .labels import check_ids, multi_positive_terms, reduce_anchors
-from .operands import kernel_inputs, paired_operands, positive_similarity
+from .operands import kernel_inputs, paired_operands, positive_similarity, tile_operands
 from .options import KernelOptions
 from .validation import check_finite_number, check_labels, check_options, check_pair, loss_scale
 
@@ -112,6 +112,11 @@ def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None =
                                                        kernel_options=kernel_options)
         terms = 0.5 * (multi_positive_terms(rn, rp, _softplus) + multi_positive_terms(cn, cp, _softplus))
         return _reduce(terms, reduction)  # every anchor is its own pair's positive
+    if _ops.positives_in_tile(a.device):  # L_ii from the tiles: no operand copies except cosine's
+        ksim, ka, kb = tile_operands(similarity, a, b)
+        rn, cn, rp, cp, _, _ = _ops.pairwise_label_lse(ka, kb, s, None, None, ksim, False, True,
+                                                       kernel_options=kernel_options)
+        return _reduce(0.5 * (_softplus(rn - rp) + _softplus(cn - cp)), reduction)
     ksim, ka, kb, pos_sim = paired_operands(similarity, a, b)
     # Negatives only: the positives L_ii sit on the masked diagonal.
     row_neg, col_neg = _ops.pairwise_lse(ka, kb, s, ksim, True, True, kernel_options=kernel_options)
@@ -165,6 +170,11 @@ def infonce(query: Tensor, keys: Tensor, labels: Tensor | None = None,
     else:
         check_labels(labels, m, n, query.device, kernel_options)
     s = loss_scale(temperature, logit_scale, _ops.lse_dtype(query.dtype), query.device)
+    if labels is None and _ops.positives_in_tile(query.device):  # L_ii from the tiles
+        ksim, kq, kk = tile_operands(similarity, query, keys)
+        rn, _, rp, _, _, _ = _ops.pairwise_label_lse(kq, kk, s, None, None, ksim, False, False,
+                                                     kernel_options=kernel_options)
+        return _reduce(_softplus(rn - rp), reduction)
     if labels is None:  # positives on the diagonal: mask them and use the softplus form
         ksim, kq, kk, pos_sim = paired_operands(similarity, query, keys)
         row_neg, _ = _ops.pairwise_lse(kq, kk, s, ksim, True, False, kernel_options=kernel_options)
@@ -208,6 +218,15 @@ def nt_xent(a: Tensor, b: Tensor, temperature: float | Tensor | None = None, *,
                          torch.logaddexp(_finite(bb[0]), _finite(ab[1]))])
         pos = torch.cat([torch.logaddexp(aa[2], ab[2]), torch.logaddexp(bb[2], ab[3])])
         return _reduce(multi_positive_terms(neg, pos, _softplus), reduction)
+    if _ops.positives_in_tile(a.device):  # as below, the a-b block's positives from its tiles
+        ksim, ka, kb = tile_operands(similarity, a, b)
+        ab_rn, ab_cn, ab_rp, ab_cp, _, _ = _ops.pairwise_label_lse(ka, kb, s, None, None, ksim, False, True,
+                                                                   kernel_options=kernel_options)
+        aa_rows, _ = _ops.pairwise_lse(ka, ka, s, ksim, True, False, kernel_options=kernel_options)
+        bb_rows, _ = _ops.pairwise_lse(kb, kb, s, ksim, True, False, kernel_options=kernel_options)
+        neg = torch.cat([torch.logaddexp(_finite(aa_rows), _finite(ab_rn)),
+                         torch.logaddexp(_finite(bb_rows), _finite(ab_cn))])
+        return _reduce(_softplus(neg - torch.cat([ab_rp, ab_cp])), reduction)
     ksim, ka, kb, pos_sim = paired_operands(similarity, a, b)
     # The 2N x 2N logits in three N x N blocks, each with its diagonal masked: for anchor a_k the
     # negatives are a_j (j != k) and b_j (j != k); for b_k, b_j and a_j (j != k). The a-b block

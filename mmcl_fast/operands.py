@@ -55,6 +55,21 @@ def positive_similarity(a: Tensor, b: Tensor, kernel_similarity: str) -> Tensor:
     return -(a - b).abs().sum(1)
 
 
+def tile_operands(similarity: str, a: Tensor, b: Tensor) -> tuple[str, Tensor, Tensor]:
+    """(kernel similarity, ka, kb) for an operator that takes the positive pairs from its tiles:
+    the features as given (half precision upcast where needed: no copy of float32/float64 rows),
+    and for cosine their normalisation, on CPU by the ``operands`` op."""
+    ka, kb = _kernel_dtype(a), _kernel_dtype(b)
+    if similarity != "cosine":
+        return similarity, ka, kb
+    if ka.device.type == "cpu" and ka.dtype in (torch.float32, torch.float64) and _ops.has_operands_op():
+        short, long_ = (ka, kb) if ka.shape[0] <= kb.shape[0] else (kb, ka)
+        ks, kl, _ = _ops.operands(short, long_, similarity)
+        ka, kb = (ks, kl) if short is ka else (kl, ks)
+        return "dot", ka, kb
+    return "dot", _normalized(ka), _normalized(kb)
+
+
 def paired_operands(similarity: str, a: Tensor, b: Tensor) -> tuple[str, Tensor, Tensor, Tensor]:
     """(kernel similarity, ka, kb, pos) with pos_i = sim(ka_i, kb_i) for the M <= N rows of ``a``:
     what ``kernel_inputs`` and ``positive_similarity`` give, in one op where it exists."""

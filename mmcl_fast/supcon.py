@@ -75,9 +75,11 @@ def supcon_loss(features: Tensor, labels: Tensor | None = None, temperature: flo
     count = positive_counts(ids, ids, exclude_self=True)
     has_pos = count > 0
     if variant == "out":
-        every = torch.logaddexp(_finite(neg), _finite(pos))  # LSE over j != i
-        terms = torch.where(has_pos, every - pos_sum / count.clamp_min(1).to(pos_sum.dtype),
-                            torch.zeros_like(every))
+        # LSE_{j != i} - mean_P L = [LSE_{j != i} - LSE_P] + [LSE_P - mean_P L]: the first is
+        # softplus(neg - pos) (no cancellation), the second >= log |P| by Jensen's inequality and
+        # exactly 0 for one positive, so a small loss keeps its relative precision
+        spread = _finite(pos) - pos_sum / count.clamp_min(1).to(pos_sum.dtype)
+        terms = torch.where(has_pos, multi_positive_terms(neg, pos, _softplus) + spread, torch.zeros_like(neg))
     else:
         terms = multi_positive_terms(neg, pos, _softplus) + torch.log(count.clamp_min(1).to(neg.dtype))
     out = reduce_anchors(terms, has_pos, reduction)

@@ -47,7 +47,7 @@ def cpu_ops_run_emulated_cuda(concurrent_blocks: int = 1):
     lib = torch.library.Library("mmcl_fast", "IMPL")
     previous_blocks = module.concurrent_blocks()
     module.set_concurrent_blocks(concurrent_blocks)
-    native_half = _ops.native_half_precision
+    native_half, in_tile = _ops.native_half_precision, _ops.positives_in_tile
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="(?s).*Overriding a previously registered kernel")
@@ -57,8 +57,9 @@ def cpu_ops_run_emulated_cuda(concurrent_blocks: int = 1):
             lib.impl("softplus_bwd", torch.ops.mmcl_fast_emu.softplus_bwd.default, "CPU")
             lib.impl("softplus_total", torch.ops.mmcl_fast_emu.softplus_total.default, "CPU")
         _ops.native_half_precision = lambda device: device.type in ("cpu", "cuda")
+        _ops.positives_in_tile = lambda device: False  # the losses call the lse pair, as on CUDA
         yield module
     finally:
-        _ops.native_half_precision = native_half
+        _ops.native_half_precision, _ops.positives_in_tile = native_half, in_tile
         module.set_concurrent_blocks(previous_blocks)
         lib._destroy()

@@ -10,6 +10,7 @@ from conftest import OpRecorder, rel_err
 
 mf.backend_info()  # the ops are registered at the first call
 LSE_FWD, LSE_BWD = torch.ops.mmcl_fast.lse_fwd.default, torch.ops.mmcl_fast.lse_bwd.default
+LABEL_BWD = torch.ops.mmcl_fast.label_lse_bwd.default
 
 
 def _operands(m, n, d, dtype, grad=False, seed=0):
@@ -42,8 +43,9 @@ def test_opcheck_backward(similarity, output_mask):
 
 
 def _bwd_masks(rec: OpRecorder) -> list[list[bool]]:
-    """The output_mask of every lse_bwd call the recorder saw."""
-    return [list(args[9]) for func, args in rec.calls if func is LSE_BWD]
+    """The output_mask of every lse_bwd and label_lse_bwd call the recorder saw (the CPU losses
+    take their diagonal positives from label_lse_fwd's tiles)."""
+    return [list(args[9]) for func, args in rec.calls if func in (LSE_BWD, LABEL_BWD)]
 
 
 @pytest.mark.parametrize("similarity", ["cosine", "euclidean", "l1"])
