@@ -107,7 +107,7 @@ def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None =
     s = loss_scale(temperature, logit_scale, _ops.lse_dtype(a.dtype), a.device)
     if ids is not None:
         ids = check_ids("ids", ids, a.shape[0], a.device)
-        ksim, (ka, kb) = kernel_inputs(similarity, a, b)
+        ksim, ka, kb = tile_operands(similarity, a, b)
         rn, cn, rp, cp, _, _ = _ops.pairwise_label_lse(ka, kb, s, ids, ids, ksim, False, True,
                                                        kernel_options=kernel_options)
         terms = 0.5 * (multi_positive_terms(rn, rp, _softplus) + multi_positive_terms(cn, cp, _softplus))
@@ -159,7 +159,7 @@ def infonce(query: Tensor, keys: Tensor, labels: Tensor | None = None,
                                  "pass (query_ids, key_ids)")
             qids = kids = check_ids("ids", ids, m, query.device)
         s = loss_scale(temperature, logit_scale, _ops.lse_dtype(query.dtype), query.device)
-        ksim, (kq, kk) = kernel_inputs(similarity, query, keys)
+        ksim, kq, kk = tile_operands(similarity, query, keys)
         rn, _, rp, _, _, _ = _ops.pairwise_label_lse(kq, kk, s, qids, kids, ksim, False, False,
                                                      kernel_options=kernel_options)
         return reduce_anchors(multi_positive_terms(rn, rp, _softplus), rp > -torch.inf, reduction)
@@ -209,7 +209,7 @@ def nt_xent(a: Tensor, b: Tensor, temperature: float | Tensor | None = None, *,
     s = loss_scale(temperature, logit_scale, _ops.lse_dtype(a.dtype), a.device)
     if ids is not None:
         ids = check_ids("ids", ids, a.shape[0], a.device)
-        ksim, (ka, kb) = kernel_inputs(similarity, a, b)
+        ksim, ka, kb = tile_operands(similarity, a, b)
         # The three N x N blocks as below, each label-aware: (a, a) and (b, b) leave out (k, k).
         ab = _ops.pairwise_label_lse(ka, kb, s, ids, ids, ksim, False, True, kernel_options=kernel_options)
         aa = _ops.pairwise_label_lse(ka, ka, s, ids, ids, ksim, True, False, kernel_options=kernel_options)
