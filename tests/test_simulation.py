@@ -342,6 +342,9 @@ def test_fig8_columns_come_from_the_intervened_samples(tmp_path):
     table = report.report("fig8", [{"config": res["config"], "summary": row, "val_loss": 1.0}])
     assert table.splitlines()[0].startswith(
         "| p(chg.) | stat. | caus. | n_s | n_m | enc | seeds | content_c | content_c_prime | style | modality |")
+    # the figure: the four intervened columns per setting, beside the paper's values
+    rows = [{"config": res["config"], "summary": row, "val_loss": 1.0}]
+    assert figures.plot_preset("fig8", rows, tmp_path / "fig8.png") and (tmp_path / "fig8.png").stat().st_size > 0
 
 
 def test_fig6_plots_r2_and_the_training_loss_curves(tmp_path):

@@ -12,13 +12,40 @@ FIG5_GROUPS = ("style", "modality", "content")   # the discrete group of the pap
 
 def plot_preset(name: str, rows: list[dict], path: Path) -> bool:
     """Figures where the paper has one: fig5 (scores vs k), fig6 (R^2 vs n_s / n_m and the
-    training-loss curves), fig7 (val loss vs encoding size)."""
-    if name not in ("fig5", "fig6", "fig7"):
+    training-loss curves), fig7 (val loss vs encoding size), fig8 (the R^2 of c, c', style and
+    modality on the intervened samples per setting, beside the paper's)."""
+    if name not in ("fig5", "fig6", "fig7", "fig8"):
         return False
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if name == "fig8":
+        from .report import paper_table
+        cols = ("content_c", "content_c_prime", "style", "modality")
+        settings = sorted({(r["config"]["p_change"], r["config"]["statistical"], r["config"]["causal"]) for r in rows})
+        paper = {tuple(p[:3]): p[3::2] for p in (paper_table("fig8") or {"rows": []})["rows"]}
+        fig, ax = plt.subplots(figsize=(2.2 * len(settings) + 2, 3.8))
+        width = 0.8 / len(cols)
+        for k, col in enumerate(cols):
+            v = [[r["summary"][col] for r in rows
+                  if (r["config"]["p_change"], r["config"]["statistical"], r["config"]["causal"]) == st]
+                 for st in settings]
+            x = np.arange(len(settings)) + (k - 1.5) * width
+            ax.bar(x, [np.mean(a) for a in v], width, yerr=[np.std(a) for a in v], capsize=2,
+                   label=col.replace("content_c_prime", "c'").replace("content_c", "c"))
+            ours_paper = [paper.get(st, [np.nan] * 4)[k] for st in settings]
+            ax.plot(x, ours_paper, "k_", ms=12, mew=2, label="paper" if k == 0 else None)
+        ax.set_xticks(np.arange(len(settings)))
+        ax.set_xticklabels([f"p={p}\n{'stat.' if s else ''}{'+' if s and c else ''}{'caus.' if c else ''}"
+                            or f"p={p}" for p, s, c in settings])
+        ax.set_ylabel("R² on intervened samples")
+        ax.set_ylim(-0.05, 1.1)
+        ax.legend(fontsize=7, ncol=5)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return True
     if name == "fig5":
         groups = [d for d in FIG5_GROUPS if any(r["config"]["discrete"] == d for r in rows)]
         fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.5), squeeze=False)
