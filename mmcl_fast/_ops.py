@@ -9,6 +9,15 @@ The ``mmcl_fast`` namespace holds the pairwise log-sum-exp pair (schema in ``csr
   False is empty (shape [0]) and its kernel pass is skipped. The autograd formula passes
   ``ctx.needs_input_grad``, so a frozen tower (LiT) costs no dY pass.
 
+the label-aware pair (positives where ``row_ids[i] == col_ids[j]``; without ids the pairs (i, i)):
+
+* ``label_lse_fwd(x, y, scale, row_ids, col_ids, similarity, mask_diag, compute_col, checks,
+  deterministic, math_path) -> (row_neg, col_neg, row_pos, col_pos, row_sum, col_sum)``, each row's
+  and column's LSE over its negatives and over its positives and the sum of its positive logits;
+* ``label_lse_bwd(grads[6], x, y, scale, row_ids, col_ids, lse[4], similarity, mask_diag,
+  output_mask, checks, math_path) -> (dx, dy, dscale)``; on CUDA both run the chunked PyTorch
+  implementation until the CUDA tile kernels gain the label policy;
+
 and the pairwise softplus pair of the sigmoid (SigLIP) loss:
 
 * ``softplus_fwd(x, y, scale, bias, similarity, mask_diag, checks, math_path) -> row``,
