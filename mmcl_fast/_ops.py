@@ -455,15 +455,19 @@ def _register_label_fake_and_autograd(check_operands) -> None:
         if not any(need):
             return (None,) * 11
         x, y, scale, row_ids, col_ids, *lse = ctx.saved_tensors
+        # grads: (row_neg, col_neg, row_pos, col_pos, row_sum, col_sum), rows at even k; the
+        # column ones (and the column LSEs) go empty when no column output has a gradient
         use_col = lse[1].numel() > 0 and any(grads[k] is not None for k in (1, 3, 5))
-        filled = []
-        for k, (g, out) in enumerate(zip(grads, (lse[0], lse[1], lse[2], lse[3], lse[0], lse[1]))):
+        empty = lse[0].new_empty(0)
+
+        def upstream(k):
             if k % 2 == 1 and not use_col:
-                filled.append(lse[0].new_empty(0))
-            else:
-                filled.append(torch.zeros_like(out) if g is None else g.contiguous())
+                return empty
+            return torch.zeros_like(lse[k % 2]) if grads[k] is None else grads[k].contiguous()
+
+        filled = [upstream(k) for k in range(6)]
         if not use_col:
-            lse = [lse[0], lse[0].new_empty(0), lse[2], lse[0].new_empty(0)]
+            lse = [lse[0], empty, lse[2], empty]
         dx, dy, dscale = torch.ops.mmcl_fast.label_lse_bwd(
             filled, x, y, scale, row_ids, col_ids, lse, ctx.similarity, ctx.mask_diag, need, ctx.checks,
             ctx.math_path)

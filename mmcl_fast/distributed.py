@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from . import _ops, losses
-from .labels import check_ids, multi_positive_terms
+from .labels import check_ids, finite, multi_positive_terms
 from .operands import kernel_inputs, positive_similarity
 from .options import KernelOptions, value_checks
 from .validation import check_options, check_pair, loss_scale
@@ -125,8 +125,7 @@ def sharded_symmetric_lse_loss(a: Tensor, b: Tensor, s: Tensor, kernel_similarit
     b_all = _GatherRows.apply(b, group)
     row, col_part = _ops.pairwise_lse(a, b_all, s, kernel_similarity, False, True,
                                       kernel_options=kernel_options)
-    parts = _GatherRows.apply(col_part.unsqueeze(0), group)     # (W, B_g) column partials
-    col = torch.logsumexp(parts, dim=0)[r * n:(r + 1) * n]
+    col = _merged_columns(col_part, group, r, n)
     pos = s * positive_similarity(a, b, kernel_similarity)
     return (row.sum() + col.sum() - 2 * pos.sum()) / (2 * w * n)
 
@@ -134,7 +133,7 @@ def sharded_symmetric_lse_loss(a: Tensor, b: Tensor, s: Tensor, kernel_similarit
 def _merged_columns(partial: Tensor, group, r: int, n: int) -> Tensor:
     """This rank's n columns of the log-sum-exp over ranks of every rank's column partials (an
     empty set's -inf kept finite, so that the merge has a gradient everywhere)."""
-    parts = _GatherRows.apply(partial.clamp_min(torch.finfo(partial.dtype).min).unsqueeze(0), group)
+    parts = _GatherRows.apply(finite(partial).unsqueeze(0), group)
     return torch.logsumexp(parts, dim=0)[r * n:(r + 1) * n]
 
 

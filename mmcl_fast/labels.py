@@ -47,15 +47,17 @@ def positive_counts(row_ids: Tensor, col_ids: Tensor, exclude_self: bool = False
     return n
 
 
-def _finite(x: Tensor) -> Tensor:
-    return x.clamp_min(torch.finfo(x.dtype).min)
+def finite(lse: Tensor) -> Tensor:
+    """An LSE over an empty set (-inf) as the most negative finite value, so that sums like
+    logaddexp stay finite and differentiable; softplus of it is 0 either way."""
+    return lse.clamp_min(torch.finfo(lse.dtype).min)
 
 
 def multi_positive_terms(neg: Tensor, pos: Tensor, softplus) -> Tensor:
     """softplus(neg - pos) per anchor (``neg``, ``pos``: the LSEs over its negatives and its
     positives), 0 where the anchor has no positive (pos = -inf) and no gradient there."""
     has_pos = pos > -torch.inf
-    return torch.where(has_pos, softplus(neg - _finite(pos)), torch.zeros_like(neg))
+    return torch.where(has_pos, softplus(neg - finite(pos)), torch.zeros_like(neg))
 
 
 def mean_over_anchors(terms: Tensor, has_positive: Tensor) -> Tensor:

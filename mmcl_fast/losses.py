@@ -30,6 +30,7 @@ from torch import Tensor
 
 from . import _ops
 from .labels import check_ids, multi_positive_terms, reduce_anchors
+from .labels import finite as _finite
 from .operands import kernel_inputs, paired_operands, positive_similarity, tile_operands
 from .options import KernelOptions
 from .validation import check_finite_number, check_labels, check_options, check_pair, loss_scale
@@ -59,12 +60,6 @@ class _Softplus(torch.autograd.Function):
 
 def _softplus(z: Tensor) -> Tensor:
     return _Softplus.apply(z)
-
-
-def _finite(lse: Tensor) -> Tensor:
-    """An LSE over an empty set of negatives (-inf) as the most negative finite value, so that
-    sums like logaddexp stay finite and differentiable; softplus of it is 0 either way."""
-    return lse.clamp_min(torch.finfo(lse.dtype).min)
 
 
 def _reduce(per_item: Tensor, reduction: str) -> Tensor:

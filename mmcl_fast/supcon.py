@@ -18,8 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from . import _ops
-from .labels import check_ids, multi_positive_terms, positive_counts, reduce_anchors
-from .losses import _finite, _softplus
+from .labels import check_ids, finite, multi_positive_terms, positive_counts, reduce_anchors
+from .losses import _softplus
 from .operands import kernel_inputs
 from .options import KernelOptions, checked
 from .validation import check_features, check_options, loss_scale
@@ -78,7 +78,7 @@ def supcon_loss(features: Tensor, labels: Tensor | None = None, temperature: flo
         # LSE_{j != i} - mean_P L = [LSE_{j != i} - LSE_P] + [LSE_P - mean_P L]: the first is
         # softplus(neg - pos) (no cancellation), the second >= log |P| by Jensen's inequality and
         # exactly 0 for one positive, so a small loss keeps its relative precision
-        spread = _finite(pos) - pos_sum / count.clamp_min(1).to(pos_sum.dtype)
+        spread = finite(pos) - pos_sum / count.clamp_min(1).to(pos_sum.dtype)
         terms = torch.where(has_pos, multi_positive_terms(neg, pos, _softplus) + spread, torch.zeros_like(neg))
     else:
         terms = multi_positive_terms(neg, pos, _softplus) + torch.log(count.clamp_min(1).to(neg.dtype))

@@ -234,10 +234,8 @@ std::array<at::Tensor, 6> label_lse_fwd_kernel(const at::Tensor& x, const at::Te
     std::vector<double> csum(W * ncol, 0.0), cpsum(W * ncol, 0.0), cplsum(W * ncol, 0.0);
     std::vector<T> rpmax(M, neg_inf<T>());
     std::vector<double> rpsum(M, 0.0), rplsum(M, 0.0);
-    const bool ids = rid.numel() > 0;
-    const auto filters = ids ? column_tile_filters(cid.data_ptr<int64_t>(), N) : std::vector<uint64_t>();
-    const PairLabels labels{ids ? rid.data_ptr<int64_t>() : nullptr, ids ? cid.data_ptr<int64_t>() : nullptr,
-                            filters.data(), mask_diag};
+    const LabelData label_data(rid, cid, mask_diag);
+    const PairLabels& labels = label_data.labels;
     T* row_neg = out[0].data_ptr<T>();
     run_slots(W, threads, [&](int64_t p) {
       SequentialBlasScope sequential_blas;
@@ -294,14 +292,12 @@ std::tuple<at::Tensor, at::Tensor, double> label_lse_bwd_kernel(
     for (int k = 0; k < 6; ++k) g[k] = grads[k].contiguous();
     for (int k = 0; k < 4; ++k) l[k] = lse[k].contiguous();
     auto col = [&](const at::Tensor& t) -> const T* { return use_col ? t.data_ptr<T>() : nullptr; };
-    const bool ids = rid.numel() > 0;
-    const auto filters = ids ? column_tile_filters(cid.data_ptr<int64_t>(), N) : std::vector<uint64_t>();
+    const LabelData label_data(rid, cid, mask_diag);
     const LabelGradientPolicy<T> policy{
         LseGrads<T>{g[0].data_ptr<T>(), col(g[1]), l[0].data_ptr<T>(), col(l[1])},
         PositiveGrads<T>{g[2].data_ptr<T>(), g[4].data_ptr<T>(), l[2].data_ptr<T>(), col(g[3]), col(g[5]),
                          col(l[3])},
-        PairLabels{ids ? rid.data_ptr<int64_t>() : nullptr, ids ? cid.data_ptr<int64_t>() : nullptr, filters.data(),
-                   mask_diag}};
+        label_data.labels};
     dscale = run_backward(prep, policy, need_dx, need_dy, dx, dy).gl / s;
   });
   return {dx, dy, dscale};

@@ -18,6 +18,8 @@
 // written afterwards from the same logit tile.
 #pragma once
 
+#include <ATen/core/Tensor.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -77,6 +79,21 @@ struct PairLabels {
     if (diagonal()) return i == j;
     return row_ids[i] == col_ids[j] && !(mask_diag && i == j);
   }
+};
+
+// The labels of one call: the id vectors (contiguous int64, or both empty for the diagonal) and
+// the column-tile filters that PairLabels points into.
+struct LabelData {
+  std::vector<uint64_t> filters;
+  PairLabels labels;
+  LabelData(const at::Tensor& row_ids, const at::Tensor& col_ids, bool mask_diag) {
+    const bool ids = row_ids.numel() > 0;
+    if (ids) filters = column_tile_filters(col_ids.data_ptr<int64_t>(), col_ids.numel());
+    labels = PairLabels{ids ? row_ids.data_ptr<int64_t>() : nullptr, ids ? col_ids.data_ptr<int64_t>() : nullptr,
+                        filters.data(), mask_diag};
+  }
+  LabelData(const LabelData&) = delete;  // labels points into filters
+  LabelData& operator=(const LabelData&) = delete;
 };
 
 // Adds the logit v to an online log-sum-exp kept as (max m, sum of exp(. - m)).
