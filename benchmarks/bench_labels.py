@@ -25,12 +25,11 @@ benchmarks/results/<name>.json and .png.
 """
 import argparse
 import json
-import os
-import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
+
+from harness import RSS_HELPERS, run_worker
 
 p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 p.add_argument("--batch-sizes", type=int, nargs="+", default=[4096, 16384])
@@ -45,17 +44,13 @@ args = p.parse_args()
 
 METHODS = {"supcon": ("fused", "unmasked", "pml", "naive"), "clip_ids": ("fused", "unmasked", "naive")}
 
-_WORKER = textwrap.dedent("""
+_WORKER = RSS_HELPERS + textwrap.dedent("""
     import json, statistics, sys, time, torch
     import torch.nn.functional as F
     import mmcl_fast as mf
     from mmcl_fast import reference
     workload, method = sys.argv[1], sys.argv[2]
     B, D, k, reps = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
-
-    def status(field):
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field))
 
     g = torch.Generator().manual_seed(0)
     ids = (torch.arange(B) // (k + 1))[torch.randperm(B, generator=g)]
@@ -109,15 +104,7 @@ def run_point(workload, method, B, D, k, reps):
             import pytorch_metric_learning  # noqa: F401
         except ImportError:
             return {"skipped": "pytorch-metric-learning not installed"}
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    cmd = [sys.executable, "-c", _WORKER, workload, method, str(B), str(D), str(k), str(reps)]
-    t0 = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, env=env)
-    if out.returncode != 0:
-        return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1][:200]}
-    rec = json.loads(out.stdout.strip().splitlines()[-1])
-    rec["wall_s"] = time.perf_counter() - t0
-    return rec
+    return run_worker(_WORKER, [workload, method, B, D, k, reps], timeout_s=3600)
 
 
 def materialising_bytes(method, B):

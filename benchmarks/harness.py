@@ -47,17 +47,21 @@ METHODS = ("fused", "chunked", "naive", "open_clip", "compiled", "torch_lce")
 OPEN_CLIP_WORKLOADS = ("clip", "siglip")          # where open_clip's formulas (and their compile) apply
 CLIP_ONLY = ("torch_lce",)
 
-_WORKER = textwrap.dedent("""
+# What a measuring worker process starts with: status("VmRSS:") / status("VmHWM:") in bytes (the
+# resident set and its peak, which writing "5" to /proc/self/clear_refs resets).
+RSS_HELPERS = textwrap.dedent("""
+    def status(field):
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field))
+""")
+
+_WORKER = RSS_HELPERS + textwrap.dedent("""
     import json, statistics, sys, time, torch
     import torch.nn.functional as F
     import mmcl_fast as mf
     from mmcl_fast import reference
     method, sim = sys.argv[1], sys.argv[4]
     B, D, reps, budget = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[5]), float(sys.argv[6])
-
-    def status(field):
-        with open("/proc/self/status") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field))
 
     def clip_formula(x, y, s):  # open_clip's ClipLoss.forward for one process
         logits = s * x @ y.T
@@ -221,11 +225,17 @@ def fused_exps(B: int) -> float:
 def run_point(method: str, B: int, D: int, sim: str, reps: int = 3, budget_s: float = 60.0,
               timeout_s: float = 1800.0) -> dict:
     """One measurement in a fresh interpreter; returns its JSON record (or an error entry)."""
-    cmd = [sys.executable, "-c", _WORKER, method, str(B), str(D), sim, str(reps), str(budget_s)]
     # "chunked" is the same public loss on the pure-PyTorch chunked backend.
-    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    if method == "chunked":
-        env["MMCL_FAST_BACKEND"] = "python"
+    env = {"MMCL_FAST_BACKEND": "python"} if method == "chunked" else {}
+    return run_worker(_WORKER, [method, B, D, sim, reps, budget_s], env=env, timeout_s=timeout_s)
+
+
+def run_worker(script: str, argv: list, env: dict | None = None, timeout_s: float = 1800.0) -> dict:
+    """Run a measuring ``script`` (``python -c``, arguments ``argv``) in a fresh interpreter with
+    glibc's mmap threshold fixed, so that freed tensors leave the resident set; returns the JSON
+    record of its last line with the wall time added, or an error entry."""
+    cmd = [sys.executable, "-c", script, *map(str, argv)]
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", **(env or {})}
     t0 = time.perf_counter()
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)

@@ -155,6 +155,28 @@ BackwardSums run_backward(const Prepared<T>& prep, const Policy& policy, bool ne
   return total;
 }
 
+// The LSE forward under a mask policy, for either reduction's forward (plain or label-aware): the
+// slots of `part` run forward_rows with mask_for(p) (slot p's mask) and write row_lse [M]; when
+// compute_col, their column partials are merged in slot order into col_lse [N].
+template <typename T, typename MaskFor>
+void run_forward(const Prepared<T>& prep, const RowPartition& part, const MaskFor& mask_for, bool compute_col,
+                 T* row_lse, T* col_lse) {
+  const int64_t M = prep.op.M, N = prep.op.N, W = part.workers, ncol = compute_col ? N : 0;
+  const int64_t threads = at::get_num_threads();
+  std::vector<T> cmax(W * ncol, neg_inf<T>());
+  std::vector<double> csum(W * ncol, 0.0);
+  run_slots(W, threads, [&](int64_t p) {
+    SequentialBlasScope sequential_blas;
+    FlushDenormalsScope flush_denormals;
+    forward_rows(prep.op, mask_for(p), compute_col, part.begin(p, M), part.begin(p + 1, M), part.tile_m, row_lse,
+                 cmax.data() + p * ncol, csum.data() + p * ncol);
+  });
+  if (compute_col)
+    run_ranges(N, 2048, threads, [&](int64_t b, int64_t e) {
+      merge_column_partials(cmax.data(), csum.data(), W, N, b, e, col_lse);
+    });
+}
+
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> lse_fwd_kernel(const at::Tensor& x, const at::Tensor& y, double s,
@@ -165,25 +187,9 @@ std::tuple<at::Tensor, at::Tensor> lse_fwd_kernel(const at::Tensor& x, const at:
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lse_fwd_cpu", [&] {
     using T = scalar_t;
     auto prep = prepare<T>(x, y, sim, s);
-    const int64_t threads = at::get_num_threads();
-    const RowPartition part = partition_rows(M, threads);
-    const int64_t W = part.workers;
-    const int64_t ncol = compute_col ? N : 0;
-    std::vector<T> cmax(W * ncol, neg_inf<T>());
-    std::vector<double> csum(W * ncol, 0.0);
-    T* rl = row_lse.data_ptr<T>();
-    run_slots(W, threads, [&](int64_t p) {
-      SequentialBlasScope sequential_blas;
-      FlushDenormalsScope flush_denormals;
-      forward_rows(prep.op, DiagonalMask<T>{mask_diag}, compute_col, part.begin(p, M), part.begin(p + 1, M),
-                   part.tile_m, rl, cmax.data() + p * ncol, csum.data() + p * ncol);
-    });
-    if (compute_col) {
-      T* cl = col_lse.data_ptr<T>();
-      run_ranges(N, 2048, threads, [&](int64_t b, int64_t e) {
-        merge_column_partials(cmax.data(), csum.data(), W, N, b, e, cl);
-      });
-    }
+    const DiagonalMask<T> mask{mask_diag};
+    run_forward(prep, partition_rows(M, at::get_num_threads()), [&](int64_t) { return mask; }, compute_col,
+                row_lse.data_ptr<T>(), compute_col ? col_lse.data_ptr<T>() : nullptr);
   });
   return {row_lse, col_lse};
 }
@@ -230,23 +236,20 @@ std::array<at::Tensor, 6> label_lse_fwd_kernel(const at::Tensor& x, const at::Te
     const int64_t threads = at::get_num_threads();
     const RowPartition part = partition_rows(M, threads);
     const int64_t W = part.workers;
-    std::vector<T> cmax(W * ncol, neg_inf<T>()), cpmax(W * ncol, neg_inf<T>());
-    std::vector<double> csum(W * ncol, 0.0), cpsum(W * ncol, 0.0), cplsum(W * ncol, 0.0);
+    // the positives' statistics: rows owned by their slot, one column partial per slot
+    std::vector<T> cpmax(W * ncol, neg_inf<T>());
+    std::vector<double> cpsum(W * ncol, 0.0), cplsum(W * ncol, 0.0);
     std::vector<T> rpmax(M, neg_inf<T>());
     std::vector<double> rpsum(M, 0.0), rplsum(M, 0.0);
     const LabelData label_data(rid, cid, mask_diag);
-    const PairLabels& labels = label_data.labels;
-    T* row_neg = out[0].data_ptr<T>();
-    run_slots(W, threads, [&](int64_t p) {
-      SequentialBlasScope sequential_blas;
-      FlushDenormalsScope flush_denormals;
-      const PositiveStats<T> stats{rpmax.data(), rpsum.data(), rplsum.data(),
-                                   compute_col ? cpmax.data() + p * ncol : nullptr,
-                                   compute_col ? cpsum.data() + p * ncol : nullptr,
-                                   compute_col ? cplsum.data() + p * ncol : nullptr};
-      forward_rows(prep.op, LabelMask<T>{labels, stats}, compute_col, part.begin(p, M), part.begin(p + 1, M),
-                   part.tile_m, row_neg, cmax.data() + p * ncol, csum.data() + p * ncol);
-    });
+    auto mask_for = [&](int64_t p) {
+      return LabelMask<T>{label_data.labels,
+                          PositiveStats<T>{rpmax.data(), rpsum.data(), rplsum.data(),
+                                           compute_col ? cpmax.data() + p * ncol : nullptr,
+                                           compute_col ? cpsum.data() + p * ncol : nullptr,
+                                           compute_col ? cplsum.data() + p * ncol : nullptr}};
+    };
+    run_forward(prep, part, mask_for, compute_col, out[0].data_ptr<T>(), compute_col ? out[1].data_ptr<T>() : nullptr);
     T* row_pos = out[2].data_ptr<T>();
     T* row_sum = out[4].data_ptr<T>();
     for (int64_t i = 0; i < M; ++i) {
@@ -254,11 +257,9 @@ std::array<at::Tensor, 6> label_lse_fwd_kernel(const at::Tensor& x, const at::Te
       row_sum[i] = T(rplsum[i]);
     }
     if (compute_col) {
-      T* col_neg = out[1].data_ptr<T>();
       T* col_pos = out[3].data_ptr<T>();
       T* col_sum = out[5].data_ptr<T>();
       run_ranges(N, 2048, threads, [&](int64_t b, int64_t e) {
-        merge_column_partials(cmax.data(), csum.data(), W, N, b, e, col_neg);
         merge_column_partials(cpmax.data(), cpsum.data(), W, N, b, e, col_pos);
         for (int64_t j = b; j < e; ++j) {
           double tot = 0;
