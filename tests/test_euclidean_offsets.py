@@ -17,7 +17,7 @@ from unittest import mock
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import mmcl_fast as mf
@@ -44,20 +44,62 @@ def _exact_ce(logits, positive):
     return F.softplus(torch.logsumexp(neg, 1) - pos)
 
 
-def exact_symmetric_infonce(a, b, temperature):
-    logits, diag = _exact_logits(a, b, temperature), torch.arange(a.shape[0])
+# Each loss as (its logits' operands, the loss as a function of its logits).
+def _pairs_ab(a, b):
+    return a, b
+
+
+def _pairs_nt_xent(a, b):
+    z = torch.cat([a, b])
+    return z, z
+
+
+def _symmetric_from_logits(logits):
+    diag = torch.arange(logits.shape[0])
     return 0.5 * (_exact_ce(logits, diag) + _exact_ce(logits.T, diag))
 
 
-def exact_infonce(a, b, temperature):
-    return _exact_ce(_exact_logits(a, b, temperature), torch.arange(a.shape[0]))
+def _infonce_from_logits(logits):
+    return _exact_ce(logits, torch.arange(logits.shape[0]))
 
 
-def exact_nt_xent(a, b, temperature):
-    n, z = a.shape[0], torch.cat([a, b])
-    self_pairs = torch.eye(2 * n, dtype=torch.bool)
-    logits = _exact_logits(z, z, temperature).masked_fill(self_pairs, -math.inf)
-    return _exact_ce(logits, (torch.arange(2 * n) + n) % (2 * n))
+def _nt_xent_from_logits(logits):
+    m = logits.shape[0]
+    self_pairs = torch.eye(m, dtype=torch.bool)
+    return _exact_ce(logits.masked_fill(self_pairs, -math.inf), (torch.arange(m) + m // 2) % m)
+
+
+EXACT = {"symmetric_infonce": (_pairs_ab, _symmetric_from_logits),
+         "infonce": (_pairs_ab, _infonce_from_logits),
+         "nt_xent": (_pairs_nt_xent, _nt_xent_from_logits)}
+
+
+def _exact(loss):
+    pairs, from_logits = EXACT[loss]
+    return lambda a, b, temperature: from_logits(_exact_logits(*pairs(a, b), temperature))
+
+
+exact_symmetric_infonce, exact_infonce, exact_nt_xent = (_exact(k) for k in EXACT)
+
+
+def gradient_term_magnitudes(loss, a, b, temperature):
+    """Per element of dloss/da and dloss/db, the sum of its terms' magnitudes, in float64.
+
+    d mean(loss) / d p_u = sum_v G_uv dL_uv/dp_u with G = d mean(loss) / dL and
+    dL_uv/dp_u = -2 (p_u - q_v) / t. Where the terms cancel (a softmax weight against the
+    positive's pull), float32 can only promise a few ulps of these magnitudes, not of their sum.
+    """
+    pairs, from_logits = EXACT[loss]
+    p, q = pairs(a.double(), b.double())
+    logits = _exact_logits(p, q, temperature).requires_grad_()
+    from_logits(logits).mean().backward()
+    weights, dist = logits.grad.abs(), (p[:, None, :] - q[None, :, :]).abs()
+    dp = 2 / temperature * torch.einsum("uv,uvd->ud", weights, dist)
+    dq = 2 / temperature * torch.einsum("uv,uvd->vd", weights, dist)
+    if p is q:                     # nt_xent: both operands are cat([a, b])
+        dz = dp + dq
+        return dz[: a.shape[0]], dz[a.shape[0]:]
+    return dp, dq
 
 
 def _chunked_pairwise_lse(x, y, scale, similarity="dot", mask_diag=False, compute_col=True, kernel_options=None):
@@ -91,38 +133,34 @@ def offset_batches(draw):
     return a.float(), b.float(), temperature
 
 
-def _compare(backend, loss_fn, ref_fn, a, b, temperature):
-    with _backend(backend):
-        _compare_values(loss_fn, ref_fn, a, b, temperature)
-
-
-def _compare_values(loss_fn, ref_fn, a, b, temperature):
+def _compare(backend, loss, a, b, temperature):
+    fused = LOSSES[loss]
     a32, b32 = a.clone().requires_grad_(), b.clone().requires_grad_()
-    per = loss_fn(a32, b32, temperature, "none")
-    (per.mean()).backward()
+    with _backend(backend):
+        per = fused(a32, b32, temperature=temperature, similarity="euclidean", reduction="none")
+        per.mean().backward()
     a64, b64 = a.double().requires_grad_(), b.double().requires_grad_()
-    want = ref_fn(a64, b64, temperature)
+    want = _exact(loss)(a64, b64, temperature)
     want.mean().backward()
+    terms_a, terms_b = gradient_term_magnitudes(loss, a, b, temperature)
     assert per.detach().min() >= 0, "a negative cross-entropy"
     assert rel_err(per.mean(), want.mean()) < TOL
-    assert rel_err(a32.grad, a64.grad) < TOL
-    assert rel_err(b32.grad, b64.grad) < TOL
+    # a gradient that cancels to far below its terms is judged against 1e-2 of their magnitude
+    assert rel_err(a32.grad, a64.grad, floor=1e-2 * terms_a.norm().item()) < TOL
+    assert rel_err(b32.grad, b64.grad, floor=1e-2 * terms_b.norm().item()) < TOL
 
 
-LOSSES = {"symmetric_infonce": (mf.symmetric_infonce, exact_symmetric_infonce),
-          "infonce": (mf.infonce, exact_infonce),
-          "nt_xent": (mf.nt_xent, exact_nt_xent)}
+LOSSES = {"symmetric_infonce": mf.symmetric_infonce, "infonce": mf.infonce, "nt_xent": mf.nt_xent}
 
 
 @backends
 @pytest.mark.parametrize("loss", list(LOSSES))
 @settings(max_examples=50)
 @given(batch=offset_batches())
+# a fresh-clone run drew this one: nt_xent's gradient of b cancels to 2.5e-7 from terms of ~1
+@example(batch=(torch.tensor([[-5.3538], [2.9813]]), torch.tensor([[-10.7316], [1.4232]]), 1.0))
 def test_euclidean_losses_under_offsets(backend, loss, batch):
-    a, b, t = batch
-    fused, exact = LOSSES[loss]
-    _compare(backend, lambda x, y, t, r: fused(x, y, temperature=t, similarity="euclidean", reduction=r),
-             exact, a, b, t)
+    _compare(backend, loss, *batch)
 
 
 def test_exact_reference_agrees_with_the_naive_one_where_both_are_exact():

@@ -50,11 +50,30 @@ bool shared_gradient_factors(const LseGrads<T>& g, int64_t i0, int64_t mt, int64
   }
   T t;
   if (!shared_exp_offsets(s.roff.data(), mt, lowest, s.eoff.data(), &t)) return false;
+  // The factors multiply the upstream gradients into exp(offset differences) as low as e^-80:
+  // under the kernel's flush to zero (runtime/flush_denormals.h) a small gradient times such a
+  // factor would vanish, and with it terms that e (up to e^80) brings back into range. A factor
+  // whose true value is below the type's smallest normal number, where its terms can matter, sends
+  // the tile to two exponentials per logit, where each product is formed at its own size.
+  constexpr T tiny = std::numeric_limits<T>::min();
+  T top = neg_inf<T>();  // every logit of the tile is <= top
+  for (int64_t r = 0; r < mt; ++r) {
+    top = std::max(top, s.roff[r]);
+    const double a = g.gr ? double(g.gr[i0 + r]) * std::exp(double(s.eoff[r]) - double(s.roff[r])) : 0.0;
+    if (g.gr && std::abs(g.gr[i0 + r]) >= tiny && std::abs(a) < tiny) return false;
+    s.ascale[r] = T(a);
+  }
   exp_of_offsets(s.eoff.data(), t, T(1), mt, s.rscale.data());
-  for (int64_t r = 0; r < mt; ++r)
-    s.ascale[r] = g.gr ? T(double(g.gr[i0 + r]) * std::exp(double(s.eoff[r]) - double(s.roff[r]))) : T(0);
   exp_of_offsets(s.gc_off.data(), t, T(-1), nt, s.w.data());
-  for (int64_t c = 0; c < nt; ++c) s.w[c] *= g.gc[j0 + c];
+  for (int64_t c = 0; c < nt; ++c) {
+    s.w[c] *= g.gc[j0 + c];
+    if (std::abs(s.w[c]) >= tiny || g.gc[j0 + c] == T(0)) continue;
+    // |gc| exp(top - c) bounds the column's terms here: below the smallest normal, they are lost
+    // in either form
+    const double wc = double(g.gc[j0 + c]) * std::exp(double(t) - double(s.gc_off[c]));
+    if (std::abs(wc) * std::exp(double(top) - double(t)) >= tiny) return false;
+    s.w[c] = T(0);
+  }
   return true;
 }
 

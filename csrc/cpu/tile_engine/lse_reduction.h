@@ -103,7 +103,15 @@ void accumulate_shared_exp(const T* L, int64_t mt, int64_t nt, T t, ForwardScrat
     w.rsum[r] += w.eoff[r] == w.roff[r] ? double(s)
                                          : double(s) * std::exp(double(w.eoff[r]) - double(w.roff[r]));
   }
-  for (int64_t c = 0; c < nt; ++c) csum[c] += double(tsum[c]) * double(w.cscale[c]);
+  // exp(t - coff_c) below the smallest normal number is flushed to zero (runtime/flush_denormals.h)
+  // while e (up to e^80) may have carried terms of up to e^-7 of the column's sum: those columns
+  // take the factor in double
+  for (int64_t c = 0; c < nt; ++c) {
+    const double scale = w.cscale[c] >= std::numeric_limits<T>::min() || tsum[c] == T(0)
+                             ? double(w.cscale[c])
+                             : std::exp(double(t) - double(w.coff[c]));
+    csum[c] += double(tsum[c]) * scale;
+  }
 }
 
 // Pass 2 with two exponentials per logit, one against each offset; vectors negligible against

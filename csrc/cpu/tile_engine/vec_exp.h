@@ -83,7 +83,9 @@ void exp_of_offsets(const T* a, T b, T sign, int64_t n, T* out) {
 // * r_i - o_i <= headroom: exp(L_ij - o_i) <= e^80, and kTileM (128) of them sum below float's
 //   e^88.7.
 // That holds whenever max_i r_i - lowest <= spread + headroom; tiles with a wider spread use two
-// exponentials per logit.
+// exponentials per logit. The bounds say nothing of exp(t - c_j) (or a gradient times exp(o_i - r_i))
+// falling below the smallest normal number, where the kernels' flush to zero would drop terms that
+// exp(L_ij - o_i) <= e^80 makes visible: the callers form those factors in double or fall back.
 template <typename T>
 constexpr T shared_exp_spread() { return std::is_same_v<T, float> ? T(70) : T(600); }
 template <typename T>
