@@ -2,7 +2,8 @@
 
     compute-sanitizer --tool memcheck python3 benchmarks/cuda_sanitizer_case.py
 
-Runs the symmetric InfoNCE and the sigmoid loss (mean: softplus_total; "none": the softplus pair) on
+Runs the symmetric InfoNCE (plain, and label-aware with repeated ids: the label pair) and the sigmoid
+loss (mean: softplus_total; "none": the softplus pair) on
 a 150 x 130 problem (three row blocks, tiles cut at the edges) for every
 dtype and similarity, on both math paths (CUDA cores and tensor cores, KernelOptions.cuda_math_path), in
 atomic and in deterministic mode, then synchronises. Exits non-zero if a
@@ -26,9 +27,12 @@ def main():
                 b = torch.randn(150, 130, device="cuda", dtype=dtype, requires_grad=True)
                 scale = torch.tensor(5.0, device="cuda", requires_grad=True)
                 bias = torch.tensor(-2.0, device="cuda", requires_grad=True)
+                ids = torch.randint(0, 40, (150,), device="cuda")
                 losses = {
                     "infonce": lambda: mf.symmetric_infonce(a, b, logit_scale=scale, similarity=sim,
                                                             kernel_options=options),
+                    "infonce_ids": lambda: mf.symmetric_infonce(a, b, logit_scale=scale, similarity=sim, ids=ids,
+                                                                kernel_options=options),
                     "siglip": lambda: mf.siglip_loss(a, b, scale, bias, similarity=sim, kernel_options=options),
                     "siglip_none": lambda: mf.siglip_loss(a, b, scale, bias, similarity=sim, reduction="none",
                                                           kernel_options=options).sum()}

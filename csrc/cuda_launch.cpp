@@ -1,4 +1,5 @@
-// The CUDA implementations of lse_fwd / lse_bwd and softplus_fwd / softplus_bwd (registered by ops.cpp): check the arguments,
+// The CUDA implementations of lse_fwd / lse_bwd, label_lse_fwd / label_lse_bwd and softplus_fwd /
+// softplus_bwd (registered by ops.cpp): check the arguments,
 // centre euclidean inputs, make inputs contiguous, allocate outputs and workspace, and pass raw
 // pointers plus the current stream to the kernels of csrc/cuda/pairwise_lse.cu.
 // The kernel options arrive as op arguments (mmcl_fast/options.py):
@@ -243,6 +244,84 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_
   if (output_mask[2]) dscale.add_((g * sim_ii).sum().to(dscale.scalar_type()));
   if (output_mask[3]) dbias.add_(g.sum().to(dbias.scalar_type()));
   return {total, dx, dy, dscale, dbias};
+}
+
+namespace {
+
+// The ids as device pointers (both null without ids: the pairs (i, i) are the positives).
+cuda::Labels label_pointers(const at::Tensor& row_ids, const at::Tensor& col_ids) {
+  if (row_ids.numel() == 0) return cuda::Labels{nullptr, nullptr};
+  return cuda::Labels{row_ids.data_ptr<int64_t>(), col_ids.data_ptr<int64_t>()};
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> label_lse_fwd_cuda(
+    const at::Tensor& x_in, const at::Tensor& y_in, const at::Tensor& scale, const at::Tensor& row_ids_in,
+    const at::Tensor& col_ids_in, c10::string_view similarity, bool mask_diag, bool compute_col, bool checks,
+    bool /*deterministic: the label kernels always are*/, c10::string_view path) {
+  const std::string sim(similarity);
+  check_common("label_lse_fwd", x_in, y_in, scale, sim);
+  check_labels("label_lse_fwd", row_ids_in, col_ids_in, x_in, y_in, mask_diag);
+  dtype_of(x_in.scalar_type());
+  LaunchDeviceGuard guard(x_in.device());
+  if (checks) {
+    check_finite("label_lse_fwd", "x", x_in);
+    check_finite("label_lse_fwd", "y", y_in);
+  }
+  const auto [xc, yc] = centred_if_euclidean(x_in, y_in, sim);
+  auto x = xc.contiguous(), y = yc.contiguous();
+  auto row_ids = row_ids_in.contiguous(), col_ids = col_ids_in.contiguous();
+  auto s = device_scale(scale, x, checks);
+  const auto p = problem(x, y, s, sim, mask_diag, path);
+  auto opts = x.options().dtype(at::kFloat);
+  const int64_t nc = compute_col ? y.size(0) : 0;
+  auto rn = at::empty({x.size(0)}, opts), rp = at::empty({x.size(0)}, opts), rs = at::empty({x.size(0)}, opts);
+  auto cn = at::empty({nc}, opts), cp = at::empty({nc}, opts), cs = at::empty({nc}, opts);
+  auto col = [&](at::Tensor& t) { return compute_col ? t.data_ptr<float>() : nullptr; };
+  const cuda::LabelStats out{rn.data_ptr<float>(), rp.data_ptr<float>(), rs.data_ptr<float>(),
+                             col(cn), col(cp), col(cs)};
+  auto ws = at::empty({static_cast<int64_t>(cuda::label_forward_workspace(p)) + 1}, x.options().dtype(at::kByte));
+  check(cuda::label_forward(p, label_pointers(row_ids, col_ids), out, compute_col, ws.data_ptr(),
+                            current_launch_stream()),
+        "label_forward");
+  return {rn, cn, rp, cp, rs, cs};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> label_lse_bwd_cuda(
+    at::TensorList grads, const at::Tensor& x_in, const at::Tensor& y_in, const at::Tensor& scale,
+    const at::Tensor& row_ids_in, const at::Tensor& col_ids_in, at::TensorList lse, c10::string_view similarity,
+    bool mask_diag, std::array<bool, 3> output_mask, bool checks, c10::string_view path) {
+  const std::string sim(similarity);
+  check_common("label_lse_bwd", x_in, y_in, scale, sim);
+  check_labels("label_lse_bwd", row_ids_in, col_ids_in, x_in, y_in, mask_diag);
+  dtype_of(x_in.scalar_type());
+  const bool use_col = check_label_bwd("label_lse_bwd", grads, lse, x_in, y_in, at::kFloat);
+  LaunchDeviceGuard guard(x_in.device());
+  const auto [xc, yc] = centred_if_euclidean(x_in, y_in, sim);
+  auto x = xc.contiguous(), y = yc.contiguous();
+  auto row_ids = row_ids_in.contiguous(), col_ids = col_ids_in.contiguous();
+  auto s = device_scale(scale, x, checks);
+  const auto p = problem(x, y, s, sim, mask_diag, path);
+  std::array<at::Tensor, 6> g;
+  std::array<at::Tensor, 4> l;
+  for (int k = 0; k < 6; ++k) g[k] = grads[k].contiguous();
+  for (int k = 0; k < 4; ++k) l[k] = lse[k].contiguous();
+  auto ptr = [](const at::Tensor& t, bool present) { return present ? t.data_ptr<float>() : nullptr; };
+  const cuda::LabelGrads lg{ptr(g[0], true), ptr(g[1], use_col), ptr(g[2], true), ptr(g[3], use_col),
+                            ptr(g[4], true), ptr(g[5], use_col), ptr(l[0], true), ptr(l[1], use_col),
+                            ptr(l[2], true), ptr(l[3], use_col)};
+  auto dx = output_mask[0] ? at::empty_like(x) : x.new_empty({0});
+  auto dy = output_mask[1] ? at::empty_like(y) : y.new_empty({0});
+  auto dscale = at::empty({output_mask[2] ? 1 : 0}, x.options().dtype(at::kFloat));
+  auto ws = at::empty({static_cast<int64_t>(cuda::label_backward_workspace(p)) + 1}, x.options().dtype(at::kByte));
+  check(cuda::label_backward(p, label_pointers(row_ids, col_ids), lg, output_mask[0] ? dx.data_ptr() : nullptr,
+                             output_mask[1] ? dy.data_ptr() : nullptr,
+                             output_mask[2] ? dscale.data_ptr<float>() : nullptr, ws.data_ptr(),
+                             current_launch_stream()),
+        "label_backward");
+  return {dx, dy, output_mask[2] ? dscale.to(scale.scalar_type()).reshape(scale.sizes())
+                                  : scale.new_empty({0})};
 }
 
 }  // namespace mmcl_fast

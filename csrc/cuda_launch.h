@@ -35,4 +35,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_
     c10::string_view similarity, c10::string_view diagonal, std::array<bool, 4> output_mask, bool checks,
     c10::string_view math_path);
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> label_lse_fwd_cuda(
+    const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale, const at::Tensor& row_ids,
+    const at::Tensor& col_ids, c10::string_view similarity, bool mask_diag, bool compute_col, bool checks,
+    bool deterministic, c10::string_view math_path);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> label_lse_bwd_cuda(
+    at::TensorList grads, const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+    const at::Tensor& row_ids, const at::Tensor& col_ids, at::TensorList lse, c10::string_view similarity,
+    bool mask_diag, std::array<bool, 3> output_mask, bool checks, c10::string_view math_path);
+
 }  // namespace mmcl_fast

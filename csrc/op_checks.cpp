@@ -54,6 +54,35 @@ void check_labels(const char* op, const at::Tensor& row_ids, const at::Tensor& c
   check("col_ids", col_ids, y.size(0));
 }
 
+bool check_label_bwd(const char* op, at::ArrayRef<at::Tensor> grads, at::ArrayRef<at::Tensor> lse,
+                     const at::Tensor& x, const at::Tensor& y, at::ScalarType stat_dtype) {
+  TORCH_CHECK(grads.size() == 6, op, ": grads must hold 6 tensors (gRN, gCN, gRP, gCP, gRS, gCS), got ",
+              grads.size());
+  TORCH_CHECK(lse.size() == 4, op, ": lse must hold 4 tensors (row_neg, col_neg, row_pos, col_pos), got ",
+              lse.size());
+  const int64_t M = x.size(0), N = y.size(0);
+  const bool use_col = grads[1].numel() > 0;
+  static const char* const kNames[6] = {"grad_row_neg", "grad_col_neg", "grad_row_pos", "grad_col_pos",
+                                        "grad_row_sum", "grad_col_sum"};
+  for (int k = 0; k < 6; ++k) {
+    const int64_t want = k % 2 == 1 ? (use_col ? N : 0) : M;
+    TORCH_CHECK(grads[k].dim() == 1 && grads[k].numel() == want, op, ": ", kNames[k], " must have ", want,
+                " elements, got shape ", grads[k].sizes());
+    TORCH_CHECK(grads[k].scalar_type() == stat_dtype, op, ": ", kNames[k], " must be ", stat_dtype, ", got ",
+                grads[k].scalar_type());
+    TORCH_CHECK(grads[k].device() == x.device(), op, ": ", kNames[k], " must be on the device of x");
+  }
+  static const char* const kLseNames[4] = {"row_neg", "col_neg", "row_pos", "col_pos"};
+  for (int k = 0; k < 4; ++k) {
+    const int64_t want = k % 2 == 1 ? (use_col ? N : lse[k].numel()) : M;
+    TORCH_CHECK(lse[k].dim() == 1 && lse[k].numel() == want && lse[k].scalar_type() == stat_dtype, op, ": ",
+                kLseNames[k], " must be a [", want, "] ", stat_dtype, " tensor, got ", lse[k].sizes(), " ",
+                lse[k].scalar_type());
+    TORCH_CHECK(lse[k].device() == x.device(), op, ": ", kLseNames[k], " must be on the device of x");
+  }
+  return use_col;
+}
+
 namespace {
 
 // One serial pass on the calling thread for CPU float/double tensors (ATen's isfinite().all()

@@ -27,6 +27,12 @@ void check_bwd(const at::Tensor& grad_row, const at::Tensor& grad_col, const at:
 void check_labels(const char* op, const at::Tensor& row_ids, const at::Tensor& col_ids, const at::Tensor& x,
                   const at::Tensor& y, bool mask_diag);
 
+// label_lse_bwd's lists: grads (gRN, gCN, gRP, gCP, gRS, gCS: rows [M], columns all [N] or all
+// empty) and lse (row_neg, col_neg, row_pos, col_pos), every tensor of dtype `stat_dtype` (the
+// statistics' dtype on that device). Returns whether the columns have gradients.
+bool check_label_bwd(const char* op, at::ArrayRef<at::Tensor> grads, at::ArrayRef<at::Tensor> lse,
+                     const at::Tensor& x, const at::Tensor& y, at::ScalarType stat_dtype);
+
 // -||x_i - y_j||^2 and its gradients are invariant to a common shift of x and y. The kernels
 // expand it as 2 x.y - |x|^2 - |y|^2, which cancels catastrophically when |x|^2 >> ||x - y||^2
 // (embeddings sharing an offset). For "euclidean", both inputs are therefore shifted by their

@@ -16,8 +16,8 @@
 //                 deterministic, math_path) -> (row_neg, col_neg, row_pos, col_pos, row_sum, col_sum)
 //   label_lse_bwd(grads[6], x, y, scale, row_ids, col_ids, lse[4], similarity, mask_diag,
 //                 output_mask[3], checks, math_path) -> (dx, dy, dscale)
-//       the label-aware LSE (positives: equal ids), formulas in cpu/tile_engine/label_reduction.h;
-//       on CUDA the chunked PyTorch pair (mmcl_fast/chunked.py) serves them
+//       the label-aware LSE (positives: equal ids), formulas in cpu/tile_engine/label_reduction.h
+//       and cuda/pairwise_lse.cuh
 //   softplus_fwd(x[M,D], y[N,D], scale[], bias[], similarity, mask_diag, checks, math_path) -> row[M]
 //       row_i = sum_j softplus(s sim(x_i, y_j) + t), t = bias, j == i left out when mask_diag:
 //       the negatives' terms of the sigmoid loss (its positives are added outside, sigmoid_loss.py)
@@ -38,6 +38,7 @@
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <array>
 
 #include "cpu/operands_cpu.h"
@@ -105,33 +106,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> label_lse_bwd_cpu_checked(
   const std::string sim(similarity);
   check_common("label_lse_bwd", x, y, scale, sim);
   check_labels("label_lse_bwd", row_ids, col_ids, x, y, mask_diag);
-  TORCH_CHECK(grads.size() == 6, "label_lse_bwd: grads must hold 6 tensors (gRN, gCN, gRP, gCP, gRS, gCS), got ",
-              grads.size());
-  TORCH_CHECK(lse.size() == 4, "label_lse_bwd: lse must hold 4 tensors (row_neg, col_neg, row_pos, col_pos), got ",
-              lse.size());
-  const int64_t M = x.size(0), N = y.size(0);
-  const bool use_col = grads[1].numel() > 0;
-  static const char* const kNames[6] = {"grad_row_neg", "grad_col_neg", "grad_row_pos", "grad_col_pos",
-                                        "grad_row_sum", "grad_col_sum"};
+  check_label_bwd("label_lse_bwd", grads, lse, x, y, x.scalar_type());
   std::array<at::Tensor, 6> g;
   std::array<at::Tensor, 4> l;
-  for (int k = 0; k < 6; ++k) {
-    const bool column = k % 2 == 1;
-    const int64_t want = column ? (use_col ? N : 0) : M;
-    TORCH_CHECK(grads[k].dim() == 1 && grads[k].numel() == want, "label_lse_bwd: ", kNames[k], " must have ",
-                want, " elements, got shape ", grads[k].sizes());
-    TORCH_CHECK(grads[k].scalar_type() == x.scalar_type(), "label_lse_bwd: ", kNames[k], " must have the dtype of x (",
-                x.scalar_type(), "), got ", grads[k].scalar_type());
-    g[k] = grads[k];
-  }
-  static const char* const kLseNames[4] = {"row_neg", "col_neg", "row_pos", "col_pos"};
-  for (int k = 0; k < 4; ++k) {
-    const int64_t want = k % 2 == 1 ? (use_col ? N : lse[k].numel()) : M;
-    TORCH_CHECK(lse[k].dim() == 1 && lse[k].numel() == want && lse[k].scalar_type() == x.scalar_type(),
-                "label_lse_bwd: ", kLseNames[k], " must be a [", want, "] tensor of the dtype of x, got ",
-                lse[k].sizes(), " ", lse[k].scalar_type());
-    l[k] = lse[k];
-  }
+  std::copy(grads.begin(), grads.end(), g.begin());
+  std::copy(lse.begin(), lse.end(), l.begin());
   const auto [xc, yc] = centred_if_euclidean(x, y, sim);
   return label_lse_bwd_cpu(g, xc, yc, scale, row_ids, col_ids, l, sim, mask_diag, output_mask);
 }
@@ -225,6 +204,8 @@ TORCH_LIBRARY_IMPL(mmcl_fast, CUDA, m) {  // checks and launches: cuda_launch.cp
   m.impl("softplus_fwd", &softplus_fwd_cuda);
   m.impl("softplus_bwd", &softplus_bwd_cuda);
   m.impl("softplus_total", &softplus_total_cuda);
+  m.impl("label_lse_fwd", &label_lse_fwd_cuda);
+  m.impl("label_lse_bwd", &label_lse_bwd_cuda);
 }
 #endif
 

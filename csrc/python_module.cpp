@@ -26,6 +26,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #ifdef MMCL_FAST_WITH_CUDA
   m.attr("with_cuda") = true;
   m.attr("with_cuda_softplus") = true;  // the softplus pair's CUDA kernels (else: the chunked fallback)
+  m.attr("with_cuda_labels") = true;    // the label-aware pair's CUDA kernels (else: the chunked fallback)
 #else
   m.attr("with_cuda") = false;
 #endif

@@ -15,8 +15,8 @@ the label-aware pair (positives where ``row_ids[i] == col_ids[j]``; without ids 
   deterministic, math_path) -> (row_neg, col_neg, row_pos, col_pos, row_sum, col_sum)``, each row's
   and column's LSE over its negatives and over its positives and the sum of its positive logits;
 * ``label_lse_bwd(grads[6], x, y, scale, row_ids, col_ids, lse[4], similarity, mask_diag,
-  output_mask, checks, math_path) -> (dx, dy, dscale)``; on CUDA both run the chunked PyTorch
-  implementation until the CUDA tile kernels gain the label policy;
+  output_mask, checks, math_path) -> (dx, dy, dscale)``; CUDA tile kernels in a CUDA build (the
+  chunked PyTorch pair serves CUDA tensors in a CPU-only build);
 
 and the pairwise softplus pair of the sigmoid (SigLIP) loss:
 
@@ -272,12 +272,13 @@ def _chunked_label_lse_bwd(grads, x, y, scale, row_ids, col_ids, lse, similarity
                                  output_mask)
 
 
-def _register_chunked_cuda(softplus: bool):
-    """The chunked pairs as the CUDA kernels of the compiled ops that have no CUDA tile kernel: the
-    label-aware LSE, and the softplus pair in a build without it; kept alive in ``_state``."""
+def _register_chunked_cuda(labels: bool, softplus: bool):
+    """The chunked pairs as the CUDA kernels of the compiled ops that a build has no CUDA tile kernel
+    for (the label-aware LSE, the softplus pair: a CPU-only build); kept alive in ``_state``."""
     lib = torch.library.Library("mmcl_fast", "IMPL")
-    lib.impl("label_lse_fwd", chunked.label_lse_fwd, "CUDA")
-    lib.impl("label_lse_bwd", _chunked_label_lse_bwd, "CUDA")
+    if labels:
+        lib.impl("label_lse_fwd", chunked.label_lse_fwd, "CUDA")
+        lib.impl("label_lse_bwd", _chunked_label_lse_bwd, "CUDA")
     if softplus:
         lib.impl("softplus_fwd", chunked.softplus_fwd, "CUDA")
         lib.impl("softplus_bwd", chunked.softplus_bwd, "CUDA")
@@ -313,8 +314,9 @@ def _load_backend() -> None:
             _state["warning"] = ("mmcl_fast: the compiled extension is unavailable, using the "
                                  f"pure-PyTorch chunked fallback (slower). Reasons: {_state['error']}")
     if _state["backend"] != "python":
-        softplus = not getattr(_state["module"], "with_cuda_softplus", False)
-        _state["cuda_chunked"] = _register_chunked_cuda(softplus)
+        module = _state["module"]
+        _state["cuda_chunked"] = _register_chunked_cuda(not getattr(module, "with_cuda_labels", False),
+                                                        not getattr(module, "with_cuda_softplus", False))
     if _state["warning"]:
         warnings.warn(_state["warning"], RuntimeWarning, stacklevel=4)
 
@@ -622,8 +624,8 @@ def pairwise_label_lse(x: Tensor, y: Tensor, scale: Tensor, row_ids: Tensor | No
     and the same per column j over the rows (empty unless ``compute_col``). ``row_ids`` [M] and
     ``col_ids`` [N] are int64 on the device of ``x`` (no gradient); both None: the positives are
     the pairs (i, i), i < min(M, N) (ids ``arange``, without comparing any; not with ``mask_diag``).
-    Differentiable in ``x``, ``y`` and ``scale``. On CUDA the chunked PyTorch implementation
-    computes it."""
+    Differentiable in ``x``, ``y`` and ``scale``. On CUDA the tile kernels compute it (float32
+    statistics; the columns by a second pass, deterministic)."""
     load_backend()
     if (row_ids is None) != (col_ids is None):
         raise ValueError("give both `row_ids` and `col_ids`, or neither (the pairs (i, i) as the positives)")

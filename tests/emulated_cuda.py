@@ -40,7 +40,7 @@ def load():
 
 @contextlib.contextmanager
 def cpu_ops_run_emulated_cuda(concurrent_blocks: int = 1):
-    """Within the block, ``torch.ops.mmcl_fast``'s lse and softplus pairs on CPU tensors run the emulated
+    """Within the block, ``torch.ops.mmcl_fast``'s lse, label and softplus pairs on CPU tensors run the emulated
     CUDA implementation (half-precision inputs included); ``concurrent_blocks`` blocks run at once."""
     module = load()
     _ops.load_backend()
@@ -53,6 +53,8 @@ def cpu_ops_run_emulated_cuda(concurrent_blocks: int = 1):
             warnings.filterwarnings("ignore", message="(?s).*Overriding a previously registered kernel")
             lib.impl("lse_fwd", torch.ops.mmcl_fast_emu.lse_fwd.default, "CPU")
             lib.impl("lse_bwd", torch.ops.mmcl_fast_emu.lse_bwd.default, "CPU")
+            lib.impl("label_lse_fwd", torch.ops.mmcl_fast_emu.label_lse_fwd.default, "CPU")
+            lib.impl("label_lse_bwd", torch.ops.mmcl_fast_emu.label_lse_bwd.default, "CPU")
             lib.impl("softplus_fwd", torch.ops.mmcl_fast_emu.softplus_fwd.default, "CPU")
             lib.impl("softplus_bwd", torch.ops.mmcl_fast_emu.softplus_bwd.default, "CPU")
             lib.impl("softplus_total", torch.ops.mmcl_fast_emu.softplus_total.default, "CPU")

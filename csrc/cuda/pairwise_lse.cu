@@ -1,8 +1,14 @@
 // CUDA kernels of the pairwise operators: exact, deterministic-capable, with the tile products on
-// the CUDA cores (SIMT, fp32 FMAs) or on the tensor cores (WMMA), see MathPath. Two reductions of
+// the CUDA cores (SIMT, fp32 FMAs) or on the tensor cores (WMMA), see MathPath. Three reductions of
 // the same tiles, a compile-time parameter RED of the same kernels: the log-sum-exp (kLse, the
-// softmax losses) and the softplus sums of the sigmoid loss (kSoftplus):
-//   row_i = sum_j softplus(L_ij + t),  G_ij = g_i sigmoid(L_ij + t),  dbias = sum_ij G_ij.
+// softmax losses), the softplus sums of the sigmoid loss (kSoftplus):
+//   row_i = sum_j softplus(L_ij + t),  G_ij = g_i sigmoid(L_ij + t),  dbias = sum_ij G_ij,
+// and the label-aware log-sum-exp (kLabel): with P(i) = {j : id_a[i] == id_b[j]} (the pair (i, i)
+// without ids) and N(i) the other unmasked entries,
+//   row_neg_i = log sum_{j in N(i)} exp(L_ij),  row_pos_i = log sum_{j in P(i)} exp(L_ij),
+//   row_sum_i = sum_{j in P(i)} L_ij,
+//   G_ij = gN_i e^{L_ij - row_neg_i} (+ the column terms)               for j in N(i),
+//   G_ij = gP_i e^{L_ij - row_pos_i} + gS_i (+ the column terms)        for j in P(i).
 //
 // Formulas: see pairwise_lse.cuh. Everything is built from two generic "row" kernels over
 // (A, B) = (X, Y) or (Y, X), which is possible because the problem is symmetric:
@@ -17,6 +23,8 @@
 //                     (no fixed-max shortcut, so logit_scale 100 cannot underflow).
 //                     deterministic mode: the column LSE is a second launch on (Y, X).
 //                     kSoftplus: the row sums of softplus(L + t), no column pass.
+//                     kLabel: the three row statistics; the columns' are always the second
+//                     launch on (Y, X) with the ids swapped (deterministic in both modes).
 //   grad_rows_kernel: recomputes the tiles, G_ij = ga_i e^{L_ij - lse_a_i} + gb_j e^{L_ij - lse_b_j}
 //                     (kSoftplus: G_ij = g sigmoid(L_ij + t), g = ga_i, or gb_j in the swapped launch),
 //                     and accumulates dA_ik += sum_j G_ij phi(a_ik, b_jk) into float rows the block
@@ -62,7 +70,7 @@ constexpr int kSimt = static_cast<int>(MathPath::Simt), kTensorCore = static_cas
 constexpr int kSimDot = static_cast<int>(Similarity::Dot);
 constexpr int kSimEuclid = static_cast<int>(Similarity::Euclidean);
 constexpr int kSimL1 = static_cast<int>(Similarity::L1);
-constexpr int kLse = 0, kSoftplus = 1;  // the reductions (RED)
+constexpr int kLse = 0, kSoftplus = 1, kLabel = 2;  // the reductions (RED)
 
 __device__ __forceinline__ float to_f(float v) { return v; }
 __device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
@@ -106,23 +114,48 @@ __device__ __forceinline__ float sigmoid_f(float z) {
   return (z >= 0.f ? 1.f : e) / (1.f + e);
 }
 
+// Whether the unmasked entry (gr, gc) of the matrix is a positive pair (kLabel): equal ids, or
+// gr == gc without ids.
+__device__ __forceinline__ bool positive_pair(const int64_t* ids_a, const int64_t* ids_b, int64_t gr, int64_t gc) {
+  return ids_a != nullptr ? ids_a[gr] == ids_b[gc] : gr == gc;
+}
+
 // What G is made of: the upstream gradients of the row (ga) and column (gb) statistics, the LSEs
-// (kLse) and the bias (kSoftplus). A null pointer: that term is absent.
+// (kLse; kLabel: those of the negatives) and the bias (kSoftplus, set by the kernel); kLabel adds
+// the positives' gradients and LSEs, the gradients of the positive sums and the ids (null: the
+// pairs (i, i)). A null pointer: that term is absent.
 struct GradSource {
   const float* ga;
   const float* gb;
   const float* lse_a;
   const float* lse_b;
-  float bias;
+  float bias = 0.f;
+  const float* ga_pos = nullptr;
+  const float* gb_pos = nullptr;
+  const float* lse_a_pos = nullptr;
+  const float* lse_b_pos = nullptr;
+  const float* ga_sum = nullptr;
+  const float* gb_sum = nullptr;
+  const int64_t* ids_a = nullptr;
+  const int64_t* ids_b = nullptr;
 };
 
 // G_ij of one tile entry (0 for -inf: masked or outside the matrix). kLse: ga_i e^{L - lse_a_i} +
 // gb_j e^{L - lse_b_j}. kSoftplus (exactly one of ga, gb: gb in the swapped launch of dY):
-// g sigmoid(L + t).
+// g sigmoid(L + t). kLabel: kLse's terms for a negative; for a positive
+// ga_pos_i e^{L - lse_a_pos_i} + ga_sum_i (+ the same of the column when gb_pos is given).
 template <int RED>
 __device__ __forceinline__ float grad_entry(float l, int64_t gr, int64_t gc, const GradSource& g) {
   if (l == -INFINITY) return 0.f;
-  if constexpr (RED == kLse) {
+  if constexpr (RED == kLabel) {
+    float v = 0.f;
+    if (positive_pair(g.ids_a, g.ids_b, gr, gc)) {
+      if (g.ga_pos != nullptr) v += g.ga_pos[gr] * expf(l - g.lse_a_pos[gr]) + g.ga_sum[gr];
+      if (g.gb_pos != nullptr) v += g.gb_pos[gc] * expf(l - g.lse_b_pos[gc]) + g.gb_sum[gc];
+      return v;
+    }
+  }
+  if constexpr (RED == kLse || RED == kLabel) {
     float v = 0.f;
     if (g.ga != nullptr) v += g.ga[gr] * expf(l - exp_offset(g.lse_a[gr]));
     if (g.gb != nullptr) v += g.gb[gc] * expf(l - exp_offset(g.lse_b[gc]));
@@ -293,21 +326,80 @@ __device__ __forceinline__ void logit_tile(const T* __restrict__ a, const T* __r
   else logit_tile_simt<T, SIM>(a, b, na, nb, D, r0, c0, s, an, bn, mask, Ls);
 }
 
+// kLabel's ids (null: the pairs (i, i) are the positives) and its two further row outputs.
+struct LabelRows {
+  const int64_t* ids_a = nullptr;
+  const int64_t* ids_b = nullptr;
+  float* pos_out = nullptr;  // LSE over the positives [na]
+  float* sum_out = nullptr;  // sum of the positive logits [na]
+};
+
+// The label-aware statistics of row `grp` of the tile in Ls (4 threads q = 0..3 per row, 16 entries
+// each): the online LSEs over the negatives (rmax, rsum) and over the positives (pmax, psum) and
+// the sum of the positive logits (plsum), updated by thread q = 0.
+__device__ __forceinline__ void label_row_update(const float (*Ls)[LDS], int grp, int q, int64_t gr, int64_t c0,
+                                                 const LabelRows& lab, float* rmax, float* rsum, float* pmax,
+                                                 float* psum, float* plsum) {
+  unsigned positive = 0;  // bit k: entry q * 16 + k is a positive
+  float mn = -INFINITY, mp = -INFINITY, ls = 0.f;
+  for (int k = 0; k < 16; ++k) {
+    const float l = Ls[grp][q * 16 + k];
+    if (l == -INFINITY) continue;  // masked or outside the matrix: in neither set
+    if (positive_pair(lab.ids_a, lab.ids_b, gr, c0 + q * 16 + k)) {
+      positive |= 1u << k;
+      mp = fmaxf(mp, l);
+      ls += l;
+    } else {
+      mn = fmaxf(mn, l);
+    }
+  }
+  mn = fmaxf(mn, __shfl_xor_sync(0xffffffffu, mn, 1));
+  mn = fmaxf(mn, __shfl_xor_sync(0xffffffffu, mn, 2));
+  mp = fmaxf(mp, __shfl_xor_sync(0xffffffffu, mp, 1));
+  mp = fmaxf(mp, __shfl_xor_sync(0xffffffffu, mp, 2));
+  ls += __shfl_xor_sync(0xffffffffu, ls, 1);
+  ls += __shfl_xor_sync(0xffffffffu, ls, 2);
+  const float nmn = fmaxf(rmax[grp], mn), offn = exp_offset(nmn);
+  const float nmp = fmaxf(pmax[grp], mp), offp = exp_offset(nmp);
+  float an = 0.f, ap = 0.f;
+  for (int k = 0; k < 16; ++k) {
+    const float l = Ls[grp][q * 16 + k];
+    if ((positive >> k) & 1u) ap += expf(l - offp);
+    else an += expf(l - offn);  // -inf entries add exp(-inf) = 0
+  }
+  an += __shfl_xor_sync(0xffffffffu, an, 1);
+  an += __shfl_xor_sync(0xffffffffu, an, 2);
+  ap += __shfl_xor_sync(0xffffffffu, ap, 1);
+  ap += __shfl_xor_sync(0xffffffffu, ap, 2);
+  __syncwarp();
+  if (q == 0) {
+    rsum[grp] = rsum[grp] * expf(rmax[grp] - offn) + an;
+    rmax[grp] = nmn;
+    psum[grp] = psum[grp] * expf(pmax[grp] - offp) + ap;
+    pmax[grp] = nmp;
+    plsum[grp] += ls;
+  }
+}
+
 // The row statistic of A's rows over B (one block per 64 rows): kLse the online row LSE (and, with
-// col_pairs, the per-tile column (max, sum) pairs), kSoftplus sum_j softplus(L_ij + bias).
+// col_pairs, the per-tile column (max, sum) pairs), kSoftplus sum_j softplus(L_ij + bias), kLabel
+// the LSE over the negatives into row_out and lab's LSE over the positives and positive sum.
 template <typename T, int SIM, int PATH, int RED>
 __global__ void __launch_bounds__(THREADS)
 rows_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t na, int64_t nb, int64_t D,
             const float* __restrict__ scale, const float* bias, const float* an, const float* bn, bool mask,
-            float* __restrict__ row_out, unsigned long long* col_pairs) {
+            float* __restrict__ row_out, unsigned long long* col_pairs, LabelRows lab) {
   MMCL_SHARED_ALIGNED(Ls, 32, float[BM][LDS]);
   MMCL_SHARED(rmax, float[BM]);
   MMCL_SHARED(rsum, float[BM]);
+  MMCL_SHARED(pmax, float[BM]);   // kLabel: the positives' running LSE and logit sum
+  MMCL_SHARED(psum, float[BM]);
+  MMCL_SHARED(plsum, float[BM]);
   const int tid = threadIdx.x;
   const int64_t r0 = static_cast<int64_t>(blockIdx.x) * BM;
   const float s = *scale;
   const float t = RED == kSoftplus ? *bias : 0.f;
-  if (tid < BM) { rmax[tid] = -INFINITY; rsum[tid] = 0.f; }
+  if (tid < BM) { rmax[tid] = -INFINITY; rsum[tid] = 0.f; pmax[tid] = -INFINITY; psum[tid] = 0.f; plsum[tid] = 0.f; }
   __syncthreads();
   const int grp = tid >> 2, q = tid & 3;  // 4 threads per row (or column), 16 entries each
   for (int64_t c0 = 0; c0 < nb; c0 += BN) {
@@ -319,6 +411,8 @@ rows_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t na, int64_
       acc += __shfl_xor_sync(0xffffffffu, acc, 1);
       acc += __shfl_xor_sync(0xffffffffu, acc, 2);
       if (q == 0) rsum[grp] += acc;  // only this thread reads rsum[grp] before the next __syncthreads
+    } else if constexpr (RED == kLabel) {
+      label_row_update(Ls, grp, q, r0 + grp, c0, lab, rmax, rsum, pmax, psum, plsum);
     } else {  // online row LSE of row `grp`
       float m = -INFINITY;
       for (int c = q * 16; c < q * 16 + 16; ++c) m = fmaxf(m, Ls[grp][c]);
@@ -348,8 +442,13 @@ rows_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t na, int64_
     }
     __syncthreads();
   }
-  if (tid < BM && r0 + tid < na)
+  if (tid < BM && r0 + tid < na) {
     row_out[r0 + tid] = RED == kSoftplus ? rsum[tid] : finish_lse(rmax[tid], rsum[tid]);
+    if (RED == kLabel) {
+      lab.pos_out[r0 + tid] = finish_lse(pmax[tid], psum[tid]);
+      lab.sum_out[r0 + tid] = plsum[tid];
+    }
+  }
 }
 
 template <int SIM>
@@ -507,13 +606,12 @@ template <typename T, int SIM, int PATH, int RED>
 __global__ void __launch_bounds__(THREADS)
 grad_rows_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t na, int64_t nb, int64_t D,
                  const float* __restrict__ scale, const float* bias, const float* an, const float* bn, bool mask,
-                 const float* ga, const float* gb, const float* lse_a, const float* lse_b,
-                 float* __restrict__ da_acc, float* dscale_part, float* dbias_part) {
+                 GradSource src, float* __restrict__ da_acc, float* dscale_part, float* dbias_part) {
   MMCL_SHARED_ALIGNED(Ls, 32, float[BM][LDS]);
   MMCL_SHARED(red, float[THREADS / 32]);
   const int64_t r0 = static_cast<int64_t>(blockIdx.x) * BM;
   const float s = *scale;
-  const GradSource src{ga, gb, lse_a, lse_b, RED == kSoftplus ? *bias : 0.f};
+  if (RED == kSoftplus) src.bias = *bias;
   GradSums sums;  // over this thread's entries
   for (int64_t c0 = 0; c0 < nb; c0 += BN) {
     logit_tile<T, SIM, PATH>(a, b, na, nb, D, r0, c0, s, an, bn, mask, Ls);
@@ -654,12 +752,13 @@ cudaError_t lse_forward(const Problem& p, float* row_lse, float* col_lse, bool c
     const T* x = static_cast<const T*>(p.x);
     const T* y = static_cast<const T*>(p.y);
     launch_kernel(rows_kernel<T, SIM, PATH, kLse>, blocks(p.M, BM), THREADS, st,
-        x, y, p.M, p.N, p.D, p.scale, nullptr, n.x, n.y, p.mask_diag, row_lse, atomic_cols ? pairs : nullptr);
+        x, y, p.M, p.N, p.D, p.scale, nullptr, n.x, n.y, p.mask_diag, row_lse, atomic_cols ? pairs : nullptr,
+        LabelRows{});
     if (atomic_cols) {
       launch_kernel(finish_pairs_kernel, blocks(p.N, 256), 256, st, pairs, p.N, col_lse);
     } else if (compute_col) {
       launch_kernel(rows_kernel<T, SIM, PATH, kLse>, blocks(p.N, BM), THREADS, st,
-          y, x, p.N, p.M, p.D, p.scale, nullptr, n.y, n.x, p.mask_diag, col_lse, nullptr);
+          y, x, p.N, p.M, p.D, p.scale, nullptr, n.y, n.x, p.mask_diag, col_lse, nullptr, LabelRows{});
     }
   });
   if (err != cudaSuccess) return err;
@@ -723,13 +822,13 @@ cudaError_t lse_backward(const Problem& p, const float* grad_row, const float* g
     // dX and dscale: rows of X against Y (skipped when neither is requested).
     if (dx != nullptr || dscale != nullptr)
       launch_kernel(grad_rows_kernel<T, SIM, PATH, kLse>, blocks(p.M, BM), THREADS, st,
-          x, y, p.M, p.N, p.D, p.scale, nullptr, n.x, n.y, p.mask_diag, grad_row, grad_col, row_lse,
-          col_lse, dx_acc, parts, nullptr);
+          x, y, p.M, p.N, p.D, p.scale, nullptr, n.x, n.y, p.mask_diag,
+          GradSource{grad_row, grad_col, row_lse, col_lse}, dx_acc, parts, nullptr);
     // dY: the swapped problem, whose G is G^T (skipped when not requested).
     if (dy != nullptr)
       launch_kernel(grad_rows_kernel<T, SIM, PATH, kLse>, blocks(p.N, BM), THREADS, st,
-          y, x, p.N, p.M, p.D, p.scale, nullptr, n.y, n.x, p.mask_diag, grad_col, grad_row, col_lse,
-          row_lse, dy_acc, nullptr, nullptr);
+          y, x, p.N, p.M, p.D, p.scale, nullptr, n.y, n.x, p.mask_diag,
+          GradSource{grad_col, grad_row, col_lse, row_lse}, dy_acc, nullptr, nullptr);
     if (dx != nullptr)
       launch_kernel(scale_out_kernel<T>, blocks(p.M * p.D, 256), 256, st, dx_acc, p.M * p.D, p.scale, static_cast<T*>(dx));
     if (dy != nullptr)
@@ -751,7 +850,7 @@ cudaError_t softplus_forward(const Problem& p, const float* bias, float* row, vo
     if (SIM == kSimEuclid) n = launch_norms<T>(p, norms_ws, st);
     launch_kernel(rows_kernel<T, SIM, PATH, kSoftplus>, blocks(p.M, BM), THREADS, st,
         static_cast<const T*>(p.x), static_cast<const T*>(p.y), p.M, p.N, p.D, p.scale, bias, n.x, n.y,
-        p.mask_diag, row, nullptr);
+        p.mask_diag, row, nullptr, LabelRows{});
   });
   if (err != cudaSuccess) return err;
   return cudaGetLastError();
@@ -776,12 +875,12 @@ cudaError_t softplus_backward(const Problem& p, const float* bias, const float* 
     // dX, dscale, dbias: rows of X against Y, G = g_i sigmoid(L + t).
     if (dx != nullptr || dscale != nullptr || dbias != nullptr)
       launch_kernel(grad_rows_kernel<T, SIM, PATH, kSoftplus>, blocks(p.M, BM), THREADS, st,
-          x, y, p.M, p.N, p.D, p.scale, bias, n.x, n.y, p.mask_diag, grad_row, nullptr, nullptr, nullptr, dx_acc,
+          x, y, p.M, p.N, p.D, p.scale, bias, n.x, n.y, p.mask_diag, GradSource{grad_row, nullptr, nullptr, nullptr}, dx_acc,
           dscale != nullptr ? scale_parts : nullptr, dbias != nullptr ? bias_parts : nullptr);
     // dY: the swapped problem, whose G is G^T: the row gradient becomes the column one.
     if (dy != nullptr)
       launch_kernel(grad_rows_kernel<T, SIM, PATH, kSoftplus>, blocks(p.N, BM), THREADS, st,
-          y, x, p.N, p.M, p.D, p.scale, bias, n.y, n.x, p.mask_diag, nullptr, grad_row, nullptr, nullptr, dy_acc,
+          y, x, p.N, p.M, p.D, p.scale, bias, n.y, n.x, p.mask_diag, GradSource{nullptr, grad_row, nullptr, nullptr}, dy_acc,
           nullptr, nullptr);
     if (dx != nullptr)
       launch_kernel(scale_out_kernel<T>, blocks(p.M * p.D, 256), 256, st, dx_acc, p.M * p.D, p.scale, static_cast<T*>(dx));
@@ -789,6 +888,65 @@ cudaError_t softplus_backward(const Problem& p, const float* bias, const float* 
       launch_kernel(scale_out_kernel<T>, blocks(p.N * p.D, 256), 256, st, dy_acc, p.N * p.D, p.scale, static_cast<T*>(dy));
     if (dscale != nullptr) launch_kernel(sum_parts_kernel, 1, 32, st, scale_parts, blocks(p.M, BM), p.scale, dscale);
     if (dbias != nullptr) launch_kernel(sum_parts_kernel, 1, 32, st, bias_parts, blocks(p.M, BM), nullptr, dbias);
+  });
+  if (err != cudaSuccess) return err;
+  return cudaGetLastError();
+}
+
+size_t label_forward_workspace(const Problem& p) { return align256(sizeof(float) * size_t(p.M + p.N)); }
+
+cudaError_t label_forward(const Problem& p, const Labels& ids, const LabelStats& out, bool compute_col,
+                          void* workspace, cudaStream_t st) {
+  float* norms_ws = static_cast<float*>(workspace);
+  cudaError_t err = dispatch(p.dtype, p.similarity, effective_path(p), [&](auto tag, auto sim_c, auto path_c) {
+    using T = decltype(tag);
+    constexpr int SIM = decltype(sim_c)::value, PATH = decltype(path_c)::value;
+    Norms n{nullptr, nullptr};
+    if (SIM == kSimEuclid) n = launch_norms<T>(p, norms_ws, st);
+    const T* x = static_cast<const T*>(p.x);
+    const T* y = static_cast<const T*>(p.y);
+    launch_kernel(rows_kernel<T, SIM, PATH, kLabel>, blocks(p.M, BM), THREADS, st,
+        x, y, p.M, p.N, p.D, p.scale, nullptr, n.x, n.y, p.mask_diag, out.row_neg, nullptr,
+        LabelRows{ids.row_ids, ids.col_ids, out.row_pos, out.row_sum});
+    if (compute_col)  // the swapped problem: the columns' statistics are the rows' of (Y, X)
+      launch_kernel(rows_kernel<T, SIM, PATH, kLabel>, blocks(p.N, BM), THREADS, st,
+          y, x, p.N, p.M, p.D, p.scale, nullptr, n.y, n.x, p.mask_diag, out.col_neg, nullptr,
+          LabelRows{ids.col_ids, ids.row_ids, out.col_pos, out.col_sum});
+  });
+  if (err != cudaSuccess) return err;
+  return cudaGetLastError();
+}
+
+size_t label_backward_workspace(const Problem& p) { return backward_bytes(p, false); }
+
+cudaError_t label_backward(const Problem& p, const Labels& ids, const LabelGrads& g, void* dx, void* dy,
+                           float* dscale, void* workspace, cudaStream_t st) {
+  BackwardBuffers buf;
+  cudaError_t err = backward_buffers(p, workspace, st, &buf);
+  if (err != cudaSuccess) return err;
+  float *norms_ws = buf.norms, *dx_acc = buf.dx_acc, *dy_acc = buf.dy_acc, *parts = buf.scale_parts;
+  const GradSource rows{g.row_neg, g.col_neg, g.lse_row_neg, g.lse_col_neg, 0.f, g.row_pos, g.col_pos,
+                        g.lse_row_pos, g.lse_col_pos, g.row_sum, g.col_sum, ids.row_ids, ids.col_ids};
+  const GradSource cols{g.col_neg, g.row_neg, g.lse_col_neg, g.lse_row_neg, 0.f, g.col_pos, g.row_pos,
+                        g.lse_col_pos, g.lse_row_pos, g.col_sum, g.row_sum, ids.col_ids, ids.row_ids};
+  err = dispatch(p.dtype, p.similarity, effective_path(p), [&](auto tag, auto sim_c, auto path_c) {
+    using T = decltype(tag);
+    constexpr int SIM = decltype(sim_c)::value, PATH = decltype(path_c)::value;
+    Norms n{nullptr, nullptr};
+    if (SIM == kSimEuclid) n = launch_norms<T>(p, norms_ws, st);
+    const T* x = static_cast<const T*>(p.x);
+    const T* y = static_cast<const T*>(p.y);
+    if (dx != nullptr || dscale != nullptr)
+      launch_kernel(grad_rows_kernel<T, SIM, PATH, kLabel>, blocks(p.M, BM), THREADS, st,
+          x, y, p.M, p.N, p.D, p.scale, nullptr, n.x, n.y, p.mask_diag, rows, dx_acc, parts, nullptr);
+    if (dy != nullptr)  // the swapped problem, whose G is G^T
+      launch_kernel(grad_rows_kernel<T, SIM, PATH, kLabel>, blocks(p.N, BM), THREADS, st,
+          y, x, p.N, p.M, p.D, p.scale, nullptr, n.y, n.x, p.mask_diag, cols, dy_acc, nullptr, nullptr);
+    if (dx != nullptr)
+      launch_kernel(scale_out_kernel<T>, blocks(p.M * p.D, 256), 256, st, dx_acc, p.M * p.D, p.scale, static_cast<T*>(dx));
+    if (dy != nullptr)
+      launch_kernel(scale_out_kernel<T>, blocks(p.N * p.D, 256), 256, st, dy_acc, p.N * p.D, p.scale, static_cast<T*>(dy));
+    if (dscale != nullptr) launch_kernel(sum_parts_kernel, 1, 32, st, parts, blocks(p.M, BM), p.scale, dscale);
   });
   if (err != cudaSuccess) return err;
   return cudaGetLastError();

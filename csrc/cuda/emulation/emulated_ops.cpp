@@ -1,6 +1,6 @@
 // The host-emulated CUDA backend used by the tests: the operators' CUDA implementations
 // (csrc/cuda_launch.cpp, kernels of csrc/cuda/pairwise_lse.cu run by the emulator) registered as
-// mmcl_fast_emu::lse_fwd / lse_bwd for CPU tensors, the emulator's half-precision conversions as
+// mmcl_fast_emu::lse_fwd / lse_bwd (label_lse_*, softplus_*) for CPU tensors, the emulator's half-precision conversions as
 // mmcl_fast_emu::to_half_bits / from_half_bits, and its controls (a pybind11 module).
 // Built on demand by tests/emulated_cuda.py; never part of the installed package.
 #include <ATen/core/Tensor.h>
@@ -45,6 +45,8 @@ at::Tensor from_half_bits(const at::Tensor& bits, bool bfloat16) {
 TORCH_LIBRARY(mmcl_fast_emu, m) {
   m.def(mmcl_fast::kLseFwdSchema);
   m.def(mmcl_fast::kLseBwdSchema);
+  m.def(mmcl_fast::kLabelLseFwdSchema);
+  m.def(mmcl_fast::kLabelLseBwdSchema);
   m.def(mmcl_fast::kSoftplusFwdSchema);
   m.def(mmcl_fast::kSoftplusBwdSchema);
   m.def(mmcl_fast::kSoftplusTotalSchema);
@@ -55,6 +57,8 @@ TORCH_LIBRARY(mmcl_fast_emu, m) {
 TORCH_LIBRARY_IMPL(mmcl_fast_emu, CPU, m) {
   m.impl("lse_fwd", &mmcl_fast::lse_fwd_cuda);
   m.impl("lse_bwd", &mmcl_fast::lse_bwd_cuda);
+  m.impl("label_lse_fwd", &mmcl_fast::label_lse_fwd_cuda);
+  m.impl("label_lse_bwd", &mmcl_fast::label_lse_bwd_cuda);
   m.impl("softplus_fwd", &mmcl_fast::softplus_fwd_cuda);
   m.impl("softplus_bwd", &mmcl_fast::softplus_bwd_cuda);
   m.impl("softplus_total", &mmcl_fast::softplus_total_cuda);
