@@ -324,4 +324,65 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> label_lse_bwd_cuda(
                                   : scale.new_empty({0})};
 }
 
+at::Tensor label_softplus_fwd_cuda(const at::Tensor& x_in, const at::Tensor& y_in, const at::Tensor& scale,
+                                   const at::Tensor& bias, const at::Tensor& row_ids_in, const at::Tensor& col_ids_in,
+                                   c10::string_view similarity, bool checks, c10::string_view path) {
+  const std::string sim(similarity);
+  check_common("label_softplus_fwd", x_in, y_in, scale, sim);
+  check_labels("label_softplus_fwd", row_ids_in, col_ids_in, x_in, y_in, false);
+  dtype_of(x_in.scalar_type());
+  LaunchDeviceGuard guard(x_in.device());
+  if (checks) {
+    check_finite("label_softplus_fwd", "x", x_in);
+    check_finite("label_softplus_fwd", "y", y_in);
+  }
+  const auto [xc, yc] = centred_if_euclidean(x_in, y_in, sim);
+  auto x = xc.contiguous(), y = yc.contiguous();
+  auto row_ids = row_ids_in.contiguous(), col_ids = col_ids_in.contiguous();
+  auto s = device_scale(scale, x, checks);
+  auto t = device_bias(bias, x, checks);
+  const auto p = problem(x, y, s, sim, false, path);
+  auto row = at::empty({x.size(0)}, x.options().dtype(at::kFloat));
+  auto ws = at::empty({static_cast<int64_t>(cuda::softplus_forward_workspace(p)) + 1}, x.options().dtype(at::kByte));
+  check(cuda::label_softplus_forward(p, label_pointers(row_ids, col_ids), t.data_ptr<float>(), row.data_ptr<float>(),
+                                     ws.data_ptr(), current_launch_stream()),
+        "label_softplus_forward");
+  return row;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> label_softplus_bwd_cuda(
+    const at::Tensor& grad_row, const at::Tensor& x_in, const at::Tensor& y_in, const at::Tensor& scale,
+    const at::Tensor& bias, const at::Tensor& row_ids_in, const at::Tensor& col_ids_in, c10::string_view similarity,
+    std::array<bool, 4> output_mask, bool checks, c10::string_view path) {
+  const std::string sim(similarity);
+  check_common("label_softplus_bwd", x_in, y_in, scale, sim);
+  check_labels("label_softplus_bwd", row_ids_in, col_ids_in, x_in, y_in, false);
+  dtype_of(x_in.scalar_type());
+  TORCH_CHECK(grad_row.dim() == 1 && grad_row.numel() == x_in.size(0), "label_softplus_bwd: grad_row must have M = ",
+              x_in.size(0), " elements, got shape ", grad_row.sizes());
+  LaunchDeviceGuard guard(x_in.device());
+  const auto [xc, yc] = centred_if_euclidean(x_in, y_in, sim);
+  auto x = xc.contiguous(), y = yc.contiguous();
+  auto row_ids = row_ids_in.contiguous(), col_ids = col_ids_in.contiguous();
+  auto s = device_scale(scale, x, checks);
+  auto t = device_bias(bias, x, checks);
+  const auto p = problem(x, y, s, sim, false, path);
+  auto gr = grad_row.to(at::kFloat).contiguous();
+  auto dx = output_mask[0] ? at::empty_like(x) : x.new_empty({0});
+  auto dy = output_mask[1] ? at::empty_like(y) : y.new_empty({0});
+  auto f32 = x.options().dtype(at::kFloat);
+  auto dscale = at::empty({output_mask[2] ? 1 : 0}, f32);
+  auto dbias = at::empty({output_mask[3] ? 1 : 0}, f32);
+  auto ws = at::empty({static_cast<int64_t>(cuda::softplus_backward_workspace(p)) + 1}, x.options().dtype(at::kByte));
+  check(cuda::label_softplus_backward(p, label_pointers(row_ids, col_ids), t.data_ptr<float>(), gr.data_ptr<float>(),
+                                      output_mask[0] ? dx.data_ptr() : nullptr, output_mask[1] ? dy.data_ptr() : nullptr,
+                                      output_mask[2] ? dscale.data_ptr<float>() : nullptr,
+                                      output_mask[3] ? dbias.data_ptr<float>() : nullptr, ws.data_ptr(),
+                                      current_launch_stream()),
+        "label_softplus_backward");
+  return {dx, dy,
+          output_mask[2] ? dscale.to(scale.scalar_type()).reshape(scale.sizes()) : scale.new_empty({0}),
+          output_mask[3] ? dbias.to(bias.scalar_type()).reshape(bias.sizes()) : bias.new_empty({0})};
+}
+
 }  // namespace mmcl_fast

@@ -40,6 +40,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
     const at::Tensor& col_ids, c10::string_view similarity, bool mask_diag, bool compute_col, bool checks,
     bool deterministic, c10::string_view math_path);
 
+at::Tensor label_softplus_fwd_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+                                   const at::Tensor& bias, const at::Tensor& row_ids, const at::Tensor& col_ids,
+                                   c10::string_view similarity, bool checks, c10::string_view math_path);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> label_softplus_bwd_cuda(
+    const at::Tensor& grad_row, const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+    const at::Tensor& bias, const at::Tensor& row_ids, const at::Tensor& col_ids, c10::string_view similarity,
+    std::array<bool, 4> output_mask, bool checks, c10::string_view math_path);
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> label_lse_bwd_cuda(
     at::TensorList grads, const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
     const at::Tensor& row_ids, const at::Tensor& col_ids, at::TensorList lse, c10::string_view similarity,

@@ -51,6 +51,18 @@ inline constexpr const char* kSoftplusTotalSchema =
     "softplus_total(Tensor x, Tensor y, Tensor scale, Tensor bias, str similarity, str diagonal,"
     " bool[4] output_mask, bool checks=False, str math_path=\"auto\") -> (Tensor, Tensor, Tensor, Tensor, Tensor)";
 
+// The label-aware sigmoid terms: row_i = sum_j softplus(-z_ij (s sim(x_i, y_j) + t)) with z_ij = +1
+// where row_ids_i == col_ids_j (the pairs (i, i) when both ids are empty) and -1 elsewhere: the
+// whole per-anchor sigmoid loss, positives included; and its backward (dx, dy, dscale, dbias) with
+// G_ij = -z_ij grad_row_i sigmoid(-z_ij (L_ij + t)).
+inline constexpr const char* kLabelSoftplusFwdSchema =
+    "label_softplus_fwd(Tensor x, Tensor y, Tensor scale, Tensor bias, Tensor row_ids, Tensor col_ids,"
+    " str similarity, bool checks=False, str math_path=\"auto\") -> Tensor";
+inline constexpr const char* kLabelSoftplusBwdSchema =
+    "label_softplus_bwd(Tensor grad_row, Tensor x, Tensor y, Tensor scale, Tensor bias, Tensor row_ids,"
+    " Tensor col_ids, str similarity, bool[4] output_mask, bool checks=False, str math_path=\"auto\")"
+    " -> (Tensor, Tensor, Tensor, Tensor)";
+
 // The O((M + N) D) operands of a loss around the pairwise LSE (CPU only; csrc/cpu/operands_cpu.cpp):
 // the kernel inputs ka, kb (L2-normalised for cosine, else copies), the positive-pair similarities
 // pos_i = sim(ka_i, kb_i) for i < M <= N, and the row norms (empty unless cosine).

@@ -24,6 +24,10 @@
 //   softplus_bwd(grad_row[M], x, y, scale, bias, similarity, mask_diag, output_mask[4], checks,
 //                math_path)
 //       -> (dx, dy, dscale, dbias), G_ij = grad_row_i sigmoid(s sim_ij + t); masked outputs empty
+//   label_softplus_fwd(x, y, scale, bias, row_ids, col_ids, similarity, checks, math_path) -> row[M]
+//   label_softplus_bwd(grad_row, x, y, scale, bias, row_ids, col_ids, similarity, output_mask[4], checks,
+//                      math_path) -> (dx, dy, dscale, dbias)
+//       the label-aware sigmoid terms sum_j softplus(-z_ij (L_ij + t)), z = +1 for equal ids
 //   softplus_total(x, y, scale, bias, similarity, diagonal, output_mask[4], checks, math_path)
 //       -> (total[], dx, dy, dscale, dbias): total = sum over the negatives of softplus(L + t), plus
 //       softplus(-(L_ii + t)) over the diagonal when diagonal == "positive" ("masked": left out,
@@ -156,6 +160,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_
   return softplus_total_cpu(xc, yc, scale, bias, sim, std::string(diagonal), output_mask);
 }
 
+at::Tensor label_softplus_fwd_cpu_checked(const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+                                          const at::Tensor& bias, const at::Tensor& row_ids,
+                                          const at::Tensor& col_ids, c10::string_view similarity, bool /*checks*/,
+                                          c10::string_view /*math_path*/) {
+  const std::string sim(similarity);
+  check_common("label_softplus_fwd", x, y, scale, sim);
+  check_labels("label_softplus_fwd", row_ids, col_ids, x, y, false);
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "label_softplus_fwd: the CPU kernel supports float32 and float64, got ", x.scalar_type());
+  check_finite("label_softplus_fwd", "x", x);
+  check_finite("label_softplus_fwd", "y", y);
+  const auto [xc, yc] = centred_if_euclidean(x, y, sim);
+  return label_softplus_fwd_cpu(xc, yc, scale, bias, row_ids, col_ids, sim);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> label_softplus_bwd_cpu_checked(
+    const at::Tensor& grad_row, const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+    const at::Tensor& bias, const at::Tensor& row_ids, const at::Tensor& col_ids, c10::string_view similarity,
+    std::array<bool, 4> output_mask, bool /*checks*/, c10::string_view /*math_path*/) {
+  const std::string sim(similarity);
+  check_common("label_softplus_bwd", x, y, scale, sim);
+  check_labels("label_softplus_bwd", row_ids, col_ids, x, y, false);
+  TORCH_CHECK(grad_row.dim() == 1 && grad_row.numel() == x.size(0), "label_softplus_bwd: grad_row must have M = ",
+              x.size(0), " elements, got shape ", grad_row.sizes());
+  TORCH_CHECK(grad_row.scalar_type() == x.scalar_type(), "label_softplus_bwd: grad_row must have the dtype of x (",
+              x.scalar_type(), "), got ", grad_row.scalar_type());
+  const auto [xc, yc] = centred_if_euclidean(x, y, sim);
+  return label_softplus_bwd_cpu(grad_row, xc, yc, scale, bias, row_ids, col_ids, sim, output_mask);
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> operands_fwd_cpu_checked(
     const at::Tensor& a, const at::Tensor& b, c10::string_view similarity) {
   check_finite("operands_fwd", "a", a.contiguous());
@@ -181,6 +215,8 @@ TORCH_LIBRARY(mmcl_fast, m) {
   m.def(kSoftplusFwdSchema);
   m.def(kSoftplusBwdSchema);
   m.def(kSoftplusTotalSchema);
+  m.def(kLabelSoftplusFwdSchema);
+  m.def(kLabelSoftplusBwdSchema);
   m.def(kOperandsFwdSchema);
   m.def(kOperandsBwdSchema);
 }
@@ -193,6 +229,8 @@ TORCH_LIBRARY_IMPL(mmcl_fast, CPU, m) {
   m.impl("softplus_fwd", &softplus_fwd_cpu_checked);
   m.impl("softplus_bwd", &softplus_bwd_cpu_checked);
   m.impl("softplus_total", &softplus_total_cpu_checked);
+  m.impl("label_softplus_fwd", &label_softplus_fwd_cpu_checked);
+  m.impl("label_softplus_bwd", &label_softplus_bwd_cpu_checked);
   m.impl("operands_fwd", &operands_fwd_cpu_checked);
   m.impl("operands_bwd", &operands_bwd_cpu_checked);
 }
@@ -206,6 +244,8 @@ TORCH_LIBRARY_IMPL(mmcl_fast, CUDA, m) {  // checks and launches: cuda_launch.cp
   m.impl("softplus_total", &softplus_total_cuda);
   m.impl("label_lse_fwd", &label_lse_fwd_cuda);
   m.impl("label_lse_bwd", &label_lse_bwd_cuda);
+  m.impl("label_softplus_fwd", &label_softplus_fwd_cuda);
+  m.impl("label_softplus_bwd", &label_softplus_bwd_cuda);
 }
 #endif
 

@@ -30,6 +30,7 @@ from ._ops import (
     cpu_exp_rate,
     force_cpu_isa,
     pairwise_label_lse,
+    pairwise_label_softplus,
     pairwise_lse,
     pairwise_softplus,
     pairwise_softplus_total,
@@ -43,7 +44,8 @@ from .sigmoid_loss import SigLipLoss, siglip_loss
 from .supcon import SupConLoss, supcon_loss
 
 __all__ = ["symmetric_infonce", "infonce", "nt_xent", "siglip_loss", "supcon_loss", "comm_loss", "lpsimclr",
-           "symmetric_lpsimclr", "pairwise_lse", "pairwise_label_lse", "pairwise_softplus", "pairwise_softplus_total",
+           "symmetric_lpsimclr", "pairwise_lse", "pairwise_label_lse", "pairwise_label_softplus", "pairwise_softplus",
+           "pairwise_softplus_total",
            "SigLipLoss", "SupConLoss",
            "backend_info", "cpu_exp_rate", "force_cpu_isa", "TorchMismatchError", "KernelOptions", "set_checks",
            "ClipLoss", "SymmetricInfoNCE", "NTXent", "distributed"]

@@ -101,6 +101,11 @@ _SOFTPLUS_FWD_SCHEMA = ("softplus_fwd(Tensor x, Tensor y, Tensor scale, Tensor b
 _SOFTPLUS_TOTAL_SCHEMA = ("softplus_total(Tensor x, Tensor y, Tensor scale, Tensor bias, str similarity, "
                           "str diagonal, bool[4] output_mask, bool checks=False, str math_path=\"auto\") "
                           "-> (Tensor, Tensor, Tensor, Tensor, Tensor)")
+_LABEL_SOFTPLUS_FWD_SCHEMA = ("label_softplus_fwd(Tensor x, Tensor y, Tensor scale, Tensor bias, Tensor row_ids, "
+                              "Tensor col_ids, str similarity, bool checks=False, str math_path=\"auto\") -> Tensor")
+_LABEL_SOFTPLUS_BWD_SCHEMA = ("label_softplus_bwd(Tensor grad_row, Tensor x, Tensor y, Tensor scale, Tensor bias, "
+                              "Tensor row_ids, Tensor col_ids, str similarity, bool[4] output_mask, "
+                              "bool checks=False, str math_path=\"auto\") -> (Tensor, Tensor, Tensor, Tensor)")
 _SOFTPLUS_BWD_SCHEMA = ("softplus_bwd(Tensor grad_row, Tensor x, Tensor y, Tensor scale, Tensor bias, "
                         "str similarity, bool mask_diag, bool[4] output_mask, bool checks=False, "
                         "str math_path=\"auto\") -> (Tensor, Tensor, Tensor, Tensor)")
@@ -256,6 +261,8 @@ def _register_python_fallback():
     lib.define(_SOFTPLUS_FWD_SCHEMA)
     lib.define(_SOFTPLUS_BWD_SCHEMA)
     lib.define(_SOFTPLUS_TOTAL_SCHEMA)
+    lib.define(_LABEL_SOFTPLUS_FWD_SCHEMA)
+    lib.define(_LABEL_SOFTPLUS_BWD_SCHEMA)
     lib.impl("lse_fwd", chunked.lse_fwd, "CompositeExplicitAutograd")
     lib.impl("lse_bwd", chunked.lse_bwd, "CompositeExplicitAutograd")
     lib.impl("label_lse_fwd", chunked.label_lse_fwd, "CompositeExplicitAutograd")
@@ -263,6 +270,8 @@ def _register_python_fallback():
     lib.impl("softplus_fwd", chunked.softplus_fwd, "CompositeExplicitAutograd")
     lib.impl("softplus_bwd", chunked.softplus_bwd, "CompositeExplicitAutograd")
     lib.impl("softplus_total", chunked.softplus_total, "CompositeExplicitAutograd")
+    lib.impl("label_softplus_fwd", chunked.label_softplus_fwd, "CompositeExplicitAutograd")
+    lib.impl("label_softplus_bwd", chunked.label_softplus_bwd, "CompositeExplicitAutograd")
     return lib  # the registration lives as long as this object
 
 
@@ -279,6 +288,8 @@ def _register_chunked_cuda(labels: bool, softplus: bool):
     if labels:
         lib.impl("label_lse_fwd", chunked.label_lse_fwd, "CUDA")
         lib.impl("label_lse_bwd", _chunked_label_lse_bwd, "CUDA")
+        lib.impl("label_softplus_fwd", chunked.label_softplus_fwd, "CUDA")
+        lib.impl("label_softplus_bwd", chunked.label_softplus_bwd, "CUDA")
     if softplus:
         lib.impl("softplus_fwd", chunked.softplus_fwd, "CUDA")
         lib.impl("softplus_bwd", chunked.softplus_bwd, "CUDA")
@@ -418,13 +429,16 @@ def _register_fake_and_autograd() -> None:
         _register_operands_fake_and_autograd()
 
 
+def _check_label_ids(x, y, row_ids, col_ids):
+    if row_ids.numel() == 0 and col_ids.numel() == 0:
+        return  # no ids: the pairs (i, i) are the positives
+    for name, ids, n in (("row_ids", row_ids, x.shape[0]), ("col_ids", col_ids, y.shape[0])):
+        torch._check(ids.dtype == torch.int64, lambda: f"{name} must be int64, got {ids.dtype}")
+        torch._check(ids.dim() == 1 and ids.shape[0] == n, lambda: f"{name} must have shape [{n}], got {ids.shape}")
+
+
 def _register_label_fake_and_autograd(check_operands) -> None:
-    def check_labels(x, y, row_ids, col_ids):
-        if row_ids.numel() == 0 and col_ids.numel() == 0:
-            return  # no ids: the pairs (i, i) are the positives
-        for name, ids, n in (("row_ids", row_ids, x.shape[0]), ("col_ids", col_ids, y.shape[0])):
-            torch._check(ids.dtype == torch.int64, lambda: f"{name} must be int64, got {ids.dtype}")
-            torch._check(ids.dim() == 1 and ids.shape[0] == n, lambda: f"{name} must have shape [{n}], got {ids.shape}")
+    check_labels = _check_label_ids
 
     @torch.library.register_fake("mmcl_fast::label_lse_fwd")
     def _fwd_fake(x, y, scale, row_ids, col_ids, similarity, mask_diag, compute_col, checks=False,
@@ -517,6 +531,43 @@ def _register_softplus_fake_and_autograd(check_operands) -> None:
                 dbias if need[3] else None, None, None, None, None)
 
     torch.library.register_autograd("mmcl_fast::softplus_fwd", backward, setup_context=setup_context)
+
+    @torch.library.register_fake("mmcl_fast::label_softplus_fwd")
+    def _label_fwd_fake(x, y, scale, bias, row_ids, col_ids, similarity, checks=False, math_path="auto"):
+        check_operands(x, y, scale)
+        check_bias(bias)
+        _check_label_ids(x, y, row_ids, col_ids)
+        return x.new_empty((x.shape[0],), dtype=lse_dtype(x.dtype))
+
+    @torch.library.register_fake("mmcl_fast::label_softplus_bwd")
+    def _label_bwd_fake(grad_row, x, y, scale, bias, row_ids, col_ids, similarity, output_mask, checks=False,
+                        math_path="auto"):
+        check_operands(x, y, scale)
+        check_bias(bias)
+        _check_label_ids(x, y, row_ids, col_ids)
+        need_dx, need_dy, need_dscale, need_dbias = output_mask
+        return (torch.empty_like(x) if need_dx else x.new_empty((0,)),
+                torch.empty_like(y) if need_dy else y.new_empty((0,)),
+                torch.empty_like(scale) if need_dscale else scale.new_empty((0,)),
+                torch.empty_like(bias) if need_dbias else bias.new_empty((0,)))
+
+    def setup_label(ctx, inputs, output):
+        x, y, scale, bias, row_ids, col_ids, similarity, checks, math_path = inputs
+        ctx.save_for_backward(x, y, scale, bias, row_ids, col_ids)
+        ctx.similarity, ctx.checks, ctx.math_path = similarity, checks, math_path
+
+    def backward_label(ctx, grad_row):
+        need = list(ctx.needs_input_grad[:4])
+        if not any(need):
+            return (None,) * 9
+        x, y, scale, bias, row_ids, col_ids = ctx.saved_tensors
+        dx, dy, dscale, dbias = torch.ops.mmcl_fast.label_softplus_bwd(
+            grad_row.contiguous(), x, y, scale, bias, row_ids, col_ids, ctx.similarity, need, ctx.checks,
+            ctx.math_path)
+        return (dx if need[0] else None, dy if need[1] else None, dscale if need[2] else None,
+                dbias if need[3] else None, *(None,) * 5)
+
+    torch.library.register_autograd("mmcl_fast::label_softplus_fwd", backward_label, setup_context=setup_label)
 
     @torch.library.register_fake("mmcl_fast::softplus_total")
     def _total_fake(x, y, scale, bias, similarity, diagonal, output_mask, checks=False, math_path="auto"):
@@ -646,6 +697,23 @@ def pairwise_softplus(x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, similar
     opts = options.resolve(kernel_options)
     return torch.ops.mmcl_fast.softplus_fwd(x, y, scale, bias, similarity, mask_diag, opts.checks,
                                             opts.cuda_math_path)
+
+
+def pairwise_label_softplus(x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, row_ids: Tensor | None,
+                            col_ids: Tensor | None, similarity: str = "dot", *,
+                            kernel_options: KernelOptions | None = None) -> Tensor:
+    """The label-aware sigmoid terms over L = scale * sim(x, y) + bias, never stored:
+    ``row[i] = sum_j softplus(-z_ij L[i, j])`` with z_ij = +1 where ``row_ids[i] == col_ids[j]``
+    (both None: the pairs (i, i)) and -1 elsewhere, positives and negatives in one pass.
+    Differentiable in ``x``, ``y``, ``scale`` and ``bias`` (the ids get none)."""
+    load_backend()
+    if (row_ids is None) != (col_ids is None):
+        raise ValueError("give both `row_ids` and `col_ids`, or neither (the pairs (i, i) as the positives)")
+    if row_ids is None:
+        row_ids = col_ids = torch.empty(0, dtype=torch.int64, device=x.device)
+    opts = options.resolve(kernel_options)
+    return torch.ops.mmcl_fast.label_softplus_fwd(x, y, scale, bias, row_ids, col_ids, similarity, opts.checks,
+                                                  opts.cuda_math_path)
 
 
 DIAGONALS = ("negative", "masked", "positive")

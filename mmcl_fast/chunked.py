@@ -313,6 +313,60 @@ def softplus_bwd(grad_row: Tensor, x: Tensor, y: Tensor, scale: Tensor, bias: Te
             dbias.to(bias.dtype).reshape(bias.shape) if need_dbias else bias.new_empty((0,)))
 
 
+def _label_signs(row_ids: Tensor, col_ids: Tensor, i0: int, rows: int, n_cols: int) -> Tensor:
+    """-z_ij of the block of rows [i0, i0 + rows): -1 for the positives (equal ids; the pairs (i, i)
+    without ids), +1 for the negatives."""
+    pos, _ = _label_masks(row_ids, col_ids, i0, rows, n_cols, False)
+    return 1.0 - 2.0 * pos.to(torch.float64)
+
+
+def label_softplus_fwd(x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, row_ids: Tensor, col_ids: Tensor,
+                       similarity: str, checks: bool = False, math_path: str = "auto") -> Tensor:
+    """row_i = sum_j softplus(-z_ij (s sim(x_i, y_j) + t)), z_ij = +1 for the positives (the kernel
+    options are ignored)."""
+    s, t = _check_scale(scale), _check_bias(bias)
+    x, y = _centred_if_euclidean(*_compute_precision(x, y), similarity)
+    n = y.shape[0]
+    yn = y.square().sum(1) if similarity == "euclidean" else None
+    row = x.new_empty(x.shape[0])
+    step = _rows_per_chunk(n, x.shape[1], similarity)
+    for i0 in range(0, x.shape[0], step):
+        rows = min(step, x.shape[0] - i0)
+        sign = _label_signs(row_ids, col_ids, i0, rows, n).to(x.dtype)
+        row[i0:i0 + rows] = _softplus(sign * (s * _sim_block(x[i0:i0 + rows], y, similarity, yn) + t)).sum(1)
+    return row
+
+
+def label_softplus_bwd(grad_row: Tensor, x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, row_ids: Tensor,
+                       col_ids: Tensor, similarity: str, output_mask=(True, True, True, True), checks: bool = False,
+                       math_path: str = "auto") -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """dx, dy, dscale, dbias from G_ij = -z_ij gr_i sigmoid(-z_ij (s sim_ij + t)), per chunk."""
+    s, t = _check_scale(scale), _check_bias(bias)
+    need_dx, need_dy, need_dscale, need_dbias = output_mask
+    in_dtype = x.dtype
+    x, y = _centred_if_euclidean(*_compute_precision(x, y), similarity)
+    grad_row = grad_row.to(x.dtype)
+    yn = y.square().sum(1) if similarity == "euclidean" else None
+    dx = torch.zeros_like(x) if need_dx else None
+    dy = torch.zeros_like(y) if need_dy else None
+    dscale = x.new_zeros((), dtype=torch.float64)
+    dbias = x.new_zeros((), dtype=torch.float64)
+    step = _rows_per_chunk(y.shape[0], x.shape[1], similarity)
+    for i0 in range(0, x.shape[0], step):
+        rows = min(step, x.shape[0] - i0)
+        xc = x[i0:i0 + rows]
+        sign = _label_signs(row_ids, col_ids, i0, rows, y.shape[0]).to(x.dtype)
+        logits = s * _sim_block(xc, y, similarity, yn)
+        g = grad_row[i0:i0 + rows, None] * sign * torch.sigmoid(sign * (logits + t))
+        dscale += (g * logits).sum().double() / s
+        dbias += g.sum().double()
+        _apply_block_gradient(g, xc, y, s, similarity, dx[i0:i0 + rows] if need_dx else None, dy)
+    empty = x.new_empty((0,), dtype=in_dtype)
+    return (dx.to(in_dtype) if need_dx else empty, dy.to(in_dtype) if need_dy else empty,
+            dscale.to(scale.dtype).reshape(scale.shape) if need_dscale else scale.new_empty((0,)),
+            dbias.to(bias.dtype).reshape(bias.shape) if need_dbias else bias.new_empty((0,)))
+
+
 def softplus_total(x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, similarity: str, diagonal: str,
                    output_mask=(True, True, True, True), checks: bool = False,
                    math_path: str = "auto") -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:

@@ -205,10 +205,10 @@ def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None =
 
 
 def siglip_loss(a: Tensor, b: Tensor, logit_scale, logit_bias=None, *, similarity: str = "dot", group=None,
-                kernel_options: KernelOptions | None = None) -> Tensor:
+                ids: Tensor | None = None, kernel_options: KernelOptions | None = None) -> Tensor:
     """This rank's sigmoid (SigLIP) loss against the text rows of every rank, with open_clip's
     value and gradients: :func:`mmcl_fast.sigmoid_loss.distributed_siglip_loss`."""
     from .sigmoid_loss import distributed_siglip_loss  # the loss module imports this one
 
-    return distributed_siglip_loss(a, b, logit_scale, logit_bias, similarity=similarity, group=group,
+    return distributed_siglip_loss(a, b, logit_scale, logit_bias, similarity=similarity, group=group, ids=ids,
                                    kernel_options=kernel_options)

@@ -244,14 +244,18 @@ class OpenClipLoss(torch.nn.Module):
 # behaviour: the ground truth that mmcl_fast.siglip_loss / SigLipLoss must reproduce.
 # --------------------------------------------------------------------------------------------
 
-def siglip_loss(a, b, logit_scale, logit_bias=None, *, similarity="dot", reduction="mean", negative_only=False):
+def siglip_loss(a, b, logit_scale, logit_bias=None, *, similarity="dot", reduction="mean", negative_only=False,
+                ids=None):
     """(1/B) sum_ij -log sigmoid(z_ij L_ij), L = s sim(a, b) + t, z = +1 on the diagonal (unless
-    ``negative_only``) and -1 elsewhere, on the full logits matrix."""
+    ``negative_only``; with ``ids``, wherever ids_i == ids_j) and -1 elsewhere, on the full logits
+    matrix."""
     logits = logit_scale * similarity_matrix(a, b, similarity)
     if logit_bias is not None:
         logits = logits + logit_bias
     z = -torch.ones_like(logits)
-    if not negative_only:
+    if ids is not None:
+        z = z + 2 * (ids[:, None] == ids[None, :]).to(logits.dtype)
+    elif not negative_only:
         z = z + 2 * torch.eye(a.shape[0], b.shape[0], dtype=logits.dtype, device=logits.device)
     per = -F.logsigmoid(z * logits).sum(1)
     return per.sum() / a.shape[0] if reduction == "mean" else _reduce(per, reduction)

@@ -111,6 +111,23 @@ def labels_worker(rank, world, seed, n_local, dim):
 SIGLIP_IMPLS = ("bidir", "shift", "reduce", "gather")
 
 
+def siglip_labels_worker(rank, world, seed, n_local, dim):
+    """mmcl_fast.SigLipLoss with label-aware ids (duplicates within and across ranks), every
+    dist_impl: (loss, d img, d txt, d logit_scale, d logit_bias) on this rank."""
+    import mmcl_fast as mf
+    img, txt, scale = full_batch(seed, world * n_local, dim)
+    ids = full_batch_ids(seed, world * n_local)
+    sl = slice(rank * n_local, (rank + 1) * n_local)
+    out = {}
+    for impl in SIGLIP_IMPLS:
+        a, b = img[sl].clone().requires_grad_(), txt[sl].clone().requires_grad_()
+        s = scale.clone().reshape(1).requires_grad_()
+        t = torch.tensor([-4.0], requires_grad=True)
+        loss = mf.SigLipLoss(rank=rank, world_size=world, dist_impl=impl)(a, b, s, t, ids=ids[sl])
+        out[impl] = [loss.detach()] + _grads(loss, a, b, s, t)
+    return out
+
+
 def siglip_worker(rank, world, seed, n_local, dim):
     """mmcl_fast.SigLipLoss and the open_clip reference, every dist_impl: (loss, d img, d txt,
     d logit_scale, d logit_bias) on this rank."""

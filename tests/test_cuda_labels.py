@@ -1,4 +1,5 @@
-"""The label-aware CUDA kernels (csrc/cuda/pairwise_lse.cu, RED = kLabel) against float64.
+"""The label-aware CUDA kernels (csrc/cuda/pairwise_lse.cu: RED = kLabel, and kSoftplus with label
+signs) against float64.
 
 As in test_cuda.py, every test runs under the host emulator (the same kernel and launcher source on
 the CPU, two thread blocks at a time) and, marked ``cuda``, on a GPU when there is one. The label
@@ -211,3 +212,50 @@ def test_label_kernels_name_the_bad_argument(device):
     grads[2] = grads[2].double()
     with pytest.raises(RuntimeError, match="grad_row_pos must be Float"):
         torch.ops.mmcl_fast.label_lse_bwd(grads, x, y, s, ids, ids, list(stats[:4]), "dot", False, [True] * 3)
+
+
+@pytest.mark.parametrize("similarity", ["dot", "euclidean", "l1"])
+@pytest.mark.parametrize("path", ["simt", "tc"])
+@pytest.mark.parametrize("with_ids", [True, False])
+def test_label_aware_sigmoid_terms_match_float64(device, similarity, path, with_ids):
+    """The softplus reduction with label signs: row_i = sum_j softplus(-z_ij (L_ij + t)) and the
+    gradients of a random weighting of the rows (x, y, scale, bias)."""
+    x, y, ri, ci, w = _problem(13, 129, 70, 20, similarity, "ids" if with_ids else "none", 9, torch.float32, device)
+    xs, ys = x.clone().requires_grad_(), y.clone().requires_grad_()
+    s = torch.tensor(3.0, device=device, requires_grad=True)
+    t = torch.tensor(-1.5, device=device, requires_grad=True)
+    ids = (ri.to(device), ci.to(device)) if with_ids else (None, None)
+    options = mf.KernelOptions(cuda_math_path=path)
+    row = mf.pairwise_label_softplus(xs, ys, s, t, *ids, similarity, kernel_options=options)
+    (row.double().cpu() * w[0]).sum().backward()
+
+    x64, y64 = x.cpu().double().requires_grad_(), y.cpu().double().requires_grad_()
+    s64 = torch.tensor(3.0, dtype=torch.float64, requires_grad=True)
+    t64 = torch.tensor(-1.5, dtype=torch.float64, requires_grad=True)
+    logits = s64 * ref.similarity_matrix(x64, y64, similarity) + t64
+    positive = ri[:, None] == ci[None, :] if with_ids else torch.eye(129, 70, dtype=torch.bool)
+    want = torch.nn.functional.softplus(torch.where(positive, -logits, logits), threshold=1e9).sum(1)
+    (want * w[0]).sum().backward()
+    tol = _tol(torch.float32, path)
+    assert rel_err(row.detach().cpu(), want) < tol
+    assert rel_err(xs.grad.cpu(), x64.grad, floor=1e-2) < tol
+    assert rel_err(ys.grad.cpu(), y64.grad, floor=1e-2) < tol
+    assert rel_err(s.grad.cpu(), s64.grad, floor=1.0) < tol
+    assert rel_err(t.grad.cpu(), t64.grad, floor=1.0) < tol
+
+
+def test_siglip_loss_with_ids_runs_the_kernels_end_to_end(device):
+    g = torch.Generator().manual_seed(21)
+    a64 = torch.nn.functional.normalize(torch.randn(70, 16, generator=g, dtype=torch.float64), dim=1)
+    b64 = torch.nn.functional.normalize(a64 + 0.3 * torch.randn(70, 16, generator=g, dtype=torch.float64), dim=1)
+    ids = torch.randint(0, 20, (70,), generator=g)
+    a, b = a64.float().to(device).requires_grad_(), b64.float().to(device).requires_grad_()
+    ar, br = a64.float().double().requires_grad_(), b64.float().double().requires_grad_()
+    out = mf.SigLipLoss()(a, b, torch.tensor(10.0, device=device), torch.tensor(-5.0, device=device),
+                          ids=ids.to(device))
+    want = ref.siglip_loss(ar, br, 10.0, -5.0, ids=ids)
+    out.backward()
+    want.backward()
+    assert rel_err(out.detach().cpu(), want.detach()) < 1e-5
+    assert rel_err(a.grad.cpu(), ar.grad, floor=1e-3) < 1e-4
+    assert rel_err(b.grad.cpu(), br.grad, floor=1e-3) < 1e-4

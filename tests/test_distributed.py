@@ -14,6 +14,7 @@ from dist_workers import (
     launch,
     losses_worker,
     make_pair_model,
+    siglip_labels_worker,
     siglip_memory_worker,
     siglip_worker,
 )
@@ -175,17 +176,21 @@ def test_ddp_step_matches_single_process(tmp_path):
                 assert rel_err(got, step) < 1e-4, f"{name} rank {rank}: {key} update differs"
 
 
-def _expected_siglip(img, txt, scale, bias, rank, world, n):
+def _expected_siglip(img, txt, scale, bias, rank, world, n, ids=None):
     """(value, d img_r, d txt_r, d scale, d bias) of open_clip's SigLipLoss on ``rank``, from the
-    float64 formula on the global batch: the rank's rows against every column; the text
-    gradient summed over every rank's loss (its exchanges carry gradients back)."""
+    float64 formula on the global batch: the rank's rows against every column (with ``ids``, the
+    pairs of equal ids as positives); the text gradient summed over every rank's loss (its
+    exchanges carry gradients back)."""
     X, Y, s, t = (v.double().clone().requires_grad_() for v in (img, txt, scale, bias))
 
     def rank_loss(r, s_, t_):
         rows = slice(r * n, (r + 1) * n)
         logits = s_ * X[rows] @ Y.T + t_
         z = -torch.ones_like(logits)
-        z[:, rows] += 2 * torch.eye(n, dtype=logits.dtype)
+        if ids is not None:
+            z += 2 * (ids[rows, None] == ids[None, :]).to(logits.dtype)
+        else:
+            z[:, rows] += 2 * torch.eye(n, dtype=logits.dtype)
         return -F.logsigmoid(z * logits).sum() / n
 
     value = rank_loss(rank, s, t)
@@ -206,6 +211,19 @@ def test_siglip_loss_matches_open_clip_for_every_dist_impl(world, tmp_path):
         for impl in SIGLIP_IMPLS:
             for name in ("mmcl", "open_clip"):
                 _assert_close(out[(name, impl)], want, f"{name} SigLipLoss {impl} rank {rank}")
+
+
+@pytest.mark.parametrize("world", [2, pytest.param(3, marks=pytest.mark.slow)])
+def test_label_aware_siglip_loss_matches_full_batch(world, tmp_path):
+    """ids with duplicates within and across ranks: every dist_impl (the ring carries each chunk's
+    ids with it, the all-gather gathers them) gives the full-batch label-aware loss."""
+    results = launch(siglip_labels_worker, world, tmp_path, SEED, N_LOCAL, DIM)
+    img, txt, scale = full_batch(SEED, world * N_LOCAL, DIM, dtype=torch.float64)
+    ids = full_batch_ids(SEED, world * N_LOCAL)
+    for rank, out in enumerate(results):
+        want = _expected_siglip(img, txt, scale.reshape(1), torch.tensor([-4.0]), rank, world, N_LOCAL, ids)
+        for impl in SIGLIP_IMPLS:
+            _assert_close(out[impl], want, f"SigLipLoss ids {impl} rank {rank}")
 
 
 @pytest.mark.slow

@@ -27,6 +27,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_bwd_cpu(
   return {dx, dy, dscale_t, dbias_t};
 }
 
+at::Tensor label_softplus_fwd_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+                                  const at::Tensor& bias, const at::Tensor& row_ids, const at::Tensor& col_ids,
+                                  const std::string& similarity) {
+  const Similarity sim = parsed(similarity);
+  // the row sums of the one-pass forward + backward, without dx and dy
+  return std::get<0>(active_cpu_kernels().label_softplus(at::Tensor(), x, y, checked_scale(scale), checked_bias(bias),
+                                                         sim, row_ids, col_ids, {false, false}));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> label_softplus_bwd_cpu(
+    const at::Tensor& grad_row, const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+    const at::Tensor& bias, const at::Tensor& row_ids, const at::Tensor& col_ids, const std::string& similarity,
+    std::array<bool, 4> output_mask) {
+  const Similarity sim = parsed(similarity);
+  auto [row, dx, dy, dscale, dbias] = active_cpu_kernels().label_softplus(
+      grad_row, x, y, checked_scale(scale), checked_bias(bias), sim, row_ids, col_ids,
+      {output_mask[0], output_mask[1]});
+  auto dscale_t = output_mask[2] ? at::full(scale.sizes(), dscale, scale.options()) : scale.new_empty({0});
+  auto dbias_t = output_mask[3] ? at::full(bias.sizes(), dbias, bias.options()) : bias.new_empty({0});
+  return {dx, dy, dscale_t, dbias_t};
+}
+
 int parsed_diagonal(const std::string& diagonal) {
   if (diagonal == "negative") return 0;
   if (diagonal == "masked") return 1;

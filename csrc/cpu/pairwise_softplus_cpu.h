@@ -23,6 +23,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_
     const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale, const at::Tensor& bias,
     const std::string& similarity, const std::string& diagonal, std::array<bool, 4> output_mask);
 
+// The label-aware pair (op_schema.h): row [M], and (dx, dy, dscale, dbias) for grad_row.
+at::Tensor label_softplus_fwd_cpu(const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+                                  const at::Tensor& bias, const at::Tensor& row_ids, const at::Tensor& col_ids,
+                                  const std::string& similarity);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> label_softplus_bwd_cpu(
+    const at::Tensor& grad_row, const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+    const at::Tensor& bias, const at::Tensor& row_ids, const at::Tensor& col_ids, const std::string& similarity,
+    std::array<bool, 4> output_mask);
+
 // "negative" 0, "masked" 1, "positive" 2; anything else is refused naming the argument.
 int parsed_diagonal(const std::string& diagonal);
 

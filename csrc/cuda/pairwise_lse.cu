@@ -138,11 +138,12 @@ struct GradSource {
   const float* gb_sum = nullptr;
   const int64_t* ids_a = nullptr;
   const int64_t* ids_b = nullptr;
+  bool labels = false;  // kSoftplus: the pairs positive_pair lists are positives (else all negatives)
 };
 
 // G_ij of one tile entry (0 for -inf: masked or outside the matrix). kLse: ga_i e^{L - lse_a_i} +
 // gb_j e^{L - lse_b_j}. kSoftplus (exactly one of ga, gb: gb in the swapped launch of dY):
-// g sigmoid(L + t). kLabel: kLse's terms for a negative; for a positive
+// g sigmoid(L + t), and -g sigmoid(-(L + t)) for a positive when g.labels. kLabel: kLse's terms for a negative; for a positive
 // ga_pos_i e^{L - lse_a_pos_i} + ga_sum_i (+ the same of the column when gb_pos is given).
 template <int RED>
 __device__ __forceinline__ float grad_entry(float l, int64_t gr, int64_t gc, const GradSource& g) {
@@ -161,7 +162,9 @@ __device__ __forceinline__ float grad_entry(float l, int64_t gr, int64_t gc, con
     if (g.gb != nullptr) v += g.gb[gc] * expf(l - exp_offset(g.lse_b[gc]));
     return v;
   } else {
-    return (g.ga != nullptr ? g.ga[gr] : g.gb[gc]) * sigmoid_f(l + g.bias);
+    const float w = g.ga != nullptr ? g.ga[gr] : g.gb[gc];
+    if (g.labels && positive_pair(g.ids_a, g.ids_b, gr, gc)) return -w * sigmoid_f(-(l + g.bias));
+    return w * sigmoid_f(l + g.bias);
   }
 }
 
@@ -326,12 +329,14 @@ __device__ __forceinline__ void logit_tile(const T* __restrict__ a, const T* __r
   else logit_tile_simt<T, SIM>(a, b, na, nb, D, r0, c0, s, an, bn, mask, Ls);
 }
 
-// kLabel's ids (null: the pairs (i, i) are the positives) and its two further row outputs.
+// kLabel's ids (null: the pairs (i, i) are the positives) and its two further row outputs; for
+// kSoftplus, `active` makes the pairs with equal ids positives (their term softplus(-(L + t))).
 struct LabelRows {
   const int64_t* ids_a = nullptr;
   const int64_t* ids_b = nullptr;
   float* pos_out = nullptr;  // LSE over the positives [na]
   float* sum_out = nullptr;  // sum of the positive logits [na]
+  bool active = false;
 };
 
 // The label-aware statistics of row `grp` of the tile in Ls (4 threads q = 0..3 per row, 16 entries
@@ -407,7 +412,11 @@ rows_kernel(const T* __restrict__ a, const T* __restrict__ b, int64_t na, int64_
     __syncthreads();
     if constexpr (RED == kSoftplus) {  // softplus sum of row `grp` (-inf entries add softplus(-inf) = 0)
       float acc = 0.f;
-      for (int c = q * 16; c < q * 16 + 16; ++c) acc += softplus_f(Ls[grp][c] + t);
+      for (int c = q * 16; c < q * 16 + 16; ++c) {
+        const float l = Ls[grp][c];
+        const bool pos = lab.active && l != -INFINITY && positive_pair(lab.ids_a, lab.ids_b, r0 + grp, c0 + c);
+        acc += softplus_f(pos ? -(l + t) : l + t);
+      }
       acc += __shfl_xor_sync(0xffffffffu, acc, 1);
       acc += __shfl_xor_sync(0xffffffffu, acc, 2);
       if (q == 0) rsum[grp] += acc;  // only this thread reads rsum[grp] before the next __syncthreads
@@ -841,8 +850,14 @@ cudaError_t lse_backward(const Problem& p, const float* grad_row, const float* g
 
 size_t softplus_forward_workspace(const Problem& p) { return align256(sizeof(float) * size_t(p.M + p.N)); }
 
-cudaError_t softplus_forward(const Problem& p, const float* bias, float* row, void* workspace, cudaStream_t st) {
+namespace {
+
+// The softplus row sums; with `labels`, the pairs with equal ids are positives.
+cudaError_t softplus_rows(const Problem& p, const Labels* labels, const float* bias, float* row, void* workspace,
+                          cudaStream_t st) {
   float* norms_ws = static_cast<float*>(workspace);
+  LabelRows lab;
+  if (labels != nullptr) lab = LabelRows{labels->row_ids, labels->col_ids, nullptr, nullptr, true};
   cudaError_t err = dispatch(p.dtype, p.similarity, effective_path(p), [&](auto tag, auto sim_c, auto path_c) {
     using T = decltype(tag);
     constexpr int SIM = decltype(sim_c)::value, PATH = decltype(path_c)::value;
@@ -850,21 +865,41 @@ cudaError_t softplus_forward(const Problem& p, const float* bias, float* row, vo
     if (SIM == kSimEuclid) n = launch_norms<T>(p, norms_ws, st);
     launch_kernel(rows_kernel<T, SIM, PATH, kSoftplus>, blocks(p.M, BM), THREADS, st,
         static_cast<const T*>(p.x), static_cast<const T*>(p.y), p.M, p.N, p.D, p.scale, bias, n.x, n.y,
-        p.mask_diag, row, nullptr, LabelRows{});
+        p.mask_diag, row, nullptr, lab);
   });
   if (err != cudaSuccess) return err;
   return cudaGetLastError();
 }
 
+}  // namespace
+
+cudaError_t softplus_forward(const Problem& p, const float* bias, float* row, void* workspace, cudaStream_t st) {
+  return softplus_rows(p, nullptr, bias, row, workspace, st);
+}
+
+cudaError_t label_softplus_forward(const Problem& p, const Labels& ids, const float* bias, float* row,
+                                   void* workspace, cudaStream_t st) {
+  return softplus_rows(p, &ids, bias, row, workspace, st);
+}
+
 size_t softplus_backward_workspace(const Problem& p) { return backward_bytes(p, true); }
 
-cudaError_t softplus_backward(const Problem& p, const float* bias, const float* grad_row, void* dx, void* dy,
-                              float* dscale, float* dbias, void* workspace, cudaStream_t st) {
+namespace {
+
+// The softplus backward; with `labels`, the pairs with equal ids are positives.
+cudaError_t softplus_grads(const Problem& p, const Labels* labels, const float* bias, const float* grad_row,
+                           void* dx, void* dy, float* dscale, float* dbias, void* workspace, cudaStream_t st) {
   BackwardBuffers buf;
   cudaError_t err = backward_buffers(p, workspace, st, &buf);
   if (err != cudaSuccess) return err;
   float *norms_ws = buf.norms, *dx_acc = buf.dx_acc, *dy_acc = buf.dy_acc;
   float *scale_parts = buf.scale_parts, *bias_parts = buf.bias_parts;
+  GradSource rows{grad_row, nullptr, nullptr, nullptr}, cols{nullptr, grad_row, nullptr, nullptr};
+  if (labels != nullptr) {
+    rows.ids_a = cols.ids_b = labels->row_ids;
+    rows.ids_b = cols.ids_a = labels->col_ids;
+    rows.labels = cols.labels = true;
+  }
   err = dispatch(p.dtype, p.similarity, effective_path(p), [&](auto tag, auto sim_c, auto path_c) {
     using T = decltype(tag);
     constexpr int SIM = decltype(sim_c)::value, PATH = decltype(path_c)::value;
@@ -875,12 +910,12 @@ cudaError_t softplus_backward(const Problem& p, const float* bias, const float* 
     // dX, dscale, dbias: rows of X against Y, G = g_i sigmoid(L + t).
     if (dx != nullptr || dscale != nullptr || dbias != nullptr)
       launch_kernel(grad_rows_kernel<T, SIM, PATH, kSoftplus>, blocks(p.M, BM), THREADS, st,
-          x, y, p.M, p.N, p.D, p.scale, bias, n.x, n.y, p.mask_diag, GradSource{grad_row, nullptr, nullptr, nullptr}, dx_acc,
+          x, y, p.M, p.N, p.D, p.scale, bias, n.x, n.y, p.mask_diag, rows, dx_acc,
           dscale != nullptr ? scale_parts : nullptr, dbias != nullptr ? bias_parts : nullptr);
     // dY: the swapped problem, whose G is G^T: the row gradient becomes the column one.
     if (dy != nullptr)
       launch_kernel(grad_rows_kernel<T, SIM, PATH, kSoftplus>, blocks(p.N, BM), THREADS, st,
-          y, x, p.N, p.M, p.D, p.scale, bias, n.y, n.x, p.mask_diag, GradSource{nullptr, grad_row, nullptr, nullptr}, dy_acc,
+          y, x, p.N, p.M, p.D, p.scale, bias, n.y, n.x, p.mask_diag, cols, dy_acc,
           nullptr, nullptr);
     if (dx != nullptr)
       launch_kernel(scale_out_kernel<T>, blocks(p.M * p.D, 256), 256, st, dx_acc, p.M * p.D, p.scale, static_cast<T*>(dx));
@@ -891,6 +926,19 @@ cudaError_t softplus_backward(const Problem& p, const float* bias, const float* 
   });
   if (err != cudaSuccess) return err;
   return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t softplus_backward(const Problem& p, const float* bias, const float* grad_row, void* dx, void* dy,
+                              float* dscale, float* dbias, void* workspace, cudaStream_t st) {
+  return softplus_grads(p, nullptr, bias, grad_row, dx, dy, dscale, dbias, workspace, st);
+}
+
+cudaError_t label_softplus_backward(const Problem& p, const Labels& ids, const float* bias, const float* grad_row,
+                                    void* dx, void* dy, float* dscale, float* dbias, void* workspace,
+                                    cudaStream_t st) {
+  return softplus_grads(p, &ids, bias, grad_row, dx, dy, dscale, dbias, workspace, st);
 }
 
 size_t label_forward_workspace(const Problem& p) { return align256(sizeof(float) * size_t(p.M + p.N)); }

@@ -124,5 +124,14 @@ cudaError_t label_forward(const Problem& p, const Labels& ids, const LabelStats&
 cudaError_t label_backward(const Problem& p, const Labels& ids, const LabelGrads& g, void* dx, void* dy,
                            float* dscale, void* workspace, cudaStream_t stream);
 
+// The label-aware sigmoid terms (workspaces as softplus_forward / softplus_backward):
+//   row_i = sum_j softplus(-z_ij (L_ij + t)), z_ij = +1 for the pairs ids lists, -1 elsewhere;
+//   G_ij = -z_ij g_i sigmoid(-z_ij (L_ij + t)).
+cudaError_t label_softplus_forward(const Problem& p, const Labels& ids, const float* bias, float* row,
+                                   void* workspace, cudaStream_t stream);
+cudaError_t label_softplus_backward(const Problem& p, const Labels& ids, const float* bias, const float* grad_row,
+                                    void* dx, void* dy, float* dscale, float* dbias, void* workspace,
+                                    cudaStream_t stream);
+
 }  // namespace cuda
 }  // namespace mmcl_fast

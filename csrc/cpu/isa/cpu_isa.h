@@ -53,6 +53,12 @@ struct CpuKernels {
   std::tuple<at::Tensor, at::Tensor, at::Tensor, double, double> (*softplus_fwd_bwd)(
       const at::Tensor& x, const at::Tensor& y, double scale, double bias, Similarity sim, int diagonal,
       std::array<bool, 2> output_mask);
+  // (row or [0], dx or [0], dy or [0], dscale, dbias): the label-aware sigmoid terms
+  // sum_j softplus(-z_ij (L_ij + t)) (z = +1 for equal ids) and their gradients for grad_row, or,
+  // with grad_row undefined, the row sums and the gradients of sum_i row_i in one pass
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, double, double> (*label_softplus)(
+      const at::Tensor& grad_row, const at::Tensor& x, const at::Tensor& y, double scale, double bias,
+      Similarity sim, const at::Tensor& row_ids, const at::Tensor& col_ids, std::array<bool, 2> output_mask);
   double (*vec_exp_rate)(double seconds);  // exp/s of the engine's vector exp on every ATen thread
 };
 

@@ -366,6 +366,38 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, double, double> softplus_fwd_bwd_
   return {row, dx, dy, sums.gl / s, sums.g};
 }
 
+// The label-aware sigmoid terms: row_i = sum_j softplus(-z_ij (L_ij + t)), z_ij = +1 where
+// row_ids_i == col_ids_j (the pairs (i, i) without ids), -1 elsewhere; with their gradients for
+// the upstream gradient grad_row, or (grad_row undefined) for 1 per row in the same pass as the
+// forward. Returns (row or [0], dx or [0], dy or [0], dscale, dbias).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, double, double> label_softplus_kernel(
+    const at::Tensor& grad_row, const at::Tensor& x, const at::Tensor& y, double s, double bias, Similarity sim,
+    const at::Tensor& row_ids, const at::Tensor& col_ids, std::array<bool, 2> output_mask) {
+  const int64_t M = x.size(0), N = y.size(0), D = x.size(1);
+  const bool need_dx = output_mask[0], need_dy = output_mask[1], forward = !grad_row.defined();
+  auto row = forward ? at::empty({M}, x.options()) : x.new_empty({0});
+  auto dx = need_dx ? at::empty({M, D}, x.options()) : x.new_empty({0});
+  auto dy = need_dy ? at::empty({N, D}, y.options()) : y.new_empty({0});
+  const auto rid = row_ids.contiguous(), cid = col_ids.contiguous();
+  BackwardSums sums;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "label_softplus_cpu", [&] {
+    using T = scalar_t;
+    auto prep = prepare<T>(x, y, sim, s);
+    const LabelData label_data(rid, cid, false);
+    std::vector<double> row_acc(forward ? M : 0, 0.0);
+    const at::Tensor gr = forward ? grad_row : grad_row.contiguous();
+    SoftplusGradientPolicy<T> policy{forward ? nullptr : gr.data_ptr<T>(), T(bias), Diagonal::Negative,
+                                     forward ? row_acc.data() : nullptr};
+    policy.labels = &label_data.labels;
+    sums = run_backward(prep, policy, need_dx, need_dy, dx, dy);
+    if (forward) {
+      T* rp = row.data_ptr<T>();
+      for (int64_t i = 0; i < M; ++i) rp[i] = T(row_acc[i]);
+    }
+  });
+  return {row, dx, dy, sums.gl / s, sums.g};
+}
+
 // Exponentials per second of a tight at::vec exp_u20 loop (the exp the kernels evaluate) on every
 // ATen thread over an L1-resident buffer, for `seconds`: the exp limit that the benchmarks compare
 // the fused kernel with. Each repetition shifts the argument, as the kernel's exp(L - offset)
@@ -404,9 +436,10 @@ inline double vec_exp_rate(double seconds) {
 }
 
 // This ISA's entry in the dispatch table (csrc/cpu/isa/cpu_isa.h).
-inline constexpr CpuKernels kCpuKernels{MMCL_FAST_ISA_NAME,    &lse_fwd_kernel,          &lse_bwd_kernel,
-                                        &label_lse_fwd_kernel, &label_lse_bwd_kernel,    &softplus_fwd_kernel,
-                                        &softplus_bwd_kernel,  &softplus_fwd_bwd_kernel, &vec_exp_rate};
+inline constexpr CpuKernels kCpuKernels{MMCL_FAST_ISA_NAME,     &lse_fwd_kernel,          &lse_bwd_kernel,
+                                        &label_lse_fwd_kernel,  &label_lse_bwd_kernel,    &softplus_fwd_kernel,
+                                        &softplus_bwd_kernel,   &softplus_fwd_bwd_kernel, &label_softplus_kernel,
+                                        &vec_exp_rate};
 
 }  // namespace CPU_CAPABILITY
 }  // namespace mmcl_fast::tile_engine

@@ -162,6 +162,29 @@ struct PositiveGrads {
 };
 
 // The label-aware LSE backward as a policy of the tile loop (engine_kernels.h: backward_rows).
+// s.masked = every pair of the tile (rows i0.., columns j0..) that is not a negative: the positives
+// and the masked diagonal, row by row in ascending columns (s.masked_begin[r] .. [r + 1]).
+template <typename T>
+void list_non_negatives(const PairLabels& labels, int64_t i0, int64_t mt, int64_t j0, int64_t nt,
+                        GradientScratch<T>& s) {
+  int32_t k = 0;
+  for (int64_t r = 0; r < mt; ++r) {
+    const int64_t i = i0 + r;
+    if (labels.any_positive(i, j0, nt)) {
+      if (labels.diagonal()) {
+        s.masked[k++] = int32_t(i - j0);
+      } else {
+        const int64_t id = labels.row_ids[i];
+        for (int64_t c = 0; c < nt; ++c)
+          if (labels.col_ids[j0 + c] == id || (labels.mask_diag && i == j0 + c)) s.masked[k++] = int32_t(c);
+      }
+    } else if (labels.mask_diag && i - j0 >= 0 && i - j0 < nt) {
+      s.masked[k++] = int32_t(i - j0);
+    }
+    s.masked_begin[r + 1] = k;
+  }
+}
+
 template <typename T>
 struct LabelGradientPolicy {
   LseGrads<T> negatives;  // gRN, gCN, row_neg, col_neg
@@ -172,29 +195,9 @@ struct LabelGradientPolicy {
     for (int64_t r = 0; r < mt; ++r) s.roff[r] = exp_offset(negatives.rlse[i0 + r]);
   }
 
-  // s.masked = every pair of the tile that is not a negative (positives and the masked diagonal).
-  void list_masked(int64_t i0, int64_t mt, int64_t j0, int64_t nt, GradientScratch<T>& s) const {
-    int32_t k = 0;
-    for (int64_t r = 0; r < mt; ++r) {
-      const int64_t i = i0 + r;
-      if (labels.any_positive(i, j0, nt)) {
-        if (labels.diagonal()) {
-          s.masked[k++] = int32_t(i - j0);
-        } else {
-          const int64_t id = labels.row_ids[i];
-          for (int64_t c = 0; c < nt; ++c)
-            if (labels.col_ids[j0 + c] == id || (labels.mask_diag && i == j0 + c)) s.masked[k++] = int32_t(c);
-        }
-      } else if (labels.mask_diag && i - j0 >= 0 && i - j0 < nt) {
-        s.masked[k++] = int32_t(i - j0);
-      }
-      s.masked_begin[r + 1] = k;
-    }
-  }
-
   void tile(int64_t i0, int64_t mt, int64_t j0, int64_t nt, GradientScratch<T>& s, bool row_sums,
             double* colsum_g, BackwardSums* sums) const {
-    list_masked(i0, mt, j0, nt, s);
+    list_non_negatives(labels, i0, mt, j0, nt, s);
     gradient_tile(negatives, i0, mt, j0, nt, s, row_sums, colsum_g, &sums->gl);
     const PositiveGrads<T>& p = positives;
     double gl = 0;

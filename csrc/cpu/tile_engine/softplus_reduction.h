@@ -4,11 +4,13 @@
 //              (j == i left out when mask_diag: the loss's positives, which it adds itself)
 //   backward:  G_ij  = gr_i sigmoid(L_ij + t),      sigmoid(z) = (z >= 0 ? 1 : e) / (1 + e),
 //              e = exp(-|z|);  dscale * s = sum_ij G_ij L_ij,  dbias = sum_ij G_ij
-// Every pair summed here is a negative (the label z_ij = -1 of softplus(-z_ij (L_ij + t))); the loss
-// masks the diagonal and adds the positives' softplus(-(L_ii + t)) in O(M D) outside
-// (mmcl_fast/sigmoid_loss.py), so no term is ever subtracted from the sum. Both forms evaluate exp
-// only of -|z|: no logit overflows at any scale or bias, and a tiny softplus keeps its relative
-// precision (log1p).
+// Every pair summed by softplus_forward_rows is a negative (the label z_ij = -1 of
+// softplus(-z_ij (L_ij + t))); the loss masks the diagonal and adds the positives'
+// softplus(-(L_ii + t)) in O(M D) outside (mmcl_fast/sigmoid_loss.py). The gradient policy can also
+// take the positives' terms itself, softplus(-(L_ij + t)) and -g sigmoid(-(L_ij + t)): on the
+// diagonal (Diagonal::Positive), or on the pairs with equal ids (`labels`, the label-aware sigmoid
+// loss). No term is ever subtracted from the sum. Both forms evaluate exp only of -|z|: no logit
+// overflows at any scale or bias, and a tiny softplus keeps its relative precision (log1p).
 #pragma once
 
 #include <ATen/cpu/vec/vec.h>
@@ -18,6 +20,7 @@
 #include <cstdint>
 
 #include "gradient_scratch.h"
+#include "label_reduction.h"
 #include "tile_loop.h"
 #include "tile_operands.h"
 #include "vec_exp.h"
@@ -88,6 +91,9 @@ struct SoftplusGradientPolicy {
   T t;              // the bias
   Diagonal diag;    // Masked: G_ii = 0 and softplus_ii left out; Positive: the positives' terms
   double* row_acc;  // [M] or null: row_i += sum_j softplus(L_ij + t) (rows owned by their slot)
+  // or null; else the positives are the pairs it lists (diag must be Negative): their terms are
+  // softplus(-(L + t)) and -g sigmoid(-(L + t)), every other pair a negative
+  const PairLabels* labels = nullptr;
   void begin_rows(int64_t, int64_t, GradientScratch<T>&) const {}
 
   // G of the tile in s.L into s.G; adds sum G L and sum G to *sums, sum_j G to s.rowsum_g when
@@ -99,11 +105,15 @@ struct SoftplusGradientPolicy {
     const V vt(t), vzero(T(0)), vone(T(1));
     T* gcol = s.gcol.data();
     if (colsum_g) std::fill(gcol, gcol + nt, T(0));
+    if (labels) list_non_negatives(*labels, i0, mt, j0, nt, s);
     for (int64_t r = 0; r < mt; ++r) {
       const T* Lr = s.L.data() + r * kTileN;
       T* Gr = s.G.data() + r * kTileN;
       const T a = gr ? gr[i0 + r] : T(1);
       const V va(a);
+      // this row's positives in the tile (labels), ascending columns
+      const int32_t* pc = labels ? s.masked.data() + s.masked_begin[r] : nullptr;
+      const int32_t* const pc_end = labels ? s.masked.data() + s.masked_begin[r + 1] : nullptr;
       // the diagonal column of this row, if in the tile and not an ordinary negative
       const int64_t cd = diag != Diagonal::Negative ? i0 + r - j0 : -1;
       V acc_gl(T(0)), acc_g(T(0)), acc_sp(T(0));
@@ -115,6 +125,14 @@ struct SoftplusGradientPolicy {
         const V num = V::blendv(e, vone, z >= vzero);
         V g = va * num / (vone + e);
         V sp = row_acc ? at::vec::maximum(z, vzero) + e.log1p() : vzero;
+        if (pc != pc_end && *pc < c + V::size()) {  // the positives' lanes
+          T lanes[V::size()] = {};
+          do lanes[*pc++ - c] = T(1);
+          while (pc != pc_end && *pc < c + V::size());
+          const V lane = V::loadu(lanes) == vone;
+          g = V::blendv(g, vzero - va * V::blendv(vone, e, z >= vzero) / (vone + e), lane);
+          if (row_acc) sp = V::blendv(sp, at::vec::maximum(vzero - z, vzero) + e.log1p(), lane);
+        }
         if (cd >= c && cd < c + V::size()) {  // the diagonal entry's lane: zero, or the positive's terms
           const V lane = V::arange(T(c), T(1)) == V(T(cd));
           V g_diag = vzero, sp_diag = vzero;
@@ -138,6 +156,11 @@ struct SoftplusGradientPolicy {
         if (c == cd) {
           g = diag == Diagonal::Positive ? -a * sigmoid_scalar(-z) : T(0);
           sp = diag == Diagonal::Positive && row_acc ? softplus_scalar(-z) : T(0);
+        }
+        if (pc != pc_end && *pc == c) {
+          g = -a * sigmoid_scalar(-z);
+          sp = row_acc ? softplus_scalar(-z) : T(0);
+          ++pc;
         }
         Gr[c] = g;
         gl += g * Lr[c];
