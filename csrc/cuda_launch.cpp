@@ -385,4 +385,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> label_softplus_bwd_cu
           output_mask[3] ? dbias.to(bias.scalar_type()).reshape(bias.sizes()) : bias.new_empty({0})};
 }
 
+// The total and its gradients: the forward, then the backward with a unit gradient per row (the
+// CUDA kernels have no one-pass form).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> label_softplus_total_cuda(
+    const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale, const at::Tensor& bias,
+    const at::Tensor& row_ids, const at::Tensor& col_ids, c10::string_view similarity,
+    std::array<bool, 4> output_mask, bool checks, c10::string_view path) {
+  auto row = label_softplus_fwd_cuda(x, y, scale, bias, row_ids, col_ids, similarity, checks, path);
+  auto [dx, dy, dscale, dbias] = label_softplus_bwd_cuda(at::ones_like(row), x, y, scale, bias, row_ids, col_ids,
+                                                         similarity, output_mask, checks, path);
+  return {row.sum(), dx, dy, dscale, dbias};
+}
+
 }  // namespace mmcl_fast

@@ -49,6 +49,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> label_softplus_bwd_cu
     const at::Tensor& bias, const at::Tensor& row_ids, const at::Tensor& col_ids, c10::string_view similarity,
     std::array<bool, 4> output_mask, bool checks, c10::string_view math_path);
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> label_softplus_total_cuda(
+    const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale, const at::Tensor& bias,
+    const at::Tensor& row_ids, const at::Tensor& col_ids, c10::string_view similarity,
+    std::array<bool, 4> output_mask, bool checks, c10::string_view math_path);
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor> label_lse_bwd_cuda(
     at::TensorList grads, const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
     const at::Tensor& row_ids, const at::Tensor& col_ids, at::TensorList lse, c10::string_view similarity,

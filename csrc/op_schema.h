@@ -62,6 +62,11 @@ inline constexpr const char* kLabelSoftplusBwdSchema =
     "label_softplus_bwd(Tensor grad_row, Tensor x, Tensor y, Tensor scale, Tensor bias, Tensor row_ids,"
     " Tensor col_ids, str similarity, bool[4] output_mask, bool checks=False, str math_path=\"auto\")"
     " -> (Tensor, Tensor, Tensor, Tensor)";
+// Its total sum_i row_i with the gradients, as softplus_total (one pass over the tiles on CPU).
+inline constexpr const char* kLabelSoftplusTotalSchema =
+    "label_softplus_total(Tensor x, Tensor y, Tensor scale, Tensor bias, Tensor row_ids, Tensor col_ids,"
+    " str similarity, bool[4] output_mask, bool checks=False, str math_path=\"auto\")"
+    " -> (Tensor, Tensor, Tensor, Tensor, Tensor)";
 
 // The O((M + N) D) operands of a loss around the pairwise LSE (CPU only; csrc/cpu/operands_cpu.cpp):
 // the kernel inputs ka, kb (L2-normalised for cosine, else copies), the positive-pair similarities

@@ -27,7 +27,10 @@
 //   label_softplus_fwd(x, y, scale, bias, row_ids, col_ids, similarity, checks, math_path) -> row[M]
 //   label_softplus_bwd(grad_row, x, y, scale, bias, row_ids, col_ids, similarity, output_mask[4], checks,
 //                      math_path) -> (dx, dy, dscale, dbias)
-//       the label-aware sigmoid terms sum_j softplus(-z_ij (L_ij + t)), z = +1 for equal ids
+//   label_softplus_total(x, y, scale, bias, row_ids, col_ids, similarity, output_mask[4], checks,
+//                        math_path) -> (total[], dx, dy, dscale, dbias)
+//       the label-aware sigmoid terms sum_j softplus(-z_ij (L_ij + t)), z = +1 for equal ids, and
+//       their total with its gradients (one pass on CPU, as softplus_total)
 //   softplus_total(x, y, scale, bias, similarity, diagonal, output_mask[4], checks, math_path)
 //       -> (total[], dx, dy, dscale, dbias): total = sum over the negatives of softplus(L + t), plus
 //       softplus(-(L_ii + t)) over the diagonal when diagonal == "positive" ("masked": left out,
@@ -190,6 +193,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> label_softplus_bwd_cp
   return label_softplus_bwd_cpu(grad_row, xc, yc, scale, bias, row_ids, col_ids, sim, output_mask);
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> label_softplus_total_cpu_checked(
+    const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale, const at::Tensor& bias,
+    const at::Tensor& row_ids, const at::Tensor& col_ids, c10::string_view similarity,
+    std::array<bool, 4> output_mask, bool /*checks*/, c10::string_view /*math_path*/) {
+  const std::string sim(similarity);
+  check_common("label_softplus_total", x, y, scale, sim);
+  check_labels("label_softplus_total", row_ids, col_ids, x, y, false);
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
+              "label_softplus_total: the CPU kernel supports float32 and float64, got ", x.scalar_type());
+  check_finite("label_softplus_total", "x", x);
+  check_finite("label_softplus_total", "y", y);
+  const auto [xc, yc] = centred_if_euclidean(x, y, sim);
+  return label_softplus_total_cpu(xc, yc, scale, bias, row_ids, col_ids, sim, output_mask);
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> operands_fwd_cpu_checked(
     const at::Tensor& a, const at::Tensor& b, c10::string_view similarity) {
   check_finite("operands_fwd", "a", a.contiguous());
@@ -217,6 +235,7 @@ TORCH_LIBRARY(mmcl_fast, m) {
   m.def(kSoftplusTotalSchema);
   m.def(kLabelSoftplusFwdSchema);
   m.def(kLabelSoftplusBwdSchema);
+  m.def(kLabelSoftplusTotalSchema);
   m.def(kOperandsFwdSchema);
   m.def(kOperandsBwdSchema);
 }
@@ -231,6 +250,7 @@ TORCH_LIBRARY_IMPL(mmcl_fast, CPU, m) {
   m.impl("softplus_total", &softplus_total_cpu_checked);
   m.impl("label_softplus_fwd", &label_softplus_fwd_cpu_checked);
   m.impl("label_softplus_bwd", &label_softplus_bwd_cpu_checked);
+  m.impl("label_softplus_total", &label_softplus_total_cpu_checked);
   m.impl("operands_fwd", &operands_fwd_cpu_checked);
   m.impl("operands_bwd", &operands_bwd_cpu_checked);
 }
@@ -246,6 +266,7 @@ TORCH_LIBRARY_IMPL(mmcl_fast, CUDA, m) {  // checks and launches: cuda_launch.cp
   m.impl("label_lse_bwd", &label_lse_bwd_cuda);
   m.impl("label_softplus_fwd", &label_softplus_fwd_cuda);
   m.impl("label_softplus_bwd", &label_softplus_bwd_cuda);
+  m.impl("label_softplus_total", &label_softplus_total_cuda);
 }
 #endif
 

@@ -106,6 +106,10 @@ _LABEL_SOFTPLUS_FWD_SCHEMA = ("label_softplus_fwd(Tensor x, Tensor y, Tensor sca
 _LABEL_SOFTPLUS_BWD_SCHEMA = ("label_softplus_bwd(Tensor grad_row, Tensor x, Tensor y, Tensor scale, Tensor bias, "
                               "Tensor row_ids, Tensor col_ids, str similarity, bool[4] output_mask, "
                               "bool checks=False, str math_path=\"auto\") -> (Tensor, Tensor, Tensor, Tensor)")
+_LABEL_SOFTPLUS_TOTAL_SCHEMA = ("label_softplus_total(Tensor x, Tensor y, Tensor scale, Tensor bias, "
+                                "Tensor row_ids, Tensor col_ids, str similarity, bool[4] output_mask, "
+                                "bool checks=False, str math_path=\"auto\") "
+                                "-> (Tensor, Tensor, Tensor, Tensor, Tensor)")
 _SOFTPLUS_BWD_SCHEMA = ("softplus_bwd(Tensor grad_row, Tensor x, Tensor y, Tensor scale, Tensor bias, "
                         "str similarity, bool mask_diag, bool[4] output_mask, bool checks=False, "
                         "str math_path=\"auto\") -> (Tensor, Tensor, Tensor, Tensor)")
@@ -263,6 +267,7 @@ def _register_python_fallback():
     lib.define(_SOFTPLUS_TOTAL_SCHEMA)
     lib.define(_LABEL_SOFTPLUS_FWD_SCHEMA)
     lib.define(_LABEL_SOFTPLUS_BWD_SCHEMA)
+    lib.define(_LABEL_SOFTPLUS_TOTAL_SCHEMA)
     lib.impl("lse_fwd", chunked.lse_fwd, "CompositeExplicitAutograd")
     lib.impl("lse_bwd", chunked.lse_bwd, "CompositeExplicitAutograd")
     lib.impl("label_lse_fwd", chunked.label_lse_fwd, "CompositeExplicitAutograd")
@@ -272,6 +277,7 @@ def _register_python_fallback():
     lib.impl("softplus_total", chunked.softplus_total, "CompositeExplicitAutograd")
     lib.impl("label_softplus_fwd", chunked.label_softplus_fwd, "CompositeExplicitAutograd")
     lib.impl("label_softplus_bwd", chunked.label_softplus_bwd, "CompositeExplicitAutograd")
+    lib.impl("label_softplus_total", chunked.label_softplus_total, "CompositeExplicitAutograd")
     return lib  # the registration lives as long as this object
 
 
@@ -290,6 +296,7 @@ def _register_chunked_cuda(labels: bool, softplus: bool):
         lib.impl("label_lse_bwd", _chunked_label_lse_bwd, "CUDA")
         lib.impl("label_softplus_fwd", chunked.label_softplus_fwd, "CUDA")
         lib.impl("label_softplus_bwd", chunked.label_softplus_bwd, "CUDA")
+        lib.impl("label_softplus_total", chunked.label_softplus_total, "CUDA")
     if softplus:
         lib.impl("softplus_fwd", chunked.softplus_fwd, "CUDA")
         lib.impl("softplus_bwd", chunked.softplus_bwd, "CUDA")
@@ -597,6 +604,18 @@ def _register_softplus_fake_and_autograd(check_operands) -> None:
 
     torch.library.register_autograd("mmcl_fast::softplus_total", backward_total, setup_context=setup_total)
 
+    @torch.library.register_fake("mmcl_fast::label_softplus_total")
+    def _label_total_fake(x, y, scale, bias, row_ids, col_ids, similarity, output_mask, checks=False,
+                          math_path="auto"):
+        _check_label_ids(x, y, row_ids, col_ids)
+        return _total_fake(x, y, scale, bias, similarity, "negative", output_mask)
+
+    def backward_label_total(ctx, grad_total, *_):
+        return (*backward_total(ctx, grad_total)[:4], *(None,) * 6)
+
+    torch.library.register_autograd("mmcl_fast::label_softplus_total", backward_label_total,
+                                    setup_context=setup_total)
+
 
 def has_operands_op() -> bool:
     """True when the active backend has the CPU ``operands`` op pair (compiled or JIT)."""
@@ -714,6 +733,23 @@ def pairwise_label_softplus(x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, r
     opts = options.resolve(kernel_options)
     return torch.ops.mmcl_fast.label_softplus_fwd(x, y, scale, bias, row_ids, col_ids, similarity, opts.checks,
                                                   opts.cuda_math_path)
+
+
+def pairwise_label_softplus_total(x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, row_ids: Tensor | None,
+                                  col_ids: Tensor | None, similarity: str = "dot", *,
+                                  kernel_options: KernelOptions | None = None) -> Tensor:
+    """``pairwise_label_softplus(...).sum()``, 0-dim, with its gradients computed in the forward
+    pass over the tiles (CPU) for the tensors that require them when grad mode is on."""
+    load_backend()
+    if (row_ids is None) != (col_ids is None):
+        raise ValueError("give both `row_ids` and `col_ids`, or neither (the pairs (i, i) as the positives)")
+    if row_ids is None:
+        row_ids = col_ids = torch.empty(0, dtype=torch.int64, device=x.device)
+    opts = options.resolve(kernel_options)
+    need = [torch.is_grad_enabled() and t.requires_grad for t in (x, y, scale, bias)]
+    total, *_ = torch.ops.mmcl_fast.label_softplus_total(x, y, scale, bias, row_ids, col_ids, similarity, need,
+                                                         opts.checks, opts.cuda_math_path)
+    return total
 
 
 DIAGONALS = ("negative", "masked", "positive")

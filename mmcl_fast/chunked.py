@@ -367,6 +367,15 @@ def label_softplus_bwd(grad_row: Tensor, x: Tensor, y: Tensor, scale: Tensor, bi
             dbias.to(bias.dtype).reshape(bias.shape) if need_dbias else bias.new_empty((0,)))
 
 
+def label_softplus_total(x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, row_ids: Tensor, col_ids: Tensor,
+                         similarity: str, output_mask=(True, True, True, True), checks: bool = False,
+                         math_path: str = "auto") -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(sum of :func:`label_softplus_fwd`, and :func:`label_softplus_bwd` for a unit gradient)."""
+    row = label_softplus_fwd(x, y, scale, bias, row_ids, col_ids, similarity)
+    grads = label_softplus_bwd(torch.ones_like(row), x, y, scale, bias, row_ids, col_ids, similarity, output_mask)
+    return (row.sum(dtype=torch.float64).to(row.dtype), *grads)
+
+
 def softplus_total(x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, similarity: str, diagonal: str,
                    output_mask=(True, True, True, True), checks: bool = False,
                    math_path: str = "auto") -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:

@@ -58,14 +58,15 @@ def _sigmoid_terms(a: Tensor, b: Tensor, logit_scale, logit_bias, similarity: st
     """For the rows of ``a`` against all rows of ``b``, whose first len(a) rows are a's positives
     (the rest are negatives only), or with ``ids`` = (ids of a, ids of b) the pairs of equal ids:
     the vector loss_i, or (``total``) its sum, whose gradients the kernels compute in the forward
-    pass over the tiles (with ids: in the backward pass)."""
+    pass over the tiles."""
     dtype = _ops.lse_dtype(a.dtype)
     s = loss_scale(None, logit_scale, dtype, a.device)
     t = loss_bias(logit_bias, dtype, a.device)
     if ids is not None:
         ksim, ka, kb = tile_operands(similarity, a, b)
-        terms = _ops.pairwise_label_softplus(ka, kb, s, t, *ids, ksim, kernel_options=kernel_options)
-        return terms.sum() if total else terms
+        if total:
+            return _ops.pairwise_label_softplus_total(ka, kb, s, t, *ids, ksim, kernel_options=kernel_options)
+        return _ops.pairwise_label_softplus(ka, kb, s, t, *ids, ksim, kernel_options=kernel_options)
     if total:
         # One op: the positives' terms on the diagonal too, so no positive-pair similarities are
         # needed and, but for cosine's normalisation, no copy of the operands.

@@ -60,6 +60,7 @@ def cpu_ops_run_emulated_cuda(concurrent_blocks: int = 1):
             lib.impl("softplus_total", torch.ops.mmcl_fast_emu.softplus_total.default, "CPU")
             lib.impl("label_softplus_fwd", torch.ops.mmcl_fast_emu.label_softplus_fwd.default, "CPU")
             lib.impl("label_softplus_bwd", torch.ops.mmcl_fast_emu.label_softplus_bwd.default, "CPU")
+            lib.impl("label_softplus_total", torch.ops.mmcl_fast_emu.label_softplus_total.default, "CPU")
         _ops.native_half_precision = lambda device: device.type in ("cpu", "cuda")
         _ops.positives_in_tile = lambda device: False  # the losses call the lse pair, as on CUDA
         yield module

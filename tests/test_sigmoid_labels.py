@@ -147,8 +147,24 @@ def test_opcheck_and_fake_kernel():
     for row_ids, col_ids in ((ids, ids), (none, none)):
         torch.library.opcheck(torch.ops.mmcl_fast.label_softplus_fwd,
                               (a.clone().requires_grad_(), b.clone().requires_grad_(), s, t, row_ids, col_ids, "l1"))
+    torch.library.opcheck(torch.ops.mmcl_fast.label_softplus_total,
+                          (a.clone().requires_grad_(), b.clone().requires_grad_(), s, t, ids, ids, "dot", [True] * 4))
+    torch.library.opcheck(torch.ops.mmcl_fast.label_softplus_total,
+                          (a, b.clone().requires_grad_(), s.detach(), t, none, none, "euclidean",
+                           [False, True, False, True]))
     torch.library.opcheck(torch.ops.mmcl_fast.label_softplus_bwd,
                           (torch.rand(20), a, b, s.detach(), t.detach(), ids, ids, "dot", [True, False, True, True]))
+
+
+@pytest.mark.parametrize("sim", SIMS)
+def test_the_one_pass_total_equals_the_row_sums_and_their_recomputed_gradients(sim):
+    a, b, ids = _inputs(12, 150, 20, sim, 30)
+    s, t = torch.tensor(5.0), torch.tensor(-2.0)
+    one_pass = _loss_and_grads(mf.siglip_loss, a, b, s, t, similarity=sim, reduction="sum", ids=ids)
+    recomputed = _loss_and_grads(lambda *x, **kw: mf.siglip_loss(*x, **kw).sum(), a, b, s, t, similarity=sim,
+                                 reduction="none", ids=ids)
+    for x, y in zip(one_pass, recomputed):
+        assert rel_err(x.reshape(-1), y.reshape(-1)) < 1e-6
 
 
 def test_without_ids_the_label_op_gives_the_diagonal_positives():

@@ -49,6 +49,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> label_softplus_bwd_cp
   return {dx, dy, dscale_t, dbias_t};
 }
 
+namespace {
+
+// sum_i row_i in double, in row order, on this thread (M additions; no OpenMP region).
+at::Tensor row_total(const at::Tensor& row) {
+  double total = 0;
+  const auto rc = row.contiguous();
+  AT_DISPATCH_FLOATING_TYPES(rc.scalar_type(), "softplus_total_sum", [&] {
+    const scalar_t* r = rc.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < rc.numel(); ++i) total += double(r[i]);
+  });
+  return at::full({}, total, row.options());
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> label_softplus_total_cpu(
+    const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale, const at::Tensor& bias,
+    const at::Tensor& row_ids, const at::Tensor& col_ids, const std::string& similarity,
+    std::array<bool, 4> output_mask) {
+  const Similarity sim = parsed(similarity);
+  auto [row, dx, dy, dscale, dbias] = active_cpu_kernels().label_softplus(
+      at::Tensor(), x, y, checked_scale(scale), checked_bias(bias), sim, row_ids, col_ids,
+      {output_mask[0], output_mask[1]});
+  auto dscale_t = output_mask[2] ? at::full(scale.sizes(), dscale, scale.options()) : scale.new_empty({0});
+  auto dbias_t = output_mask[3] ? at::full(bias.sizes(), dbias, bias.options()) : bias.new_empty({0});
+  return {row_total(row), dx, dy, dscale_t, dbias_t};
+}
+
 int parsed_diagonal(const std::string& diagonal) {
   if (diagonal == "negative") return 0;
   if (diagonal == "masked") return 1;
@@ -63,15 +91,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_
   const int diag = parsed_diagonal(diagonal);
   auto [row, dx, dy, dscale, dbias] = active_cpu_kernels().softplus_fwd_bwd(
       x, y, checked_scale(scale), checked_bias(bias), sim, diag, {output_mask[0], output_mask[1]});
-  double total = 0;  // in double, in row order, on this thread (M additions; no OpenMP region)
-  const auto rc = row.contiguous();
-  AT_DISPATCH_FLOATING_TYPES(rc.scalar_type(), "softplus_total_sum", [&] {
-    const scalar_t* r = rc.data_ptr<scalar_t>();
-    for (int64_t i = 0; i < rc.numel(); ++i) total += double(r[i]);
-  });
   auto dscale_t = output_mask[2] ? at::full(scale.sizes(), dscale, scale.options()) : scale.new_empty({0});
   auto dbias_t = output_mask[3] ? at::full(bias.sizes(), dbias, bias.options()) : bias.new_empty({0});
-  return {at::full({}, total, row.options()), dx, dy, dscale_t, dbias_t};
+  return {row_total(row), dx, dy, dscale_t, dbias_t};
 }
 
 }  // namespace mmcl_fast

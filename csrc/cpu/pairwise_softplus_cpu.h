@@ -32,6 +32,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> label_softplus_bwd_cp
     const at::Tensor& bias, const at::Tensor& row_ids, const at::Tensor& col_ids, const std::string& similarity,
     std::array<bool, 4> output_mask);
 
+// (total, dx, dy, dscale, dbias) of the label-aware pair, in one pass.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> label_softplus_total_cpu(
+    const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale, const at::Tensor& bias,
+    const at::Tensor& row_ids, const at::Tensor& col_ids, const std::string& similarity,
+    std::array<bool, 4> output_mask);
+
 // "negative" 0, "masked" 1, "positive" 2; anything else is refused naming the argument.
 int parsed_diagonal(const std::string& diagonal);
 

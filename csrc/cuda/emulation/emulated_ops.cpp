@@ -52,6 +52,7 @@ TORCH_LIBRARY(mmcl_fast_emu, m) {
   m.def(mmcl_fast::kSoftplusTotalSchema);
   m.def(mmcl_fast::kLabelSoftplusFwdSchema);
   m.def(mmcl_fast::kLabelSoftplusBwdSchema);
+  m.def(mmcl_fast::kLabelSoftplusTotalSchema);
   m.def("to_half_bits(Tensor values, bool bfloat16) -> Tensor");
   m.def("from_half_bits(Tensor bits, bool bfloat16) -> Tensor");
 }
@@ -66,6 +67,7 @@ TORCH_LIBRARY_IMPL(mmcl_fast_emu, CPU, m) {
   m.impl("softplus_total", &mmcl_fast::softplus_total_cuda);
   m.impl("label_softplus_fwd", &mmcl_fast::label_softplus_fwd_cuda);
   m.impl("label_softplus_bwd", &mmcl_fast::label_softplus_bwd_cuda);
+  m.impl("label_softplus_total", &mmcl_fast::label_softplus_total_cuda);
   m.impl("to_half_bits", &to_half_bits);
   m.impl("from_half_bits", &from_half_bits);
 }
