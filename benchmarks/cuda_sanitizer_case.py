@@ -3,7 +3,7 @@
     compute-sanitizer --tool memcheck python3 benchmarks/cuda_sanitizer_case.py
 
 Runs the symmetric InfoNCE (plain, and label-aware with repeated ids: the label pair) and the sigmoid
-loss (mean: softplus_total; "none": the softplus pair) on
+loss (mean: softplus_total; "none": the softplus pair; with ids: label_softplus_total) on
 a 150 x 130 problem (three row blocks, tiles cut at the edges) for every
 dtype and similarity, on both math paths (CUDA cores and tensor cores, KernelOptions.cuda_math_path), in
 atomic and in deterministic mode, then synchronises. Exits non-zero if a
@@ -34,6 +34,8 @@ def main():
                     "infonce_ids": lambda: mf.symmetric_infonce(a, b, logit_scale=scale, similarity=sim, ids=ids,
                                                                 kernel_options=options),
                     "siglip": lambda: mf.siglip_loss(a, b, scale, bias, similarity=sim, kernel_options=options),
+                    "siglip_ids": lambda: mf.siglip_loss(a, b, scale, bias, similarity=sim, ids=ids,
+                                                         kernel_options=options),
                     "siglip_none": lambda: mf.siglip_loss(a, b, scale, bias, similarity=sim, reduction="none",
                                                           kernel_options=options).sum()}
                 for name, loss_fn in losses.items():
