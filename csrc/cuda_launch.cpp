@@ -150,16 +150,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> lse_bwd_cuda(
                                   : scale.new_empty({0})};
 }
 
-at::Tensor softplus_fwd_cuda(const at::Tensor& x_in, const at::Tensor& y_in, const at::Tensor& scale,
-                             const at::Tensor& bias, c10::string_view similarity, bool mask_diag, bool checks,
-                             c10::string_view path) {
-  const std::string sim(similarity);
-  check_common("softplus_fwd", x_in, y_in, scale, sim);
+namespace {
+
+// The ids as device pointers (both null without ids: the pairs (i, i) are the positives).
+cuda::Labels label_pointers(const at::Tensor& row_ids, const at::Tensor& col_ids) {
+  if (row_ids.numel() == 0) return cuda::Labels{nullptr, nullptr};
+  return cuda::Labels{row_ids.data_ptr<int64_t>(), col_ids.data_ptr<int64_t>()};
+}
+
+// The ids of a softplus launch: none (the plain pair) or the label-aware pair's.
+struct SoftplusLabels {
+  bool labelled = false;
+  at::Tensor row_ids, col_ids;  // contiguous, when labelled
+};
+
+SoftplusLabels softplus_labels(const char* op, const at::Tensor& row_ids, const at::Tensor& col_ids,
+                               const at::Tensor& x, const at::Tensor& y) {
+  check_labels(op, row_ids, col_ids, x, y, false);
+  return SoftplusLabels{true, row_ids.contiguous(), col_ids.contiguous()};
+}
+
+// The softplus rows of the plain pair (the diagonal left out when mask_diag) or of the label-aware
+// one: checks, centring, outputs, workspace and the launch.
+at::Tensor softplus_rows(const char* op, const at::Tensor& x_in, const at::Tensor& y_in, const at::Tensor& scale,
+                         const at::Tensor& bias, const SoftplusLabels& labels, const std::string& sim,
+                         bool mask_diag, bool checks, c10::string_view path) {
   dtype_of(x_in.scalar_type());
   LaunchDeviceGuard guard(x_in.device());
   if (checks) {
-    check_finite("softplus_fwd", "x", x_in);
-    check_finite("softplus_fwd", "y", y_in);
+    check_finite(op, "x", x_in);
+    check_finite(op, "y", y_in);
   }
   const auto [xc, yc] = centred_if_euclidean(x_in, y_in, sim);
   auto x = xc.contiguous(), y = yc.contiguous();
@@ -168,19 +188,25 @@ at::Tensor softplus_fwd_cuda(const at::Tensor& x_in, const at::Tensor& y_in, con
   const auto p = problem(x, y, s, sim, mask_diag, path);
   auto row = at::empty({x.size(0)}, x.options().dtype(at::kFloat));
   auto ws = at::empty({static_cast<int64_t>(cuda::softplus_forward_workspace(p)) + 1}, x.options().dtype(at::kByte));
-  check(cuda::softplus_forward(p, t.data_ptr<float>(), row.data_ptr<float>(), ws.data_ptr(), current_launch_stream()),
-        "softplus_forward");
+  const auto stream = current_launch_stream();
+  if (labels.labelled) {
+    check(cuda::label_softplus_forward(p, label_pointers(labels.row_ids, labels.col_ids), t.data_ptr<float>(),
+                                       row.data_ptr<float>(), ws.data_ptr(), stream),
+          "label_softplus_forward");
+  } else {
+    check(cuda::softplus_forward(p, t.data_ptr<float>(), row.data_ptr<float>(), ws.data_ptr(), stream),
+          "softplus_forward");
+  }
   return row;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_bwd_cuda(
-    const at::Tensor& grad_row, const at::Tensor& x_in, const at::Tensor& y_in, const at::Tensor& scale,
-    const at::Tensor& bias, c10::string_view similarity, bool mask_diag, std::array<bool, 4> output_mask,
-    bool checks, c10::string_view path) {
-  const std::string sim(similarity);
-  check_common("softplus_bwd", x_in, y_in, scale, sim);
+// dx, dy, dscale, dbias of the plain or the label-aware softplus pair.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_grads(
+    const char* op, const at::Tensor& grad_row, const at::Tensor& x_in, const at::Tensor& y_in,
+    const at::Tensor& scale, const at::Tensor& bias, const SoftplusLabels& labels, const std::string& sim,
+    bool mask_diag, std::array<bool, 4> output_mask, bool checks, c10::string_view path) {
   dtype_of(x_in.scalar_type());
-  TORCH_CHECK(grad_row.dim() == 1 && grad_row.numel() == x_in.size(0), "softplus_bwd: grad_row must have M = ",
+  TORCH_CHECK(grad_row.dim() == 1 && grad_row.numel() == x_in.size(0), op, ": grad_row must have M = ",
               x_in.size(0), " elements, got shape ", grad_row.sizes());
   LaunchDeviceGuard guard(x_in.device());
   const auto [xc, yc] = centred_if_euclidean(x_in, y_in, sim);
@@ -195,15 +221,42 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_bwd_cuda(
   auto dscale = at::empty({output_mask[2] ? 1 : 0}, f32);
   auto dbias = at::empty({output_mask[3] ? 1 : 0}, f32);
   auto ws = at::empty({static_cast<int64_t>(cuda::softplus_backward_workspace(p)) + 1}, x.options().dtype(at::kByte));
-  check(cuda::softplus_backward(p, t.data_ptr<float>(), gr.data_ptr<float>(), output_mask[0] ? dx.data_ptr() : nullptr,
-                                output_mask[1] ? dy.data_ptr() : nullptr,
-                                output_mask[2] ? dscale.data_ptr<float>() : nullptr,
-                                output_mask[3] ? dbias.data_ptr<float>() : nullptr, ws.data_ptr(),
-                                current_launch_stream()),
-        "softplus_backward");
+  void* dxp = output_mask[0] ? dx.data_ptr() : nullptr;
+  void* dyp = output_mask[1] ? dy.data_ptr() : nullptr;
+  float* dsp = output_mask[2] ? dscale.data_ptr<float>() : nullptr;
+  float* dbp = output_mask[3] ? dbias.data_ptr<float>() : nullptr;
+  const auto stream = current_launch_stream();
+  if (labels.labelled) {
+    check(cuda::label_softplus_backward(p, label_pointers(labels.row_ids, labels.col_ids), t.data_ptr<float>(),
+                                        gr.data_ptr<float>(), dxp, dyp, dsp, dbp, ws.data_ptr(), stream),
+          "label_softplus_backward");
+  } else {
+    check(cuda::softplus_backward(p, t.data_ptr<float>(), gr.data_ptr<float>(), dxp, dyp, dsp, dbp, ws.data_ptr(),
+                                  stream),
+          "softplus_backward");
+  }
   return {dx, dy,
           output_mask[2] ? dscale.to(scale.scalar_type()).reshape(scale.sizes()) : scale.new_empty({0}),
           output_mask[3] ? dbias.to(bias.scalar_type()).reshape(bias.sizes()) : bias.new_empty({0})};
+}
+
+}  // namespace
+
+at::Tensor softplus_fwd_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale, const at::Tensor& bias,
+                             c10::string_view similarity, bool mask_diag, bool checks, c10::string_view path) {
+  const std::string sim(similarity);
+  check_common("softplus_fwd", x, y, scale, sim);
+  return softplus_rows("softplus_fwd", x, y, scale, bias, SoftplusLabels{}, sim, mask_diag, checks, path);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_bwd_cuda(
+    const at::Tensor& grad_row, const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+    const at::Tensor& bias, c10::string_view similarity, bool mask_diag, std::array<bool, 4> output_mask,
+    bool checks, c10::string_view path) {
+  const std::string sim(similarity);
+  check_common("softplus_bwd", x, y, scale, sim);
+  return softplus_grads("softplus_bwd", grad_row, x, y, scale, bias, SoftplusLabels{}, sim, mask_diag, output_mask,
+                        checks, path);
 }
 
 // The total and its gradients (op_schema.h). The CUDA kernels have no one-pass form yet: the
@@ -245,16 +298,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> softplus_
   if (output_mask[3]) dbias.add_(g.sum().to(dbias.scalar_type()));
   return {total, dx, dy, dscale, dbias};
 }
-
-namespace {
-
-// The ids as device pointers (both null without ids: the pairs (i, i) are the positives).
-cuda::Labels label_pointers(const at::Tensor& row_ids, const at::Tensor& col_ids) {
-  if (row_ids.numel() == 0) return cuda::Labels{nullptr, nullptr};
-  return cuda::Labels{row_ids.data_ptr<int64_t>(), col_ids.data_ptr<int64_t>()};
-}
-
-}  // namespace
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> label_lse_fwd_cuda(
     const at::Tensor& x_in, const at::Tensor& y_in, const at::Tensor& scale, const at::Tensor& row_ids_in,
@@ -324,65 +367,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> label_lse_bwd_cuda(
                                   : scale.new_empty({0})};
 }
 
-at::Tensor label_softplus_fwd_cuda(const at::Tensor& x_in, const at::Tensor& y_in, const at::Tensor& scale,
-                                   const at::Tensor& bias, const at::Tensor& row_ids_in, const at::Tensor& col_ids_in,
+at::Tensor label_softplus_fwd_cuda(const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+                                   const at::Tensor& bias, const at::Tensor& row_ids, const at::Tensor& col_ids,
                                    c10::string_view similarity, bool checks, c10::string_view path) {
   const std::string sim(similarity);
-  check_common("label_softplus_fwd", x_in, y_in, scale, sim);
-  check_labels("label_softplus_fwd", row_ids_in, col_ids_in, x_in, y_in, false);
-  dtype_of(x_in.scalar_type());
-  LaunchDeviceGuard guard(x_in.device());
-  if (checks) {
-    check_finite("label_softplus_fwd", "x", x_in);
-    check_finite("label_softplus_fwd", "y", y_in);
-  }
-  const auto [xc, yc] = centred_if_euclidean(x_in, y_in, sim);
-  auto x = xc.contiguous(), y = yc.contiguous();
-  auto row_ids = row_ids_in.contiguous(), col_ids = col_ids_in.contiguous();
-  auto s = device_scale(scale, x, checks);
-  auto t = device_bias(bias, x, checks);
-  const auto p = problem(x, y, s, sim, false, path);
-  auto row = at::empty({x.size(0)}, x.options().dtype(at::kFloat));
-  auto ws = at::empty({static_cast<int64_t>(cuda::softplus_forward_workspace(p)) + 1}, x.options().dtype(at::kByte));
-  check(cuda::label_softplus_forward(p, label_pointers(row_ids, col_ids), t.data_ptr<float>(), row.data_ptr<float>(),
-                                     ws.data_ptr(), current_launch_stream()),
-        "label_softplus_forward");
-  return row;
+  check_common("label_softplus_fwd", x, y, scale, sim);
+  const auto labels = softplus_labels("label_softplus_fwd", row_ids, col_ids, x, y);
+  return softplus_rows("label_softplus_fwd", x, y, scale, bias, labels, sim, false, checks, path);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> label_softplus_bwd_cuda(
-    const at::Tensor& grad_row, const at::Tensor& x_in, const at::Tensor& y_in, const at::Tensor& scale,
-    const at::Tensor& bias, const at::Tensor& row_ids_in, const at::Tensor& col_ids_in, c10::string_view similarity,
+    const at::Tensor& grad_row, const at::Tensor& x, const at::Tensor& y, const at::Tensor& scale,
+    const at::Tensor& bias, const at::Tensor& row_ids, const at::Tensor& col_ids, c10::string_view similarity,
     std::array<bool, 4> output_mask, bool checks, c10::string_view path) {
   const std::string sim(similarity);
-  check_common("label_softplus_bwd", x_in, y_in, scale, sim);
-  check_labels("label_softplus_bwd", row_ids_in, col_ids_in, x_in, y_in, false);
-  dtype_of(x_in.scalar_type());
-  TORCH_CHECK(grad_row.dim() == 1 && grad_row.numel() == x_in.size(0), "label_softplus_bwd: grad_row must have M = ",
-              x_in.size(0), " elements, got shape ", grad_row.sizes());
-  LaunchDeviceGuard guard(x_in.device());
-  const auto [xc, yc] = centred_if_euclidean(x_in, y_in, sim);
-  auto x = xc.contiguous(), y = yc.contiguous();
-  auto row_ids = row_ids_in.contiguous(), col_ids = col_ids_in.contiguous();
-  auto s = device_scale(scale, x, checks);
-  auto t = device_bias(bias, x, checks);
-  const auto p = problem(x, y, s, sim, false, path);
-  auto gr = grad_row.to(at::kFloat).contiguous();
-  auto dx = output_mask[0] ? at::empty_like(x) : x.new_empty({0});
-  auto dy = output_mask[1] ? at::empty_like(y) : y.new_empty({0});
-  auto f32 = x.options().dtype(at::kFloat);
-  auto dscale = at::empty({output_mask[2] ? 1 : 0}, f32);
-  auto dbias = at::empty({output_mask[3] ? 1 : 0}, f32);
-  auto ws = at::empty({static_cast<int64_t>(cuda::softplus_backward_workspace(p)) + 1}, x.options().dtype(at::kByte));
-  check(cuda::label_softplus_backward(p, label_pointers(row_ids, col_ids), t.data_ptr<float>(), gr.data_ptr<float>(),
-                                      output_mask[0] ? dx.data_ptr() : nullptr, output_mask[1] ? dy.data_ptr() : nullptr,
-                                      output_mask[2] ? dscale.data_ptr<float>() : nullptr,
-                                      output_mask[3] ? dbias.data_ptr<float>() : nullptr, ws.data_ptr(),
-                                      current_launch_stream()),
-        "label_softplus_backward");
-  return {dx, dy,
-          output_mask[2] ? dscale.to(scale.scalar_type()).reshape(scale.sizes()) : scale.new_empty({0}),
-          output_mask[3] ? dbias.to(bias.scalar_type()).reshape(bias.sizes()) : bias.new_empty({0})};
+  check_common("label_softplus_bwd", x, y, scale, sim);
+  const auto labels = softplus_labels("label_softplus_bwd", row_ids, col_ids, x, y);
+  return softplus_grads("label_softplus_bwd", grad_row, x, y, scale, bias, labels, sim, false, output_mask, checks,
+                        path);
 }
 
 // The total and its gradients: the forward, then the backward with a unit gradient per row (the

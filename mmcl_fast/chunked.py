@@ -264,22 +264,57 @@ def _softplus(z: Tensor) -> Tensor:
     return z.clamp_min(0) + torch.log1p(torch.exp(-z.abs()))
 
 
+def _softplus_rows(x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, similarity: str, signs, mask_diag: bool,
+                   grad_row: Tensor | None = None, output_mask=(True, True, True, True)):
+    """The softplus pair per chunk of rows: with ``grad_row`` None, row_i = sum_j softplus(-z_ij (L_ij + t));
+    else (dx, dy, dscale, dbias) from G_ij = -z_ij gr_i sigmoid(-z_ij (L_ij + t)). ``signs(i0, rows, n)``
+    gives -z of a block (None: every pair a negative, -z = +1); ``mask_diag`` leaves (i, i) out."""
+    s, t = _check_scale(scale), _check_bias(bias)
+    in_dtype = x.dtype
+    x, y = _centred_if_euclidean(*_compute_precision(x, y), similarity)
+    n = y.shape[0]
+    yn = y.square().sum(1) if similarity == "euclidean" else None
+    step = _rows_per_chunk(n, x.shape[1], similarity)
+    forward = grad_row is None
+    need_dx, need_dy, need_dscale, need_dbias = output_mask
+    if forward:
+        row = x.new_empty(x.shape[0])
+    else:
+        grad_row = grad_row.to(x.dtype)
+        dx = torch.zeros_like(x) if need_dx else None
+        dy = torch.zeros_like(y) if need_dy else None
+        dscale = x.new_zeros((), dtype=torch.float64)
+        dbias = x.new_zeros((), dtype=torch.float64)
+    for i0 in range(0, x.shape[0], step):
+        rows = min(step, x.shape[0] - i0)
+        xc = x[i0:i0 + rows]
+        logits = s * _sim_block(xc, y, similarity, yn)
+        sign = signs(i0, rows, n).to(x.dtype) if signs is not None else 1.0
+        if forward:
+            terms = _softplus(sign * (logits + t))
+            if mask_diag:
+                _mask_diagonal(terms, i0, 0.0)
+            row[i0:i0 + rows] = terms.sum(1)
+            continue
+        g = grad_row[i0:i0 + rows, None] * sign * torch.sigmoid(sign * (logits + t))
+        if mask_diag:
+            _mask_diagonal(g, i0, 0.0)
+        dscale += (g * logits).sum().double() / s
+        dbias += g.sum().double()
+        _apply_block_gradient(g, xc, y, s, similarity, dx[i0:i0 + rows] if need_dx else None, dy)
+    if forward:
+        return row
+    empty = x.new_empty((0,), dtype=in_dtype)
+    return (dx.to(in_dtype) if need_dx else empty, dy.to(in_dtype) if need_dy else empty,
+            dscale.to(scale.dtype).reshape(scale.shape) if need_dscale else scale.new_empty((0,)),
+            dbias.to(bias.dtype).reshape(bias.shape) if need_dbias else bias.new_empty((0,)))
+
+
 def softplus_fwd(x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, similarity: str, mask_diag: bool,
                  checks: bool = False, math_path: str = "auto") -> Tensor:
     """row_i = sum_j softplus(s sim(x_i, y_j) + t), t = bias, j == i left out when ``mask_diag``
     (the kernel options are ignored)."""
-    s, t = _check_scale(scale), _check_bias(bias)
-    x, y = _centred_if_euclidean(*_compute_precision(x, y), similarity)
-    n = y.shape[0]
-    yn = y.square().sum(1) if similarity == "euclidean" else None
-    row = x.new_empty(x.shape[0])
-    step = _rows_per_chunk(n, x.shape[1], similarity)
-    for i0 in range(0, x.shape[0], step):
-        terms = _softplus(s * _sim_block(x[i0:i0 + step], y, similarity, yn) + t)
-        if mask_diag:
-            _mask_diagonal(terms, i0, 0.0)
-        row[i0:i0 + step] = terms.sum(1)
-    return row
+    return _softplus_rows(x, y, scale, bias, similarity, None, mask_diag)
 
 
 def softplus_bwd(grad_row: Tensor, x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, similarity: str,
@@ -287,30 +322,7 @@ def softplus_bwd(grad_row: Tensor, x: Tensor, y: Tensor, scale: Tensor, bias: Te
                  math_path: str = "auto") -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """dx, dy, dscale, dbias from G_ij = gr_i sigmoid(s sim_ij + t), recomputed per chunk; outputs
     whose ``output_mask`` entry is False are empty (shape [0])."""
-    s, t = _check_scale(scale), _check_bias(bias)
-    need_dx, need_dy, need_dscale, need_dbias = output_mask
-    in_dtype = x.dtype
-    x, y = _centred_if_euclidean(*_compute_precision(x, y), similarity)
-    grad_row = grad_row.to(x.dtype)
-    yn = y.square().sum(1) if similarity == "euclidean" else None
-    dx = torch.zeros_like(x) if need_dx else None
-    dy = torch.zeros_like(y) if need_dy else None
-    dscale = x.new_zeros((), dtype=torch.float64)
-    dbias = x.new_zeros((), dtype=torch.float64)
-    step = _rows_per_chunk(y.shape[0], x.shape[1], similarity)
-    for i0 in range(0, x.shape[0], step):
-        xc = x[i0:i0 + step]
-        logits = s * _sim_block(xc, y, similarity, yn)
-        g = grad_row[i0:i0 + step, None] * torch.sigmoid(logits + t)
-        if mask_diag:
-            _mask_diagonal(g, i0, 0.0)
-        dscale += (g * logits).sum().double() / s
-        dbias += g.sum().double()
-        _apply_block_gradient(g, xc, y, s, similarity, dx[i0:i0 + step] if need_dx else None, dy)
-    empty = x.new_empty((0,), dtype=in_dtype)
-    return (dx.to(in_dtype) if need_dx else empty, dy.to(in_dtype) if need_dy else empty,
-            dscale.to(scale.dtype).reshape(scale.shape) if need_dscale else scale.new_empty((0,)),
-            dbias.to(bias.dtype).reshape(bias.shape) if need_dbias else bias.new_empty((0,)))
+    return _softplus_rows(x, y, scale, bias, similarity, None, mask_diag, grad_row, output_mask)
 
 
 def _label_signs(row_ids: Tensor, col_ids: Tensor, i0: int, rows: int, n_cols: int) -> Tensor:
@@ -320,51 +332,23 @@ def _label_signs(row_ids: Tensor, col_ids: Tensor, i0: int, rows: int, n_cols: i
     return 1.0 - 2.0 * pos.to(torch.float64)
 
 
+def _label_sign_blocks(row_ids: Tensor, col_ids: Tensor):
+    return lambda i0, rows, n: _label_signs(row_ids, col_ids, i0, rows, n)
+
+
 def label_softplus_fwd(x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, row_ids: Tensor, col_ids: Tensor,
                        similarity: str, checks: bool = False, math_path: str = "auto") -> Tensor:
     """row_i = sum_j softplus(-z_ij (s sim(x_i, y_j) + t)), z_ij = +1 for the positives (the kernel
     options are ignored)."""
-    s, t = _check_scale(scale), _check_bias(bias)
-    x, y = _centred_if_euclidean(*_compute_precision(x, y), similarity)
-    n = y.shape[0]
-    yn = y.square().sum(1) if similarity == "euclidean" else None
-    row = x.new_empty(x.shape[0])
-    step = _rows_per_chunk(n, x.shape[1], similarity)
-    for i0 in range(0, x.shape[0], step):
-        rows = min(step, x.shape[0] - i0)
-        sign = _label_signs(row_ids, col_ids, i0, rows, n).to(x.dtype)
-        row[i0:i0 + rows] = _softplus(sign * (s * _sim_block(x[i0:i0 + rows], y, similarity, yn) + t)).sum(1)
-    return row
+    return _softplus_rows(x, y, scale, bias, similarity, _label_sign_blocks(row_ids, col_ids), False)
 
 
 def label_softplus_bwd(grad_row: Tensor, x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, row_ids: Tensor,
                        col_ids: Tensor, similarity: str, output_mask=(True, True, True, True), checks: bool = False,
                        math_path: str = "auto") -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """dx, dy, dscale, dbias from G_ij = -z_ij gr_i sigmoid(-z_ij (s sim_ij + t)), per chunk."""
-    s, t = _check_scale(scale), _check_bias(bias)
-    need_dx, need_dy, need_dscale, need_dbias = output_mask
-    in_dtype = x.dtype
-    x, y = _centred_if_euclidean(*_compute_precision(x, y), similarity)
-    grad_row = grad_row.to(x.dtype)
-    yn = y.square().sum(1) if similarity == "euclidean" else None
-    dx = torch.zeros_like(x) if need_dx else None
-    dy = torch.zeros_like(y) if need_dy else None
-    dscale = x.new_zeros((), dtype=torch.float64)
-    dbias = x.new_zeros((), dtype=torch.float64)
-    step = _rows_per_chunk(y.shape[0], x.shape[1], similarity)
-    for i0 in range(0, x.shape[0], step):
-        rows = min(step, x.shape[0] - i0)
-        xc = x[i0:i0 + rows]
-        sign = _label_signs(row_ids, col_ids, i0, rows, y.shape[0]).to(x.dtype)
-        logits = s * _sim_block(xc, y, similarity, yn)
-        g = grad_row[i0:i0 + rows, None] * sign * torch.sigmoid(sign * (logits + t))
-        dscale += (g * logits).sum().double() / s
-        dbias += g.sum().double()
-        _apply_block_gradient(g, xc, y, s, similarity, dx[i0:i0 + rows] if need_dx else None, dy)
-    empty = x.new_empty((0,), dtype=in_dtype)
-    return (dx.to(in_dtype) if need_dx else empty, dy.to(in_dtype) if need_dy else empty,
-            dscale.to(scale.dtype).reshape(scale.shape) if need_dscale else scale.new_empty((0,)),
-            dbias.to(bias.dtype).reshape(bias.shape) if need_dbias else bias.new_empty((0,)))
+    return _softplus_rows(x, y, scale, bias, similarity, _label_sign_blocks(row_ids, col_ids), False, grad_row,
+                          output_mask)
 
 
 def label_softplus_total(x: Tensor, y: Tensor, scale: Tensor, bias: Tensor, row_ids: Tensor, col_ids: Tensor,
