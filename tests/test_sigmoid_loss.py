@@ -106,6 +106,7 @@ def test_float32_loss_and_all_four_gradients_match_float64(cpu_isa, m, d, sim, l
 @given(m=st.integers(1, 200), d=st.integers(1, 40), sim=st.sampled_from(SIMS), bias=st.floats(-20.0, 10.0),
        seed=st.integers(0, 2**31 - 1))
 def test_float64_inputs_match_the_formula_to_rounding(m, d, sim, bias, seed):
+    d = max(d, 2) if sim == "cosine" else d    # 1-D cosine features cannot turn: zero gradients
     a, b = _inputs(seed, m, d, sim, torch.float64)
     _assert_matches_float64(a, b, 7.0, bias, sim, 1e-11)
 

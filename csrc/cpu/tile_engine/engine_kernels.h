@@ -358,7 +358,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, double, double> softplus_fwd_bwd_
     using T = scalar_t;
     auto prep = prepare<T>(x, y, sim, s);
     std::vector<double> row_acc(M, 0.0);
-    const SoftplusGradientPolicy<T> policy{nullptr, T(bias), static_cast<Diagonal>(diagonal), row_acc.data()};
+    const auto diag = static_cast<Diagonal>(diagonal);
+    const PairLabels diagonal_positives{nullptr, nullptr, nullptr, false};  // the pairs (i, i)
+    SoftplusGradientPolicy<T> policy{nullptr, T(bias), diag == Diagonal::Masked ? diag : Diagonal::Negative,
+                                     row_acc.data()};
+    if (diag == Diagonal::Positive) policy.labels = &diagonal_positives;
     sums = run_backward(prep, policy, need_dx, need_dy, dx, dy);
     T* rp = row.data_ptr<T>();
     for (int64_t i = 0; i < M; ++i) rp[i] = T(row_acc[i]);

@@ -78,7 +78,8 @@ void softplus_forward_rows(const Operands<T>& op, T t, bool mask_diag, int64_t r
 // What the diagonal entries (i, i) of the tiles are: negatives like every other pair, left out
 // (the loss adds its positives itself), or the positives, whose term is softplus(-z) =
 // max(-z, 0) + log1p(e) and whose gradient is -g sigmoid(-z) = -g (z >= 0 ? e : 1) / (1 + e):
-// the same exponential, and no term subtracted from another.
+// the same exponential, and no term subtracted from another. The policy takes Negative or Masked;
+// the kernels give Positive as the positives of labels without ids (PairLabels::diagonal()).
 enum class Diagonal : int { Negative = 0, Masked = 1, Positive = 2 };
 
 // The softplus backward as a policy of the tile loop (engine_kernels.h: backward_rows). With
@@ -89,10 +90,10 @@ template <typename T>
 struct SoftplusGradientPolicy {
   const T* gr;      // [M]: the upstream gradient of row, or null for 1
   T t;              // the bias
-  Diagonal diag;    // Masked: G_ii = 0 and softplus_ii left out; Positive: the positives' terms
+  Diagonal diag;    // Negative, or Masked: G_ii = 0 and softplus_ii left out
   double* row_acc;  // [M] or null: row_i += sum_j softplus(L_ij + t) (rows owned by their slot)
-  // or null; else the positives are the pairs it lists (diag must be Negative): their terms are
-  // softplus(-(L + t)) and -g sigmoid(-(L + t)), every other pair a negative
+  // or null; else the positives are the pairs it lists (the pairs (i, i) without ids; diag must be
+  // Negative): their terms are softplus(-(L + t)) and -g sigmoid(-(L + t)), every other pair a negative
   const PairLabels* labels = nullptr;
   void begin_rows(int64_t, int64_t, GradientScratch<T>&) const {}
 
@@ -114,8 +115,8 @@ struct SoftplusGradientPolicy {
       // this row's positives in the tile (labels), ascending columns
       const int32_t* pc = labels ? s.masked.data() + s.masked_begin[r] : nullptr;
       const int32_t* const pc_end = labels ? s.masked.data() + s.masked_begin[r + 1] : nullptr;
-      // the diagonal column of this row, if in the tile and not an ordinary negative
-      const int64_t cd = diag != Diagonal::Negative ? i0 + r - j0 : -1;
+      // the diagonal column of this row when masked (if in the tile)
+      const int64_t cd = diag == Diagonal::Masked ? i0 + r - j0 : -1;
       V acc_gl(T(0)), acc_g(T(0)), acc_sp(T(0));
       int64_t c = 0;
       for (; c + V::size() <= nt; c += V::size()) {
@@ -133,15 +134,10 @@ struct SoftplusGradientPolicy {
           g = V::blendv(g, vzero - va * V::blendv(vone, e, z >= vzero) / (vone + e), lane);
           if (row_acc) sp = V::blendv(sp, at::vec::maximum(vzero - z, vzero) + e.log1p(), lane);
         }
-        if (cd >= c && cd < c + V::size()) {  // the diagonal entry's lane: zero, or the positive's terms
+        if (cd >= c && cd < c + V::size()) {  // the masked diagonal entry's lane: zero
           const V lane = V::arange(T(c), T(1)) == V(T(cd));
-          V g_diag = vzero, sp_diag = vzero;
-          if (diag == Diagonal::Positive) {
-            g_diag = vzero - va * V::blendv(vone, e, z >= vzero) / (vone + e);
-            if (row_acc) sp_diag = at::vec::maximum(vzero - z, vzero) + e.log1p();
-          }
-          g = V::blendv(g, g_diag, lane);
-          sp = V::blendv(sp, sp_diag, lane);
+          g = V::blendv(g, vzero, lane);
+          sp = V::blendv(sp, vzero, lane);
         }
         g.store(Gr + c);
         acc_gl = at::vec::fmadd(g, l, acc_gl);
@@ -153,10 +149,7 @@ struct SoftplusGradientPolicy {
       for (; c < nt; ++c) {
         const T z = Lr[c] + t;
         T g = a * sigmoid_scalar(z), sp = row_acc ? softplus_scalar(z) : T(0);
-        if (c == cd) {
-          g = diag == Diagonal::Positive ? -a * sigmoid_scalar(-z) : T(0);
-          sp = diag == Diagonal::Positive && row_acc ? softplus_scalar(-z) : T(0);
-        }
+        if (c == cd) g = sp = T(0);
         if (pc != pc_end && *pc == c) {
           g = -a * sigmoid_scalar(-z);
           sp = row_acc ? softplus_scalar(-z) : T(0);
