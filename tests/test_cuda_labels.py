@@ -109,9 +109,14 @@ def _compare_statistics(device, path, dtype, similarity, x, y, row_ids, col_ids,
 MODES = ["ids", "none", "masked"]
 
 
-@pytest.mark.parametrize("similarity", ["dot", "euclidean", "l1"])
-@pytest.mark.parametrize("path", ["simt", "tc"])
-@pytest.mark.parametrize("mode", MODES)
+def _matrix(fast, modes=MODES):
+    """(similarity, path, mode) for every combination; those ``fast`` rejects run in the slow lane."""
+    return [pytest.param(sim, path, mode, marks=() if fast(sim, path, mode) else (pytest.mark.slow,))
+            for sim in ("dot", "euclidean", "l1") for path in ("simt", "tc") for mode in modes]
+
+
+# the fast lane: every similarity and mode on the CUDA cores, the tensor cores for dot
+@pytest.mark.parametrize("similarity, path, mode", _matrix(lambda sim, path, mode: path == "simt" or sim == "dot"))
 @settings(max_examples=3, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), m=st.integers(1, 130), n=st.integers(1, 130), d=st.integers(1, 40),
        classes=st.integers(1, 12))
@@ -214,13 +219,14 @@ def test_label_kernels_name_the_bad_argument(device):
         torch.ops.mmcl_fast.label_lse_bwd(grads, x, y, s, ids, ids, list(stats[:4]), "dot", False, [True] * 3)
 
 
-@pytest.mark.parametrize("similarity", ["dot", "euclidean", "l1"])
-@pytest.mark.parametrize("path", ["simt", "tc"])
-@pytest.mark.parametrize("with_ids", [True, False])
-def test_label_aware_sigmoid_terms_match_float64(device, similarity, path, with_ids):
+# the fast lane: ids on every similarity on the CUDA cores, and dot on the tensor cores
+@pytest.mark.parametrize("similarity, path, mode", _matrix(
+    lambda sim, path, mode: mode == "ids" and (path == "simt" or sim == "dot"), modes=("ids", "none")))
+def test_label_aware_sigmoid_terms_match_float64(device, similarity, path, mode):
     """The softplus reduction with label signs: row_i = sum_j softplus(-z_ij (L_ij + t)) and the
     gradients of a random weighting of the rows (x, y, scale, bias)."""
-    x, y, ri, ci, w = _problem(13, 129, 70, 20, similarity, "ids" if with_ids else "none", 9, torch.float32, device)
+    with_ids = mode == "ids"
+    x, y, ri, ci, w = _problem(13, 129, 70, 20, similarity, mode, 9, torch.float32, device)
     xs, ys = x.clone().requires_grad_(), y.clone().requires_grad_()
     s = torch.tensor(3.0, device=device, requires_grad=True)
     t = torch.tensor(-1.5, device=device, requires_grad=True)
