@@ -97,3 +97,22 @@ def run_python(code: str, env: dict | None = None, cwd=None, timeout=600) -> dic
                          cwd=REPO if cwd is None else cwd)
     assert out.returncode == 0, out.stderr[-4000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _cuda_ready():
+    from mmcl_fast import _ops
+    return torch.cuda.is_available() and _ops.has_cuda_kernels()
+
+
+@pytest.fixture(params=["emulated", pytest.param("cuda", marks=pytest.mark.cuda)])
+def device(request):
+    """The device whose tensors reach the CUDA kernels (test_cuda*.py): "cpu" under the host
+    emulator (two thread blocks at a time), or "cuda" on a GPU with the compiled kernels."""
+    if request.param == "cuda":
+        if not _cuda_ready():
+            pytest.skip("needs a CUDA device and the compiled CUDA kernels")
+        yield "cuda"
+    else:
+        import emulated_cuda
+        with emulated_cuda.cpu_ops_run_emulated_cuda(concurrent_blocks=2):
+            yield "cpu"

@@ -17,23 +17,6 @@ import emulated_cuda
 from conftest import rel_err
 
 
-def _cuda_ready():
-    from mmcl_fast import _ops
-    return torch.cuda.is_available() and _ops.has_cuda_kernels()
-
-
-@pytest.fixture(params=["emulated", pytest.param("cuda", marks=pytest.mark.cuda)])
-def device(request):
-    """The device whose tensors reach the CUDA kernels: "cpu" under the emulator, or "cuda"."""
-    if request.param == "cuda":
-        if not _cuda_ready():
-            pytest.skip("needs a CUDA device and the compiled CUDA kernels")
-        yield "cuda"
-    else:
-        with emulated_cuda.cpu_ops_run_emulated_cuda(concurrent_blocks=2):
-            yield "cpu"
-
-
 @pytest.fixture(params=["simt", "tc"])
 def path(request):
     """The kernels' math path (the ops' math_path argument): CUDA cores, or tensor cores (WMMA;

@@ -13,25 +13,13 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_cuda import TF32_TOL, TOL, _cuda_ready
+from test_cuda import TF32_TOL, TOL
 from torch.library import opcheck
 
 import mmcl_fast as mf
 from mmcl_fast import reference as ref
 
-import emulated_cuda
 from conftest import rel_err
-
-
-@pytest.fixture(params=["emulated", pytest.param("cuda", marks=pytest.mark.cuda)])
-def device(request):
-    if request.param == "cuda":
-        if not _cuda_ready():
-            pytest.skip("needs a CUDA device and the compiled CUDA kernels")
-        yield "cuda"
-    else:
-        with emulated_cuda.cpu_ops_run_emulated_cuda(concurrent_blocks=2):
-            yield "cpu"
 
 
 def _tol(dtype, path):
