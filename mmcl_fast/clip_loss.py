@@ -40,6 +40,16 @@ class ClipLoss(nn.Module):
     direction's term becomes ``-log sum_{j: ids_j = ids_i} softmax(L_i)_j``
     (:func:`mmcl_fast.symmetric_infonce`). All-distinct ids give open_clip's loss.
 
+    ``mode`` (keyword only): how the ranks exchange features. ``"gather"`` (default) all-gathers
+    them (open_clip's exchange); ``"ring"`` passes each rank's rows around a ring of ranks with the
+    statistics and gradient accumulators (:mod:`mmcl_fast.ring_lse`), so that the extra memory per
+    rank is O(B * D) whatever the world size. The ring gives the same values and the same
+    gradients, except with ``local_loss=True``: there the ring needs ``gather_with_grad=True``
+    (refused otherwise) and gives the feature gradients of that mode, but ``logit_scale``
+    receives ``dL/ds`` of the global loss on every rank instead of the gradient of the rank's own
+    local loss; DDP's averaging makes the two the same update (the mean of the local losses is the
+    global loss).
+
     ``cache_labels`` is accepted for compatibility (no label tensor is needed here); horovod is
     not supported. ``kernel_options`` (:class:`mmcl_fast.KernelOptions`, keyword only) sets the
     operator's options for every call (None: the process defaults).
@@ -47,7 +57,7 @@ class ClipLoss(nn.Module):
 
     def __init__(self, local_loss: bool = False, gather_with_grad: bool = False,
                  cache_labels: bool = False, rank: int = 0, world_size: int = 1,
-                 use_horovod: bool = False, *, kernel_options: KernelOptions | None = None):
+                 use_horovod: bool = False, *, mode: str = "gather", kernel_options: KernelOptions | None = None):
         super().__init__()
         if use_horovod:
             raise NotImplementedError("mmcl_fast.ClipLoss supports torch.distributed only, "
@@ -57,6 +67,12 @@ class ClipLoss(nn.Module):
                              f"world_size={world_size}")
         self.local_loss, self.gather_with_grad = bool(local_loss), bool(gather_with_grad)
         self.cache_labels, self.rank, self.world_size = cache_labels, rank, world_size
+        if mode not in mdist.MODES:
+            raise ValueError(f"`mode` must be one of {mdist.MODES}, got {mode!r}")
+        if mode == "ring" and local_loss and not gather_with_grad:
+            raise ValueError("mode='ring' with local_loss=True needs gather_with_grad=True: without it each "
+                             "rank's loss reaches only its own features, which the ring does not compute")
+        self.mode = mode
         self.kernel_options = checked(kernel_options)
 
     def _check_world(self) -> None:
@@ -86,8 +102,11 @@ class ClipLoss(nn.Module):
         self._check_world()
         if not self.local_loss:
             return mdist.symmetric_infonce(img, txt, logit_scale=logit_scale, similarity="dot",
-                                           ddp_scaling=self.gather_with_grad, ids=ids,
+                                           ddp_scaling=self.gather_with_grad, ids=ids, mode=self.mode,
                                            kernel_options=self.kernel_options)
+        if self.mode == "ring":
+            return mdist.local_symmetric_infonce(img, txt, logit_scale=logit_scale, similarity="dot", ids=ids,
+                                                 mode="ring", kernel_options=self.kernel_options)
         if value_checks(img.device, self.kernel_options):
             mdist.check_equal_batches(img.shape[0], img.device)
         if self.gather_with_grad:

@@ -27,7 +27,7 @@ from torch import Tensor
 from . import _ops, losses
 from .labels import check_ids, finite, multi_positive_terms
 from .operands import kernel_inputs, positive_similarity
-from .options import KernelOptions, value_checks
+from .options import KernelOptions, resolve, value_checks
 from .validation import check_options, check_pair, loss_scale
 
 # torch >= 2.10 names the single-tensor collectives *_single; older releases *_tensor.
@@ -161,15 +161,79 @@ def _global_value(partial: Tensor, group) -> Tensor:
     return partial + (total - partial.detach())
 
 
+MODES = ("gather", "ring")
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"`mode` must be one of {MODES}, got {mode!r}")
+
+
+def ring_symmetric_share(a: Tensor, b: Tensor, s: Tensor, kernel_similarity: str, group=None,
+                         ids: Tensor | None = None, kernel_options: KernelOptions | None = None) -> Tensor:
+    """:func:`sharded_symmetric_lse_loss` (``ids`` None) or :func:`sharded_label_loss`, with the
+    statistics from the ring (:class:`mmcl_fast.ring_lse.RingLSE`) instead of the all-gather."""
+    from .ring_lse import RingLSE  # imports this module's world()
+
+    w, _ = world(group)
+    n = a.shape[0]
+    _ops.load_backend()
+    s = _SumGradOverRanks.apply(s, group)
+    if ids is None:
+        row, col = RingLSE.apply(a, b.contiguous(), s, kernel_similarity, group, resolve(kernel_options), True)
+        pos = s * positive_similarity(a, b, kernel_similarity)
+        return (row.sum() + col.sum() - 2 * pos.sum()) / (2 * w * n)
+    rn, rp, cn, cp = RingLSE.apply(a, b.contiguous(), s, kernel_similarity, group, resolve(kernel_options), True,
+                                   ids)
+    terms = multi_positive_terms(rn, rp, losses._softplus) + multi_positive_terms(cn, cp, losses._softplus)
+    return terms.sum() / (2 * w * n)
+
+
+def symmetric_share(a: Tensor, b: Tensor, s: Tensor, kernel_similarity: str, group=None, ids: Tensor | None = None,
+                    mode: str = "gather", kernel_options: KernelOptions | None = None) -> Tensor:
+    """This rank's share p_r of the global symmetric InfoNCE (``sum_r p_r`` is the loss), in
+    ``mode`` "gather" or "ring"; kernel inputs as :func:`sharded_symmetric_lse_loss`."""
+    if mode == "ring":
+        return ring_symmetric_share(a, b, s, kernel_similarity, group, ids, kernel_options)
+    if ids is not None:
+        return sharded_label_loss(a, b, ids, s, kernel_similarity, group, kernel_options)
+    return sharded_symmetric_lse_loss(a, b, s, kernel_similarity, group, kernel_options)
+
+
+def _checked_pairs(a: Tensor, b: Tensor, similarity: str, mode: str, group, ids, kernel_options):
+    """The distributed InfoNCE losses' argument checks; (world size, ids as int64 or None)."""
+    check_pair(("a", "b"), a, b)
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"`a` and `b` must hold the same number of pairs, got {a.shape[0]} and "
+                         f"{b.shape[0]}")
+    check_options(similarity, "mean")
+    _check_mode(mode)
+    w, _ = world(group)
+    if w > 1:
+        if ids is not None:
+            ids = check_ids("ids", ids, a.shape[0], a.device)
+        if value_checks(a.device, kernel_options):
+            check_equal_batches(a.shape[0], a.device, group)
+    return w, ids
+
+
 def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None = None, *,
                       logit_scale: Tensor | float | None = None, similarity: str = "cosine",
-                      group=None, ddp_scaling: bool = True, ids: Tensor | None = None,
+                      group=None, ddp_scaling: bool = True, ids: Tensor | None = None, mode: str = "gather",
                       kernel_options: KernelOptions | None = None) -> Tensor:
     r"""Global symmetric InfoNCE over the paired rows of all ranks (mean over B_g = W * B pairs).
 
     Same loss as :func:`mmcl_fast.symmetric_infonce` on the concatenated batch
     ``cat_r(a_r), cat_r(b_r)``, identical on every rank, computed with one B x B_g tile pass per
-    rank (see the module docstring for the communication). Gradients:
+    rank. ``mode``:
+
+    * ``"gather"`` (default): ``b`` is all-gathered (B_g x D per rank, and a B_g x D float32
+      gradient buffer for the reduce-scatter); see the module docstring;
+    * ``"ring"``: ``b``'s rows travel rank to rank with the column statistics and, in the
+      backward, the gradient accumulators (:mod:`mmcl_fast.ring_lse`): W B x B tile passes per
+      rank each overlapped with a transfer, and O(B * D) extra memory per rank whatever W.
+
+    Both give the same value and gradients (to rounding). Gradients:
 
     * features: ``W * dL/da_r`` when ``ddp_scaling`` (the default), so that DistributedDataParallel's
       gradient averaging yields exactly the full-batch gradient of the parameters; ``dL/da_r``
@@ -179,29 +243,86 @@ def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None =
 
     Without an initialised process group (or with W = 1) this is the single-process loss.
     ``ids`` (int64 [B], this rank's rows): label-aware positives as in
-    :func:`mmcl_fast.symmetric_infonce`, across ranks (the ids are all-gathered with ``b``).
-    ``kernel_options``: see :class:`mmcl_fast.KernelOptions`.
+    :func:`mmcl_fast.symmetric_infonce`, across ranks (gathered with ``b``, or travelling with
+    its chunks). ``kernel_options``: see :class:`mmcl_fast.KernelOptions`.
     """
-    check_pair(("a", "b"), a, b)
-    if a.shape[0] != b.shape[0]:
-        raise ValueError(f"`a` and `b` must hold the same number of pairs, got {a.shape[0]} and "
-                         f"{b.shape[0]}")
-    check_options(similarity, "mean")
-    w, _ = world(group)
+    w, ids = _checked_pairs(a, b, similarity, mode, group, ids, kernel_options)
     if w == 1:
         return losses.symmetric_infonce(a, b, temperature, logit_scale=logit_scale,
                                         similarity=similarity, ids=ids, kernel_options=kernel_options)
-    if ids is not None:
-        ids = check_ids("ids", ids, a.shape[0], a.device)
-    if value_checks(a.device, kernel_options):
-        check_equal_batches(a.shape[0], a.device, group)
     s = loss_scale(temperature, logit_scale, _ops.lse_dtype(a.dtype), a.device)
     ksim, (ka, kb) = kernel_inputs(similarity, a, b)
     if ddp_scaling:
         ka, kb = _ScaleGrad.apply(ka, float(w)), _ScaleGrad.apply(kb, float(w))
-    if ids is not None:
-        return _global_value(sharded_label_loss(ka, kb, ids, s, ksim, group, kernel_options), group)
-    return _global_value(sharded_symmetric_lse_loss(ka, kb, s, ksim, group, kernel_options), group)
+    return _global_value(symmetric_share(ka, kb, s, ksim, group, ids, mode, kernel_options), group)
+
+
+def local_symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None = None, *,
+                            logit_scale: Tensor | float | None = None, similarity: str = "cosine", group=None,
+                            ids: Tensor | None = None, mode: str = "ring",
+                            kernel_options: KernelOptions | None = None) -> Tensor:
+    r"""This rank's local symmetric loss, open_clip's ``local_loss``: its B rows of ``a`` against
+    the B_g rows of ``b`` and its rows of ``b`` against those of ``a``, averaged over its B rows in
+    each direction; the mean over ranks is the global loss. Gradients: those of the global loss
+    with DDP scaling (:func:`symmetric_infonce` with ``ddp_scaling=True``): for the features that
+    is the sum over ranks of every local loss's gradient (open_clip's ``gather_with_grad``), for the
+    scale ``dL/ds`` on every rank, whose DDP average equals that of the local losses' gradients.
+    """
+    w, ids = _checked_pairs(a, b, similarity, mode, group, ids, kernel_options)
+    if w == 1:
+        return losses.symmetric_infonce(a, b, temperature, logit_scale=logit_scale,
+                                        similarity=similarity, ids=ids, kernel_options=kernel_options)
+    s = loss_scale(temperature, logit_scale, _ops.lse_dtype(a.dtype), a.device)
+    ksim, (ka, kb) = kernel_inputs(similarity, a, b)
+    ka, kb = _ScaleGrad.apply(ka, float(w)), _ScaleGrad.apply(kb, float(w))
+    share = symmetric_share(ka, kb, s, ksim, group, ids, mode, kernel_options)
+    global_loss = _global_value(share, group)
+    # every anchor has a positive (its pair), so the local loss is W times the share
+    return global_loss + (w * share - global_loss).detach()
+
+
+def infonce(query: Tensor, keys: Tensor, temperature: float | Tensor | None = None, *,
+            logit_scale: Tensor | float | None = None, similarity: str = "cosine", group=None,
+            ddp_scaling: bool = True, ids: Tensor | None = None, mode: str = "gather",
+            kernel_options: KernelOptions | None = None) -> Tensor:
+    r"""Global one-directional InfoNCE: every rank's query rows against the key rows of all ranks,
+    ``mean_i [-L_ii + log sum_j exp(L_ij)]`` over the B_g = W * B queries (query i's positive is
+    its paired key, wherever it lives), identical on every rank: :func:`mmcl_fast.infonce` on
+    the concatenated batch. ``mode`` ("gather" or "ring"), ``ddp_scaling``, ``ids`` (the
+    multi-positive form, a query without a positive left out of the mean) and the gradients'
+    semantics as :func:`symmetric_infonce`.
+    """
+    w, ids = _checked_pairs(query, keys, similarity, mode, group, ids, kernel_options)
+    if w == 1:
+        return losses.infonce(query, keys, temperature=temperature, logit_scale=logit_scale, similarity=similarity,
+                              ids=ids, kernel_options=kernel_options)
+    s = loss_scale(temperature, logit_scale, _ops.lse_dtype(query.dtype), query.device)
+    ksim, (kq, kk) = kernel_inputs(similarity, query, keys)
+    if ddp_scaling:
+        kq, kk = _ScaleGrad.apply(kq, float(w)), _ScaleGrad.apply(kk, float(w))
+    s = _SumGradOverRanks.apply(s, group)
+    opts = resolve(kernel_options)
+    if mode == "ring":
+        from .ring_lse import RingLSE  # imports this module's world()
+
+        _ops.load_backend()
+        stats = RingLSE.apply(kq, kk.contiguous(), s, ksim, group, opts, False, ids)
+    else:
+        kk_all = _GatherRows.apply(kk, group)
+        if ids is None:
+            stats = _ops.pairwise_lse(kq, kk_all, s, ksim, False, False, kernel_options=opts)
+        else:
+            rn, _, rp, _, _, _ = _ops.pairwise_label_lse(kq, kk_all, s, ids, all_gather_rows(ids, group), ksim,
+                                                         False, False, kernel_options=opts)
+            stats = (rn, rp)
+    if ids is None:
+        share = (stats[0].sum() - (s * positive_similarity(kq, kk, ksim)).sum()) / (w * query.shape[0])
+        return _global_value(share, group)
+    rn, rp = stats[0], stats[1]
+    has_pos = rp > -torch.inf
+    count = has_pos.sum().to(rn.dtype)
+    count = _global_value(count, group).detach().clamp_min(1)      # anchors with a positive, all ranks
+    return _global_value(multi_positive_terms(rn, rp, losses._softplus).sum() / count, group)
 
 
 def siglip_loss(a: Tensor, b: Tensor, logit_scale, logit_bias=None, *, similarity: str = "dot", group=None,

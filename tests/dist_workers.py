@@ -22,11 +22,13 @@ def full_batch(seed: int, n_global: int, dim: int, dtype=torch.float32):
     return img.to(dtype), txt.to(dtype), scale.to(dtype)
 
 
-def _run(target, rank, world, init_file, out_dir, *args):
+def _run(target, rank, world, init_file, out_dir, pg_timeout, *args):
+    import datetime
     try:
         torch.set_num_threads(1)
+        timeout = {} if pg_timeout is None else {"timeout": datetime.timedelta(seconds=pg_timeout)}
         dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                                world_size=world)
+                                world_size=world, **timeout)
         result = target(rank, world, *args)
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
         dist.destroy_process_group()
@@ -108,6 +110,85 @@ def labels_worker(rank, world, seed, n_local, dim):
     return out
 
 
+RING_SIMILARITIES = ("cosine", "dot", "euclidean", "l1")
+
+
+def ring_worker(rank, world, seed, n_local, dim):
+    """The distributed InfoNCE losses in both modes ("gather", "ring") on this rank: (loss, d a,
+    d b, d scale) per (loss, similarity, mode[, ddp]), plain and with ids; ClipLoss(mode="ring")
+    in its three ring configurations; the ring's errors."""
+    import mmcl_fast as mf
+    img, txt, scale = full_batch(seed, world * n_local, dim)
+    ids = full_batch_ids(seed, world * n_local)
+    sl = slice(rank * n_local, (rank + 1) * n_local)
+    out = {}
+
+    def run(key, fn, *feats, **kw):
+        a, b = (f.clone().requires_grad_() for f in feats)
+        s = scale.clone().requires_grad_()
+        loss = fn(a, b, logit_scale=s, **kw)
+        out[key] = [loss.detach()] + _grads(loss, a, b, s)
+
+    for mode in ("gather", "ring"):
+        for sim in RING_SIMILARITIES:
+            for name, fn in (("symmetric", mf.distributed.symmetric_infonce), ("infonce", mf.distributed.infonce)):
+                run((name, sim, mode), fn, 3 * img[sl], 3 * txt[sl], similarity=sim, mode=mode)
+        run(("symmetric", "dot", mode, "no ddp"), mf.distributed.symmetric_infonce, img[sl], txt[sl],
+            similarity="dot", mode=mode, ddp_scaling=False)
+        for sim in ("cosine", "l1"):
+            for name, fn in (("symmetric", mf.distributed.symmetric_infonce), ("infonce", mf.distributed.infonce)):
+                run((name, sim, mode, "ids"), fn, 3 * img[sl], 3 * txt[sl], similarity=sim, mode=mode,
+                    ids=ids[sl])
+    for clip_mode in ((False, False), (False, True), (True, True)):
+        for with_ids in (False, True):
+            a, b = img[sl].clone().requires_grad_(), txt[sl].clone().requires_grad_()
+            s = scale.clone().reshape(1).requires_grad_()
+            loss_fn = mf.ClipLoss(local_loss=clip_mode[0], gather_with_grad=clip_mode[1], rank=rank,
+                                  world_size=world, mode="ring")
+            loss = loss_fn(a, b, s, ids=ids[sl] if with_ids else None)
+            out[("ClipLoss", clip_mode, with_ids)] = [loss.detach()] + _grads(loss, a, b, s)
+    # half precision travels as such; the statistics and accumulators stay float32
+    a, b = img[sl].bfloat16().requires_grad_(), txt[sl].bfloat16().requires_grad_()
+    loss = mf.distributed.symmetric_infonce(a, b, logit_scale=scale, similarity="dot", mode="ring")
+    out[("symmetric", "bf16")] = [loss.detach()] + _grads(loss, a, b)
+    try:
+        mf.distributed.symmetric_infonce(img[:n_local + rank], txt[:n_local + rank], logit_scale=scale,
+                                         mode="ring")
+        out["uneven"] = "no error"
+    except ValueError as e:
+        out["uneven"] = str(e)
+    return out
+
+
+def ring_failure_worker(rank, world, n_local, dim):
+    """Rank 1 raises in the middle of the ring's forward (its second block); every other rank
+    must get an error from its next transfer instead of waiting forever. Returns what each saw."""
+    import time
+
+    import mmcl_fast as mf
+    from mmcl_fast import ring_lse
+
+    calls = {"n": 0}
+    real_forward = ring_lse._Block.forward
+
+    def failing_forward(self, *args):
+        calls["n"] += 1
+        if rank == 1 and calls["n"] == 2:
+            raise RuntimeError("rank 1 fails mid-ring")
+        return real_forward(self, *args)
+
+    ring_lse._Block.forward = failing_forward
+    g = torch.Generator().manual_seed(rank)
+    a, b = torch.randn(n_local, dim, generator=g), torch.randn(n_local, dim, generator=g)
+    start = time.monotonic()
+    try:
+        mf.distributed.symmetric_infonce(a, b, temperature=0.1, mode="ring")
+        result = "no error"
+    except Exception as e:                     # noqa: BLE001 (the test reads the message)
+        result = f"{type(e).__name__}: {e}"
+    return {"error": result, "seconds": time.monotonic() - start}
+
+
 SIGLIP_IMPLS = ("bidir", "shift", "reduce", "gather")
 
 
@@ -154,10 +235,11 @@ def _status_bytes(field):
         return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field))
 
 
-def siglip_memory_worker(rank, world, b, dim):
-    """Extra peak resident memory of one SigLipLoss forward + backward on this rank, per
-    dist_impl ("shift": the ring; "gather": the all-gather), after a warm-up step. glibc returns
-    freed blocks above 64 KiB to the system (mallopt), so the peak is that of the live tensors."""
+def memory_worker(rank, world, b, dim, loss):
+    """Extra peak resident memory of one forward + backward on this rank of ``loss`` ("siglip":
+    SigLipLoss, "clip": ClipLoss) with the ring ("ring") and the all-gather ("gather"), after a
+    warm-up step. glibc returns freed blocks above 64 KiB to the system (mallopt), so the peak is
+    that of the live tensors."""
     import ctypes
 
     import mmcl_fast as mf
@@ -167,8 +249,11 @@ def siglip_memory_worker(rank, world, b, dim):
     txt = F.normalize(torch.randn(b, dim, generator=g), dim=1).requires_grad_()
     s, t = torch.tensor(10.0, requires_grad=True), torch.tensor(-10.0, requires_grad=True)
     out = {}
-    for impl in ("shift", "gather"):
-        loss_fn = mf.SigLipLoss(rank=rank, world_size=world, dist_impl=impl)
+    for impl in ("ring", "gather"):
+        if loss == "siglip":
+            loss_fn = mf.SigLipLoss(rank=rank, world_size=world, dist_impl="shift" if impl == "ring" else impl)
+        else:
+            loss_fn = mf.ClipLoss(rank=rank, world_size=world, mode=impl)
         for timed in (False, True):
             img.grad = txt.grad = s.grad = t.grad = None
             dist.barrier()
@@ -182,6 +267,9 @@ def siglip_memory_worker(rank, world, b, dim):
     return out
 
 
+DDP_STEP_CASES = ("clip_local_gwg", "clip_global_gwg", "clip_local_gwg_ring", "clip_global_gwg_ring", "module")
+
+
 def ddp_step_worker(rank, world, seed, n_local, dim):
     """One SGD step of two MLP encoders under DDP with the distributed losses."""
     from torch.nn.parallel import DistributedDataParallel as DDP
@@ -190,7 +278,7 @@ def ddp_step_worker(rank, world, seed, n_local, dim):
     x1, x2, _ = full_batch(seed, world * n_local, dim)
     sl = slice(rank * n_local, (rank + 1) * n_local)
     out = {}
-    for name in ("clip_local_gwg", "clip_global_gwg", "module"):
+    for name in DDP_STEP_CASES:
         model = make_pair_model(seed, dim, own_scale=name == "module")
         ddp = DDP(model)
         opt = torch.optim.SGD(ddp.parameters(), lr=0.5)
@@ -198,8 +286,9 @@ def ddp_step_worker(rank, world, seed, n_local, dim):
         if name == "module":
             loss = model.loss(za, zb)
         else:
-            loss = mf.ClipLoss(local_loss=name == "clip_local_gwg", gather_with_grad=True,
-                               rank=rank, world_size=world)(za, zb, model.logit_scale.exp())
+            loss = mf.ClipLoss(local_loss=name.startswith("clip_local"), gather_with_grad=True, rank=rank,
+                               world_size=world, mode="ring" if name.endswith("ring") else "gather")(
+                za, zb, model.logit_scale.exp())
         loss.backward()
         opt.step()
         out[name] = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -231,12 +320,13 @@ def make_pair_model(seed, dim, own_scale):
     return PairModel(dim, own_scale)
 
 
-def launch(target, world, tmp_path, *args, timeout=180):
-    """Run ``target`` on ``world`` spawned gloo ranks; returns the per-rank results."""
+def launch(target, world, tmp_path, *args, timeout=180, pg_timeout=None):
+    """Run ``target`` on ``world`` spawned gloo ranks; returns the per-rank results. ``pg_timeout``:
+    the process group's timeout in seconds (None: torch's default)."""
     import multiprocessing as mp
     ctx = mp.get_context("spawn")
     init_file = os.path.join(tmp_path, "rendezvous")
-    procs = [ctx.Process(target=_run, args=(target, r, world, init_file, str(tmp_path)) + args)
+    procs = [ctx.Process(target=_run, args=(target, r, world, init_file, str(tmp_path), pg_timeout) + args)
              for r in range(world)]
     for p in procs:
         p.start()

@@ -5,6 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from dist_workers import (
+    DDP_STEP_CASES,
     MODES,
     SIGLIP_IMPLS,
     ddp_step_worker,
@@ -14,8 +15,8 @@ from dist_workers import (
     launch,
     losses_worker,
     make_pair_model,
+    memory_worker,
     siglip_labels_worker,
-    siglip_memory_worker,
     siglip_worker,
 )
 
@@ -156,7 +157,7 @@ def test_ddp_step_matches_single_process(tmp_path):
     world = 2
     results = launch(ddp_step_worker, world, tmp_path, SEED, N_LOCAL, DIM)
     x1, x2, _ = full_batch(SEED, world * N_LOCAL, DIM)
-    for name in ("clip_local_gwg", "clip_global_gwg", "module"):
+    for name in DDP_STEP_CASES:
         model = make_pair_model(SEED, DIM, own_scale=name == "module")
         before = {k: v.clone() for k, v in model.state_dict().items()}
         opt = torch.optim.SGD(model.parameters(), lr=0.5)
@@ -227,8 +228,10 @@ def test_label_aware_siglip_loss_matches_full_batch(world, tmp_path):
 
 
 @pytest.mark.slow
-def test_siglip_ring_memory_per_rank_does_not_grow_with_the_world_size(tmp_path):
-    """Extra peak RSS of a forward + backward per rank, B = 1024 rows of D = 512 per rank (a
+@pytest.mark.parametrize("loss", ["siglip", "clip"])
+def test_ring_memory_per_rank_does_not_grow_with_the_world_size(tmp_path, loss):
+    """SigLipLoss(dist_impl="shift") and ClipLoss(mode="ring") against their all-gathers: extra
+    peak RSS of a forward + backward per rank, B = 1024 rows of D = 512 per rank (a
     2 MiB chunk), at W = 3 and 4 (from W = 3 on the ring's backward has its full set in flight: a
     chunk and an accumulator each way). The ring's peak must not grow with W; the all-gather holds
     W chunks (and their gradients), so it must grow by at least two chunks per rank from W = 3
@@ -237,8 +240,8 @@ def test_siglip_ring_memory_per_rank_does_not_grow_with_the_world_size(tmp_path)
     peaks = {}
     for w in (3, 4):
         (tmp_path / f"w{w}").mkdir()
-        peaks[w] = launch(siglip_memory_worker, w, tmp_path / f"w{w}", 1024, 512, timeout=300)
-    ring = {w: max(r["shift"] for r in peaks[w]) for w in peaks}
+        peaks[w] = launch(memory_worker, w, tmp_path / f"w{w}", 1024, 512, loss, timeout=300)
+    ring = {w: max(r["ring"] for r in peaks[w]) for w in peaks}
     gather = {w: max(r["gather"] for r in peaks[w]) for w in peaks}
     assert ring[4] <= ring[3] + chunk // 2, (ring, gather)
     assert gather[4] >= gather[3] + 2 * chunk, (ring, gather)
