@@ -119,9 +119,12 @@ def device(request):
 
 
 # Build jobs beside the tests (tests/background.py): each job a selected test names starts when
-# collection ends; the tests marked quiet run last, after every job has finished.
+# collection ends. The tests that wait for a job run after the others (which keep the cores busy
+# meanwhile), and the tests marked quiet run last, after every job has finished.
 def pytest_collection_modifyitems(config, items):
-    items.sort(key=lambda item: item.get_closest_marker("quiet") is not None)  # stable: order kept
+    def order(item):
+        return (item.get_closest_marker("quiet") is not None, item.get_closest_marker("background") is not None)
+    items.sort(key=order)  # stable: the file order is kept within each group
 
 
 def pytest_collection_finish(session):

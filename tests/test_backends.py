@@ -57,6 +57,37 @@ def test_peak_memory_far_below_logits_matrix():
     assert res["extra"] < logits_bytes / 20, res
 
 
+@pytest.mark.parametrize("dim", [512, 1024])
+def test_backward_scratch_is_a_tenth_of_the_logits_matrix(dim):
+    """The scratch of a symmetric InfoNCE forward + backward at B = 4096 (the extra peak resident
+    memory minus the two input gradients it must return) stays under 1/10 of the B x B float32
+    logits (6.4 MiB), with the default two threads: the dY partial of the second worker covers a
+    panel of columns, not all N. Pre-normalised features and "dot", so no normalised copies.
+    glibc returns freed blocks above 64 KiB at once (mallopt), so the peak is that of live memory."""
+    res = run_python(f"""
+        import ctypes, json, torch, torch.nn.functional as F, mmcl_fast as mf
+        ctypes.CDLL("libc.so.6").mallopt(-3, 65536)          # M_MMAP_THRESHOLD
+        torch.set_num_threads(2)
+        def status(field):
+            with open("/proc/self/status") as f:
+                return next(int(l.split()[1]) * 1024 for l in f if l.startswith(field))
+        g = torch.Generator().manual_seed(0)
+        a = F.normalize(torch.randn(4096, {dim}, generator=g), dim=1).requires_grad_()
+        b = F.normalize(torch.randn(4096, {dim}, generator=g), dim=1).requires_grad_()
+        peaks = []
+        for _ in range(2):                                    # the first call loads everything
+            a.grad = b.grad = None
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            base = status("VmRSS:")
+            mf.symmetric_infonce(a, b, temperature=0.1, similarity="dot").backward()
+            peaks.append(status("VmHWM:") - base)
+        print(json.dumps({{"extra": peaks[-1], "grads": 2 * a.numel() * 4}}))
+    """)
+    scratch, limit = res["extra"] - res["grads"], 4096 * 4096 * 4 / 10
+    assert scratch < limit, (scratch / 2**20, limit / 2**20)
+
+
 def test_python_fallback_matches_compiled():
     res = run_python("""
         import json, warnings, torch

@@ -73,15 +73,25 @@ namespace mmcl_fast::tile_engine {
 inline namespace CPU_CAPABILITY {
 namespace {
 
-// Upper bound on the backward's per-worker dY partials; fewer workers are used above it.
-constexpr int64_t kPartialBudgetBytes = int64_t(256) << 20;
+// The backward's dY partials (every slot but slot 0 on the BLAS path, every slot on the streamed
+// path) cover one panel of columns at a time. The panel is as wide as a budget for all of them
+// allows: 1/16 of an N x N float32 matrix, and at least 2 MiB (and one column tile), so that the
+// scratch stays a fraction of the logits the loss never stores. Each panel costs one more wake-up
+// of the worker slots (and one of the reduction), which a busy neighbour makes expensive; the
+// budget keeps the panels few: one at N = 16384, D <= 1024 with two threads.
+constexpr int64_t kMinPanelBudgetBytes = int64_t(2) << 20;
 
-// One worker slot's backward over rows [r0, r1) under a gradient policy (LseGradientPolicy,
-// SoftplusGradientPolicy): its dX rows (dx null: not requested), its dY partial dy_acc (null: not
-// requested), the column sums of G (euclidean dY; null otherwise) and the policy's sums.
+inline int64_t panel_budget_bytes(int64_t N) {
+  return std::max(kMinPanelBudgetBytes, N * N * int64_t(sizeof(float)) / 16);
+}
+
+// One worker slot's backward over rows [r0, r1) and the panel's columns [c0, c1) under a gradient
+// policy (LseGradientPolicy, SoftplusGradientPolicy): its dX rows (dx null: not requested), its
+// dY accumulator (null: not requested), the column sums of G (euclidean dY; null otherwise) and
+// the policy's sums.
 template <typename T, typename Policy>
-void backward_rows(const Operands<T>& op, const Policy& policy, int64_t r0, int64_t r1, int64_t tm,
-                   T* dx, T* dy_acc, double* colsum_g, BackwardSums* sums) {
+void backward_rows(const Operands<T>& op, const Policy& policy, int64_t r0, int64_t r1, int64_t c0, int64_t c1,
+                   int64_t tm, T* dx, const DyAccumulator<T>* dy, double* colsum_g, BackwardSums* sums) {
   const bool euclid = op.sim == Similarity::Euclidean;
   GradientScratch<T> scratch(tm);
   auto begin_rows = [&](int64_t i0, int64_t mt) {
@@ -90,68 +100,76 @@ void backward_rows(const Operands<T>& op, const Policy& policy, int64_t r0, int6
   };
   auto tile = [&](int64_t i0, int64_t mt, int64_t j0, int64_t nt, T*) {
     policy.tile(i0, mt, j0, nt, scratch, euclid, colsum_g, sums);
-    if (dx == nullptr && dy_acc == nullptr) return;  // scalar gradients only
-    apply_gradient_tile(op, scratch.G.data(), i0, mt, j0, nt, dx, dy_acc);
+    if (dx == nullptr && dy == nullptr) return;  // scalar gradients only
+    apply_gradient_tile(op, scratch.G.data(), i0, mt, j0, nt, dx, dy);
   };
-  auto end_rows = [&](int64_t i0, int64_t mt) {
+  auto end_rows = [&](int64_t i0, int64_t mt) {  // the panel's share of the norm term (it is linear)
     if (euclid && dx) euclidean_row_term(op, scratch.rowsum_g.data(), i0, mt, dx);
   };
-  for_each_logit_tile(op, r0, r1, tm, scratch.L.data(), begin_rows, tile, end_rows);
+  for_each_logit_tile(op, r0, r1, c0, c1, tm, scratch.L.data(), begin_rows, tile, end_rows);
 }
 
 // The backward of either reduction under its gradient policy (shared, read-only, by the slots):
 // fills dX [M, D] and dY [N, D] when requested, returns the slots' sums added in slot order.
+// The columns are taken a panel at a time: the slots run over their rows against the panel, then
+// the panel's dY partials are summed in slot order. Every dX row and dY row therefore adds the
+// same terms in the same order as without panels, and the result is deterministic for a fixed
+// thread count.
 template <typename T, typename Policy>
 BackwardSums run_backward(const Prepared<T>& prep, const Policy& policy, bool need_dx, bool need_dy,
                           at::Tensor& dx, at::Tensor& dy) {
   const int64_t M = prep.op.M, N = prep.op.N, D = prep.op.D;
   const bool euclid = prep.op.sim == Similarity::Euclidean;
-  // Worker 0 accumulates straight into dy (BLAS path); every other worker, and every streamed
-  // worker (whose accumulator is D x N), owns a zeroed partial. Without a requested dY there are
-  // no partials and no cap on the workers.
-  const int64_t partial_bytes = need_dy ? N * D * int64_t(sizeof(T)) : 0;
   const int64_t threads = at::get_num_threads();
-  const int64_t budget_workers =
-      need_dy ? 1 + kPartialBudgetBytes / std::max<int64_t>(1, partial_bytes) : threads;
-  const RowPartition part = partition_rows(M, std::min(threads, budget_workers));
+  const RowPartition part = partition_rows(M, threads);
   const int64_t W = part.workers;
   const bool streamed = prep.op.streamed;
+  // Slot 0 accumulates straight into dy on the BLAS path; every other slot, and every streamed
+  // slot (whose accumulator is dY^T), owns a panel-sized partial.
   const int64_t own = streamed ? 0 : 1;
+  const int64_t n_partials = need_dy ? std::max<int64_t>(0, W - own) : 0;
+  int64_t panel = std::max<int64_t>(N, 1);
+  if (n_partials > 0) {
+    const int64_t fit = panel_budget_bytes(N) / (n_partials * std::max<int64_t>(D, 1) * int64_t(sizeof(T)));
+    panel = std::min(panel, std::max(kTileN, fit / kTileN * kTileN));
+  }
   std::vector<at::Tensor> partials;
-  if (need_dy)
-    for (int64_t p = own; p < W; ++p) partials.push_back(at::empty({N * D}, dy.options()));
-  auto dy_ptr = [&](int64_t p) -> T* {
-    if (!need_dy) return nullptr;
-    return p < own ? dy.data_ptr<T>() : partials[p - own].data_ptr<T>();
-  };
+  for (int64_t p = 0; p < n_partials; ++p) partials.push_back(at::empty({std::min(panel, N) * D}, dy.options()));
+  std::vector<const T*> partial_ptrs;
+  for (const auto& t : partials) partial_ptrs.push_back(t.data_ptr<T>());
   const bool col_sums = euclid && need_dy;
   std::vector<double> colsum(col_sums ? W * N : 0, 0.0);
   std::vector<BackwardSums> sums(W);
   T* dxp = need_dx ? dx.data_ptr<T>() : nullptr;
-  // dX rows are zeroed by their owner, dY and the partials by the slot that accumulates into
-  // them (not by at::zeros: no OpenMP region anywhere in the op).
-  run_slots(W, threads, [&](int64_t p) {
-    SequentialBlasScope sequential_blas;
-    FlushDenormalsScope flush_denormals;
-    const int64_t r0 = part.begin(p, M), r1 = part.begin(p + 1, M);
-    if (dxp) std::fill(dxp + r0 * D, dxp + r1 * D, T(0));
-    if (T* acc = dy_ptr(p)) std::fill(acc, acc + N * D, T(0));
-    backward_rows(prep.op, policy, r0, r1, part.tile_m, dxp, dy_ptr(p),
-                  col_sums ? colsum.data() + p * N : nullptr, &sums[p]);
-  });
+  T* dyp = need_dy ? dy.data_ptr<T>() : nullptr;
+  for (int64_t c0 = 0; c0 == 0 || c0 < N; c0 += panel) {
+    const int64_t c1 = std::min(N, c0 + panel), width = c1 - c0;
+    // dX rows are zeroed by their owner in the first panel, the panel's dY rows and the partials
+    // by the slot that accumulates into them (not by at::zeros: no OpenMP region in the op).
+    run_slots(W, threads, [&](int64_t p) {
+      SequentialBlasScope sequential_blas;
+      FlushDenormalsScope flush_denormals;
+      const int64_t r0 = part.begin(p, M), r1 = part.begin(p + 1, M);
+      if (dxp && c0 == 0) std::fill(dxp + r0 * D, dxp + r1 * D, T(0));
+      DyAccumulator<T> acc{nullptr, c0, width};
+      if (need_dy) {
+        acc.base = p < own ? dyp + c0 * D : partials[p - own].data_ptr<T>();
+        std::fill(acc.base, acc.base + width * D, T(0));
+      }
+      backward_rows(prep.op, policy, r0, r1, c0, c1, part.tile_m, dxp, need_dy ? &acc : nullptr,
+                    col_sums ? colsum.data() + p * N : nullptr, &sums[p]);
+    });
+    if (need_dy && width > 0)
+      run_ranges(width, 256, threads, [&](int64_t b, int64_t e) {
+        reduce_dy_partials(partial_ptrs, streamed, own == 1 && W >= 1, euclid ? colsum.data() : nullptr, W, N, D,
+                           prep.op.s, prep.op.y, c0, width, c0 + b, c0 + e, dyp);
+      });
+  }
   BackwardSums total;
   for (int64_t p = 0; p < W; ++p) {
     total.gl += sums[p].gl;
     total.g += sums[p].g;
   }
-  if (!need_dy) return total;
-  std::vector<const T*> partial_ptrs;
-  for (const auto& t : partials) partial_ptrs.push_back(t.data_ptr<T>());
-  const bool dy_accumulated = own == 1 && W >= 1;  // slot 0 zeroed dy and accumulated into it
-  run_ranges(N, 256, threads, [&](int64_t b, int64_t e) {
-    reduce_dy_partials(partial_ptrs, streamed, dy_accumulated, euclid ? colsum.data() : nullptr, W, N, D,
-                       prep.op.s, prep.op.y, b, e, dy.data_ptr<T>());
-  });
   return total;
 }
 

@@ -6,8 +6,9 @@
 //              -2s (sum_j G_ij) x_i and -2s (sum_i G_ij) y_j, added once per row tile / at the end
 //   l1:        dx_ik -= alpha sum_j G_ij sign(x_ik - y_jk),  dy_jk += alpha sum_i G_ij sign(x_ik - y_jk)
 // BLAS tiles use two GEMMs; streamed tiles (D <= kSmallD or l1) use register-accumulated loops and
-// accumulate dY^T (D x N). Each worker slot owns its dX rows and a private dY partial;
-// reduce_dy_partials sums the partials in slot order.
+// accumulate dY^T. Each worker slot owns its dX rows; dY is accumulated one panel of columns at a
+// time (DyAccumulator), by slot 0 straight into dY on the BLAS path and otherwise into a slot's
+// panel-sized partial, which reduce_dy_partials sums in slot order.
 #pragma once
 
 #include <ATen/cpu/vec/vec.h>
@@ -60,6 +61,15 @@ void dy_block_dispatch(int64_t kb, const T* G, int64_t ldg, const T* x, int64_t 
   }
 }
 
+// Where a slot accumulates dY for the columns [c0, c0 + ld) of a panel: streamed tiles keep dY^T,
+// element (k, j) at base[k * ld + j - c0]; BLAS tiles keep dY, row j at base + (j - c0) * D.
+template <typename T>
+struct DyAccumulator {
+  T* base;
+  int64_t c0;
+  int64_t ld;
+};
+
 template <typename T>
 Vectorized<T> vec_sign(const Vectorized<T>& v) {
   const Vectorized<T> zero(T(0));
@@ -102,27 +112,28 @@ void streamed_dx(const Operands<T>& op, const T* G, int64_t i0, int64_t mt, int6
   }
 }
 
-// Streamed dY^T of the tile (dy_acc is D x N): each dy_kc sums over the tile's rows (a column
+// Streamed dY^T of the tile (into the panel's D x ld block): each dy_kc sums over the tile's rows (a column
 // strip of G, 8 KB). dot/euclidean: blocked over 2 column vectors x up to 4 features, so each G
 // vector is loaded once per row for all of them; l1 and the remaining columns: four accumulators
 // over the rows.
 template <typename T>
 void streamed_dy(const Operands<T>& op, const T* G, int64_t i0, int64_t mt, int64_t j0, int64_t nt,
-                 T alpha, T* dy_acc) {
+                 T alpha, const DyAccumulator<T>& panel) {
   using V = Vectorized<T>;
   const int64_t N = op.N, D = op.D;
   const bool l1 = op.sim == Similarity::L1;
   const T* xt = op.x + i0 * D;  // the tile's rows of X, row-major (mt x D)
+  T* out = panel.base + (j0 - panel.c0);  // the tile's first column in the panel
   int64_t c = 0;
   if (!l1) {
     for (; c + 2 * V::size() <= nt; c += 2 * V::size())
       for (int64_t k0 = 0; k0 < D; k0 += 4)
         dy_block_dispatch(std::min<int64_t>(4, D - k0), G + c, kTileN, xt + k0, D, mt, alpha,
-                          dy_acc + k0 * N + j0 + c, N);
+                          out + k0 * panel.ld + c, panel.ld);
   }
   for (; c + V::size() <= nt; c += V::size()) {
     for (int64_t k = 0; k < D; ++k) {
-      T* dyk = dy_acc + k * N + j0 + c;
+      T* dyk = out + k * panel.ld + c;
       const V yv = V::loadu(op.yt + k * N + j0 + c);
       auto term = [&](int64_t r) {
         const V xv(xt[r * D + k]);
@@ -140,12 +151,12 @@ void streamed_dy(const Operands<T>& op, const T* G, int64_t i0, int64_t mt, int6
   for (; c < nt; ++c) {
     for (int64_t k = 0; k < D; ++k) {
       const T yk = op.yt[k * N + j0 + c];
-      T acc = 0;
+      T sum = 0;
       for (int64_t r = 0; r < mt; ++r) {
         const T xk = xt[r * D + k];
-        acc += G[r * kTileN + c] * (l1 ? T((xk - yk > 0) - (xk - yk < 0)) : xk);
+        sum += G[r * kTileN + c] * (l1 ? T((xk - yk > 0) - (xk - yk < 0)) : xk);
       }
-      dy_acc[k * N + j0 + c] += alpha * acc;
+      out[k * panel.ld + c] += alpha * sum;
     }
   }
 }
@@ -153,16 +164,16 @@ void streamed_dy(const Operands<T>& op, const T* G, int64_t i0, int64_t mt, int6
 // dX and dY contributions of one gradient tile (either pointer null: not requested).
 template <typename T>
 void apply_gradient_tile(const Operands<T>& op, const T* G, int64_t i0, int64_t mt, int64_t j0,
-                         int64_t nt, T* dx, T* dy_acc) {
+                         int64_t nt, T* dx, const DyAccumulator<T>* dy) {
   const T alpha = op.sim == Similarity::Euclidean ? T(2) * op.s : op.s;
   if (op.streamed) {
     if (dx) streamed_dx(op, G, i0, mt, j0, nt, alpha, dx);
-    if (dy_acc) streamed_dy(op, G, i0, mt, j0, nt, alpha, dy_acc);
+    if (dy) streamed_dy(op, G, i0, mt, j0, nt, alpha, *dy);
     return;
   }
   const int64_t D = op.D;
   if (dx) gemm(false, false, D, mt, nt, alpha, op.y + j0 * D, D, G, kTileN, T(1), dx + i0 * D, D);
-  if (dy_acc) gemm(false, true, D, nt, mt, alpha, op.x + i0 * D, D, G, kTileN, T(1), dy_acc + j0 * D, D);
+  if (dy) gemm(false, true, D, nt, mt, alpha, op.x + i0 * D, D, G, kTileN, T(1), dy->base + (j0 - dy->c0) * D, D);
 }
 
 // The euclidean norm term of dX for rows i0..i0+mt: dx_i += -2 s (sum_j G_ij) x_i.
@@ -177,21 +188,22 @@ void euclidean_row_term(const Operands<T>& op, const double* rowsum_g, int64_t i
   }
 }
 
-// dY rows [begin, end): the sum of the slots' partials in slot order (partials[p] is D x N for
-// streamed tiles, N x D otherwise; `accumulated`: dy already holds slot 0's sum), plus, for
-// euclidean, the norm term -2 s (sum_i G_ij) y_j from the slots' column sums colsum[p * N + j].
+// dY rows [begin, end) of the panel of columns [c0, c0 + ld): the sum of the slots' panel partials
+// in slot order (partials[p] is D x ld for streamed tiles, ld x D otherwise; `accumulated`: dy
+// already holds slot 0's sum), plus, for euclidean, the norm term -2 s (sum_i G_ij) y_j from the
+// slots' column sums colsum[p * N + j].
 template <typename T>
 void reduce_dy_partials(const std::vector<const T*>& partials, bool streamed, bool accumulated,
                         const double* colsum, int64_t W, int64_t N, int64_t D, double s, const T* y,
-                        int64_t begin, int64_t end, T* dy) {
+                        int64_t c0, int64_t ld, int64_t begin, int64_t end, T* dy) {
   for (int64_t j = begin; j < end; ++j) {
     T* dyj = dy + j * D;
     if (!accumulated) std::fill(dyj, dyj + D, T(0));
     for (const T* src : partials) {
       if (streamed) {
-        for (int64_t k = 0; k < D; ++k) dyj[k] += src[k * N + j];
+        for (int64_t k = 0; k < D; ++k) dyj[k] += src[k * ld + j - c0];
       } else {
-        for (int64_t k = 0; k < D; ++k) dyj[k] += src[j * D + k];
+        for (int64_t k = 0; k < D; ++k) dyj[k] += src[(j - c0) * D + k];
       }
     }
     if (colsum) {
