@@ -116,32 +116,3 @@ def device(request):
         import emulated_cuda
         with emulated_cuda.cpu_ops_run_emulated_cuda(concurrent_blocks=2):
             yield "cpu"
-
-
-# Build jobs beside the tests (tests/background.py): each job a selected test names starts when
-# collection ends. The tests that wait for a job run after the others (which keep the cores busy
-# meanwhile), and the tests marked quiet run last, after every job has finished.
-def pytest_collection_modifyitems(config, items):
-    def order(item):
-        return (item.get_closest_marker("quiet") is not None, item.get_closest_marker("background") is not None)
-    items.sort(key=order)  # stable: the file order is kept within each group
-
-
-def pytest_collection_finish(session):
-    import background
-    names = {m.args[0] for item in session.items for m in item.iter_markers("background")}
-    if any("device" in getattr(item, "fixturenames", ()) for item in session.items):
-        names.add("emulated_cuda_build")  # the device fixture's emulated CUDA backend
-        import emulated_cuda  # noqa: F401  (registers the job)
-    names = sorted(names)
-    for name in names:
-        background.start(name)
-
-
-@pytest.fixture(autouse=True)
-def _quiet_machine(request):
-    """A test marked quiet starts once the background builds are done."""
-    if request.node.get_closest_marker("quiet") is not None:
-        import background
-        background.wait_for_all()
-    yield

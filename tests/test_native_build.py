@@ -10,7 +10,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "native"))
-import background  # noqa: E402
 import torch_cuda_headers  # noqa: E402
 
 EMULATED_CTESTS = ("emulated_kernels", "emulated_kernels_tsan", "emulated_kernels_asan",
@@ -30,49 +29,34 @@ def _configure(build: Path, *options: str):
     return _run("cmake", "-S", ".", "-B", str(build), f"-DPython3_EXECUTABLE={sys.executable}", *options)
 
 
-@background.job
-def cmake_build(scratch: Path) -> dict | None:
-    """Configure (finding torch and probing nvcc), build with -j2, run ctest, and build the launcher
-    compile check when a CUDA torch wheel and the CUDA toolkit headers are on this machine.
-    None without cmake; otherwise each step's CompletedProcess (missing after a failed step)."""
+@pytest.fixture(scope="module")
+def cmake_tree(tmp_path_factory):
+    """One configured CMake tree for both tests (configuring finds torch and probes nvcc: ~10 s).
+    With a CUDA torch wheel and the CUDA toolkit headers on this machine, the tree also holds the
+    launcher compile check (target mmcl_fast_launcher_check, built only when asked for)."""
     if shutil.which("cmake") is None:
-        return None
+        pytest.skip("cmake not installed")
+    root = tmp_path_factory.mktemp("cmake")
     wheel, toolkit = torch_cuda_headers.find_cuda_wheel(), torch_cuda_headers.cuda_toolkit_include()
     launcher = []
     if wheel is not None and toolkit is not None:
-        dirs = torch_cuda_headers.pinned_headers(scratch / "headers", wheel, toolkit)
+        dirs = torch_cuda_headers.pinned_headers(root / "headers", wheel, toolkit)
         launcher = [f"-DMMCL_FAST_TORCH_CUDA_INCLUDE={';'.join(dirs)}"]
-    build = scratch / "build"
-    out = {"dir": build, "toolchain": (wheel, toolkit),
-           "cfg": _configure(build, "-DCMAKE_BUILD_TYPE=Release", *launcher)}
-    if out["cfg"].returncode != 0:
-        return out
-    out["build"] = _run("cmake", "--build", str(build), "-j2")
-    if out["build"].returncode == 0:
-        out["ctest"] = _run("ctest", "--test-dir", str(build), "--output-on-failure", "-j2")
-    if launcher:
-        out["launcher"] = _run("cmake", "--build", str(build), "--target", "mmcl_fast_launcher_check", "-j2")
-    return out
-
-
-def _cmake_results() -> dict:
-    res = background.result("cmake_build")
-    if res is None:
-        pytest.skip("cmake not installed")
-    assert res["cfg"].returncode == 0, res["cfg"].stdout[-3000:] + res["cfg"].stderr[-3000:]
-    return res
+    build = root / "build"
+    cfg = _configure(build, "-DCMAKE_BUILD_TYPE=Release", *launcher)
+    return build, cfg, (wheel, toolkit)
 
 
 @pytest.mark.slow
-@pytest.mark.background("cmake_build")
-def test_cmake_build_native_and_emulated_tests():
-    res = _cmake_results()
-    assert (res["dir"] / "compile_commands.json").exists()
+def test_cmake_build_native_and_emulated_tests(cmake_tree):
+    build, cfg, _ = cmake_tree
+    assert cfg.returncode == 0, cfg.stdout[-3000:] + cfg.stderr[-3000:]
+    assert (build / "compile_commands.json").exists()
     if shutil.which("nvcc") and list((REPO / "csrc" / "cuda").glob("*.cu")):
-        assert "compile-checking" in res["cfg"].stdout
-    bld = res["build"]
+        assert "compile-checking" in cfg.stdout
+    bld = _run("cmake", "--build", str(build), "-j2")
     assert bld.returncode == 0, bld.stdout[-5000:] + bld.stderr[-3000:]
-    test = res["ctest"]
+    test = _run("ctest", "--test-dir", str(build), "--output-on-failure", "-j2")
     assert test.returncode == 0, test.stdout[-3000:]
     for name in ("native_ops", *EMULATED_CTESTS):  # each one ran and passed
         assert any(f" {name} " in line and "Passed" in line for line in test.stdout.splitlines()), \
@@ -80,14 +64,12 @@ def test_cmake_build_native_and_emulated_tests():
 
 
 @pytest.mark.slow
-@pytest.mark.background("cmake_build")
-def test_cuda_launcher_compiles_against_cuda_torch_headers():
+def test_cuda_launcher_compiles_against_cuda_torch_headers(cmake_tree):
     """csrc/cuda_launch.cpp and ops.cpp's CUDA registration, compiled -Wall -Wextra -Werror against
     the pinned torch's c10/cuda and ATen headers (plus the one header a CUDA build generates)."""
-    res = _cmake_results()
-    wheel, toolkit = res["toolchain"]
+    build, cfg, (wheel, toolkit) = cmake_tree
     if wheel is None or toolkit is None:
         pytest.skip(f"needs a CUDA torch wheel ({wheel}) and the CUDA toolkit headers ({toolkit})")
-    assert "compile-checking the CUDA launcher" in res["cfg"].stdout, res["cfg"].stdout[-3000:]
-    bld = res["launcher"]
+    assert cfg.returncode == 0 and "compile-checking the CUDA launcher" in cfg.stdout, cfg.stdout[-3000:]
+    bld = _run("cmake", "--build", str(build), "--target", "mmcl_fast_launcher_check", "-j2")
     assert bld.returncode == 0, bld.stdout[-5000:] + bld.stderr[-3000:]

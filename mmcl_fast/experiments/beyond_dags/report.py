@@ -1,6 +1,10 @@
 """Tables of Beyond-DAGs runs: mean +- std over seeds of every (setting, violation), next to the
-reproduction targets (sphere R^2 >= 0.97, box MCC >= 0.95; under a violation >= 0.85 and >= 0.3 above
-the controls)."""
+reproduction targets: sphere orthogonal-Procrustes R^2 >= 0.97 and box MCC >= 0.95; under a
+violation >= 0.85 and >= 0.3 above the controls. The sphere model on box data, which no theorem
+covers (a cosine model on box data gets neither an orthogonal nor a component-wise recovery), is
+judged per seed by what it can do: recover the box up to a linear map (linear R^2 >= 0.85), at
+least halve the raw observation's unexplained variance ((1 - R^2) <= (1 - R^2 of raw x) / 2),
+and leave out the modality-specific latents (their kernel-ridge R^2 <= 0.05)."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,6 +15,16 @@ from .training import summary
 TARGET = {"none": 0.95, "violation": 0.85}
 TARGET_SPHERE_NONE = 0.97
 MARGIN_TARGET = 0.3
+MISMATCH_RULE = {"linear_r2": 0.85, "unexplained_vs_raw_x": 0.5, "m_r2": 0.05}
+
+
+def mismatch_rule(summary_of_run: dict) -> dict:
+    """The per-seed rule of the sphere model on box data (module docstring): each part and all."""
+    enc, raw, m = summary_of_run["encoders"], summary_of_run["raw_x"], summary_of_run["m_r2_nonlinear"]
+    parts = {"linear_r2": enc >= MISMATCH_RULE["linear_r2"],
+             "unexplained_vs_raw_x": (1 - enc) <= MISMATCH_RULE["unexplained_vs_raw_x"] * (1 - raw),
+             "m_r2": m <= MISMATCH_RULE["m_r2"]}
+    return {**parts, "met": all(parts.values())}
 
 
 def target_of(setting: str, violation: str) -> float:
@@ -37,10 +51,21 @@ def aggregate(results: list[dict]) -> list[dict]:
         row["train_seconds"] = mean_std([r["train_seconds"] for r in runs])
         target = target_of(setting, violation)
         row["target"] = target
-        row["meets_target"] = bool(row["encoders"]["mean"] >= target and
-                                   (violation == "none" or row["margin_over_controls"]["mean"] >= MARGIN_TARGET))
+        if setting == "box" and row["model"] == "sphere":
+            row["per_seed_rule"] = [{"seed": r["config"]["seed"], **mismatch_rule(x)} for r, x in zip(runs, s)]
+            row["meets_target"] = all(x["met"] for x in row["per_seed_rule"])
+        else:
+            row["meets_target"] = bool(row["encoders"]["mean"] >= target and
+                                       (violation == "none" or row["margin_over_controls"]["mean"] >= MARGIN_TARGET))
         rows.append(row)
     return rows
+
+
+def _target_text(row: dict) -> str:
+    if "per_seed_rule" not in row:
+        return f"≥ {row['target']:.2f}"
+    met = sum(x["met"] for x in row["per_seed_rule"])
+    return f"per-seed rule: {met}/{len(row['per_seed_rule'])} seeds"
 
 
 def markdown(rows: list[dict]) -> str:
@@ -53,6 +78,6 @@ def markdown(rows: list[dict]) -> str:
                      f"{fmt(r['raw_x'])} | {fmt(r['random_encoder_x'])} | {fmt(r['margin_over_controls'])} | "
                      f"{fmt(r['linear_r2'])} | {fmt(r['mcc_pearson'])} | {fmt(r['mcc_spearman'])} | "
                      f"{fmt(r['procrustes_r2'])} | {fmt(r['m_r2_nonlinear'])} | "
-                     f"≥ {r['target']:.2f} | {'yes' if r['meets_target'] else 'no'} | {len(r['seeds'])} | "
+                     f"{_target_text(r)} | {'yes' if r['meets_target'] else 'no'} | {len(r['seeds'])} | "
                      f"{r['train_seconds']['mean']:.0f} |")
     return "\n".join(lines) + "\n"

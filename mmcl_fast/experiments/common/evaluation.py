@@ -19,7 +19,6 @@ encoding is a rotation of the factor, which is what identifiability on the hyper
 from __future__ import annotations
 
 import numpy as np
-from scipy.linalg import orthogonal_procrustes
 from scipy.optimize import linear_sum_assignment
 from scipy.stats import rankdata
 from sklearn.kernel_ridge import KernelRidge
@@ -128,12 +127,12 @@ def mcc(encoding: np.ndarray, factor: np.ndarray, method: str = "pearson") -> fl
 
 
 def procrustes_r2(encoding: np.ndarray, factor: np.ndarray, n_fit: int | None = None) -> float:
-    """R^2 of factor from encoding @ R on samples [n_fit, n), R the orthogonal matrix fit on
-    [0, n_fit) (default: halves). Encoding and factor need the same width."""
+    """R^2 of factor from encoding @ R on samples [n_fit, n), R the isometry fit on [0, n_fit)
+    (default: halves) by orthogonal Procrustes: an orthogonal matrix for equal widths, else the
+    k x d map with orthonormal columns (k > d: the factor inside a subspace of the encoding) or
+    rows (k < d), from the SVD of encoding^T factor."""
     h = _columns("encoding", encoding)
     z = _columns("factor", factor, h.shape[0])
-    if h.shape[1] != z.shape[1]:
-        raise ValueError(f"procrustes_r2 needs equal widths, got encoding {h.shape[1]} and factor {z.shape[1]}")
     half = fit_size(h.shape[0], n_fit)
-    rotation, _ = orthogonal_procrustes(h[:half], z[:half])
-    return float(r2_score(z[half:], h[half:] @ rotation))
+    u, _, vt = np.linalg.svd(h[:half].T @ z[:half], full_matrices=False)
+    return float(r2_score(z[half:], h[half:] @ (u @ vt)))
