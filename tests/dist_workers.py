@@ -160,6 +160,27 @@ def ring_worker(rank, world, seed, n_local, dim):
     return out
 
 
+def ring_emulated_cuda_worker(rank, world, seed, n_local, dim):
+    """The ring's blocks on the CUDA kernels (host-emulated, tests/emulated_cuda.py): each block's
+    backward gets column statistics merged on other ranks, not its own partials."""
+    import mmcl_fast as mf
+
+    import emulated_cuda
+    img, txt, scale = full_batch(seed, world * n_local, dim)
+    ids = full_batch_ids(seed, world * n_local)
+    sl = slice(rank * n_local, (rank + 1) * n_local)
+    out = {}
+    with emulated_cuda.cpu_ops_run_emulated_cuda(concurrent_blocks=2):
+        for sim in ("dot", "l1"):
+            for with_ids in (False, True):
+                for name, fn in (("symmetric", mf.distributed.symmetric_infonce), ("infonce", mf.distributed.infonce)):
+                    a, b = (3 * img[sl]).requires_grad_(), (3 * txt[sl]).requires_grad_()
+                    s = scale.clone().requires_grad_()
+                    loss = fn(a, b, logit_scale=s, similarity=sim, mode="ring", ids=ids[sl] if with_ids else None)
+                    out[(name, sim, with_ids)] = [loss.detach()] + _grads(loss, a, b, s)
+    return out
+
+
 def ring_failure_worker(rank, world, n_local, dim):
     """Rank 1 raises in the middle of the ring's forward (its second block); every other rank
     must get an error from its next transfer instead of waiting forever. Returns what each saw."""
