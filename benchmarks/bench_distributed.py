@@ -98,7 +98,8 @@ def _plot(rows, args):
         ax.set_title(f"ClipLoss {mode}, B_local={args.local_batch}, D={args.dim}")
         ax.set_xlabel("world size W")
         ax.set_xticks(args.world)
-    axes[0].set_ylabel("peak extra memory per rank [MiB]")
+    axes[0].set_ylabel("peak extra memory per rank [MiB, log scale]")
+    axes[0].set_yscale("log")
     axes[0].legend()
     fig.tight_layout()
     fig.savefig(args.out / "bench_distributed.png", dpi=120)
@@ -111,7 +112,14 @@ def main():
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    p.add_argument("--plot-only", action="store_true", help="redraw the PNG from the JSON of the last run")
     args = p.parse_args()
+    if args.plot_only:
+        rows = json.loads((args.out / "bench_distributed.json").read_text())["rows"]
+        args.world = sorted({r["world"] for r in rows})
+        args.local_batch, args.dim = rows[0]["local_batch"], rows[0]["dim"]
+        _plot(rows, args)
+        return
     rows = []
     for w in args.world:
         for mode in MODES:
@@ -133,7 +141,7 @@ def main():
         {"device": "cpu", "threads_per_rank": 1, "cores": os.cpu_count(), "torch": torch.__version__,
          "command": "python benchmarks/bench_distributed.py " + " ".join(
              f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-             for k, v in vars(args).items() if k != "out"),
+             for k, v in vars(args).items() if k not in ("out", "plot_only")),
          "rows": rows}, indent=1))
     _plot(rows, args)
     print(f"wrote {args.out / 'bench_distributed.json'} and .png")
