@@ -168,6 +168,18 @@ def test_the_step_budget_is_the_presets_unless_given():
         BeyondDagsConfig(steps=-3)
 
 
+def test_the_logit_scale_warm_up():
+    from mmcl_fast.experiments.beyond_dags.training import scale_factor
+    assert BeyondDagsConfig(setting="box", violation="model_mismatch").scale_warmup == 0.25
+    assert BeyondDagsConfig(setting="sphere", violation="model_mismatch").scale_warmup == 0.0
+    assert BeyondDagsConfig(setting="box", violation="model_mismatch", scale_warmup=0.0).scale_warmup == 0.0
+    cfg = BeyondDagsConfig(setting="box", violation="model_mismatch", steps=1000)
+    assert [scale_factor(cfg, k) for k in (0, 125, 250, 900)] == [0.125, 0.5625, 1.0, 1.0]
+    assert scale_factor(BeyondDagsConfig(steps=1000), 0) == 1.0
+    with pytest.raises(ValueError, match="scale_warmup must be in"):
+        BeyondDagsConfig(scale_warmup=1.5)
+
+
 def test_the_mismatched_model_is_judged_per_seed():
     from mmcl_fast.experiments.beyond_dags.report import mismatch_rule
     ok = {"encoders": 0.95, "raw_x": 0.78, "m_r2_nonlinear": 0.01}

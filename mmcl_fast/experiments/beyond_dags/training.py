@@ -59,12 +59,20 @@ class LatentEncoder(nn.Module):
         return torch.sigmoid(h) * nn.functional.softplus(self.raw_bound)
 
 
-def contrastive_loss(fx: torch.Tensor, ft: torch.Tensor, cfg: BeyondDagsConfig) -> torch.Tensor:
+def contrastive_loss(fx: torch.Tensor, ft: torch.Tensor, cfg: BeyondDagsConfig,
+                     scale_factor: float = 1.0) -> torch.Tensor:
+    """The model's loss; ``scale_factor`` multiplies its logit scale (the warm-up, ``scale_warmup``)."""
     if cfg.model_geometry == "free":
-        return symmetric_infonce(fx, ft, logit_scale=1.0, similarity="dot")
+        return symmetric_infonce(fx, ft, logit_scale=scale_factor, similarity="dot")
     if cfg.model_geometry == "sphere":
-        return symmetric_infonce(fx, ft, logit_scale=cfg.kappa, similarity="cosine")
-    return symmetric_infonce(fx, ft, logit_scale=1.0 / cfg.laplace_scale, similarity="l1")
+        return symmetric_infonce(fx, ft, logit_scale=scale_factor * cfg.kappa, similarity="cosine")
+    return symmetric_infonce(fx, ft, logit_scale=scale_factor / cfg.laplace_scale, similarity="l1")
+
+
+def scale_factor(cfg: BeyondDagsConfig, step: int) -> float:
+    """1/8 rising linearly to 1 over the first ``scale_warmup`` of the steps, then 1."""
+    ramp = cfg.scale_warmup * cfg.steps
+    return 1.0 if step >= ramp else 0.125 + 0.875 * step / ramp
 
 
 def encoding_scores(h: np.ndarray, z: np.ndarray, m: np.ndarray) -> dict[str, float]:
@@ -111,7 +119,7 @@ class BeyondDagsRun:
         for group in self.opt.param_groups:
             group["lr"] = learning_rate("cosine", self.cfg.lr, self.step_count, self.cfg.steps)
         x, t, _ = self.process.sample(self.cfg.batch_size, self.gen)
-        loss = contrastive_loss(self.f_x(x), self.f_t(t), self.cfg)
+        loss = contrastive_loss(self.f_x(x), self.f_t(t), self.cfg, scale_factor(self.cfg, self.step_count))
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
