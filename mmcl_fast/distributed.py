@@ -28,6 +28,7 @@ from . import _ops, losses
 from .labels import check_ids, finite, multi_positive_terms
 from .operands import kernel_inputs, positive_similarity
 from .options import KernelOptions, resolve, value_checks
+from .ring_lse import RingLSE
 from .validation import check_options, check_pair, loss_scale
 
 # torch >= 2.10 names the single-tensor collectives *_single; older releases *_tensor.
@@ -173,11 +174,8 @@ def ring_symmetric_share(a: Tensor, b: Tensor, s: Tensor, kernel_similarity: str
                          ids: Tensor | None = None, kernel_options: KernelOptions | None = None) -> Tensor:
     """:func:`sharded_symmetric_lse_loss` (``ids`` None) or :func:`sharded_label_loss`, with the
     statistics from the ring (:class:`mmcl_fast.ring_lse.RingLSE`) instead of the all-gather."""
-    from .ring_lse import RingLSE  # imports this module's world()
-
     w, _ = world(group)
     n = a.shape[0]
-    _ops.load_backend()
     s = _SumGradOverRanks.apply(s, group)
     if ids is None:
         row, col = RingLSE.apply(a, b.contiguous(), s, kernel_similarity, group, resolve(kernel_options), True)
@@ -303,9 +301,6 @@ def infonce(query: Tensor, keys: Tensor, temperature: float | Tensor | None = No
     s = _SumGradOverRanks.apply(s, group)
     opts = resolve(kernel_options)
     if mode == "ring":
-        from .ring_lse import RingLSE  # imports this module's world()
-
-        _ops.load_backend()
         stats = RingLSE.apply(kq, kk.contiguous(), s, ksim, group, opts, False, ids)
     else:
         kk_all = _GatherRows.apply(kk, group)

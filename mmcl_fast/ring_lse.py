@@ -75,6 +75,7 @@ class RingLSE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, a, b, s, similarity, group, opts, compute_col, ids=None):
+        _ops.load_backend()
         labels = ids is not None
         block = _Block(similarity, opts, labels, compute_col)
         w = dist.get_world_size(group)

@@ -57,6 +57,7 @@ def test_peak_memory_far_below_logits_matrix():
     assert res["extra"] < logits_bytes / 20, res
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dim", [512, 1024])
 def test_backward_scratch_is_a_tenth_of_the_logits_matrix(dim):
     """The scratch of a symmetric InfoNCE forward + backward at B = 4096 (the extra peak resident
