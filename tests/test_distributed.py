@@ -234,7 +234,7 @@ def test_ring_memory_per_rank_does_not_grow_with_the_world_size(tmp_path, loss):
     peak RSS of a forward + backward per rank, B = 1024 rows of D = 512 per rank (a
     2 MiB chunk), at W = 3 and 4 (from W = 3 on the ring's backward has its full set in flight: a
     chunk and an accumulator each way). The ring's peak must not grow with W; the all-gather holds
-    W chunks (and their gradients), so it must grow by at least two chunks per rank from W = 3
+    W chunks (and their gradients), so it must grow by about two chunks per rank from W = 3
     to 4: the measurement sees what the ring must not do."""
     chunk = 1024 * 512 * 4
     peaks = {}
@@ -244,5 +244,7 @@ def test_ring_memory_per_rank_does_not_grow_with_the_world_size(tmp_path, loss):
     ring = {w: max(r["ring"] for r in peaks[w]) for w in peaks}
     gather = {w: max(r["gather"] for r in peaks[w]) for w in peaks}
     assert ring[4] <= ring[3] + chunk // 2, (ring, gather)
-    assert gather[4] >= gather[3] + 2 * chunk, (ring, gather)
+    # the all-gather adds b and its gradient per rank (two chunks); the resident set measures that to
+    # within pages (4.12 MB of 4.19 for ClipLoss), so half a chunk of slack
+    assert gather[4] >= gather[3] + 3 * chunk // 2, (ring, gather)
     assert ring[4] < gather[4], (ring, gather)
