@@ -244,15 +244,8 @@ def symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None =
     :func:`mmcl_fast.symmetric_infonce`, across ranks (gathered with ``b``, or travelling with
     its chunks). ``kernel_options``: see :class:`mmcl_fast.KernelOptions`.
     """
-    w, ids = _checked_pairs(a, b, similarity, mode, group, ids, kernel_options)
-    if w == 1:
-        return losses.symmetric_infonce(a, b, temperature, logit_scale=logit_scale,
-                                        similarity=similarity, ids=ids, kernel_options=kernel_options)
-    s = loss_scale(temperature, logit_scale, _ops.lse_dtype(a.dtype), a.device)
-    ksim, (ka, kb) = kernel_inputs(similarity, a, b)
-    if ddp_scaling:
-        ka, kb = _ScaleGrad.apply(ka, float(w)), _ScaleGrad.apply(kb, float(w))
-    return _global_value(symmetric_share(ka, kb, s, ksim, group, ids, mode, kernel_options), group)
+    return _symmetric_loss(a, b, temperature, logit_scale, similarity, group, ids, mode, ddp_scaling, False,
+                           kernel_options)
 
 
 def local_symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | None = None, *,
@@ -266,17 +259,24 @@ def local_symmetric_infonce(a: Tensor, b: Tensor, temperature: float | Tensor | 
     is the sum over ranks of every local loss's gradient (open_clip's ``gather_with_grad``), for the
     scale ``dL/ds`` on every rank, whose DDP average equals that of the local losses' gradients.
     """
+    return _symmetric_loss(a, b, temperature, logit_scale, similarity, group, ids, mode, True, True, kernel_options)
+
+
+def _symmetric_loss(a, b, temperature, logit_scale, similarity, group, ids, mode, ddp_scaling: bool, local: bool,
+                    kernel_options) -> Tensor:
+    """The global symmetric InfoNCE on every rank (``local``: valued at this rank's local loss,
+    W times its share since every anchor has a positive, with the global loss's gradients)."""
     w, ids = _checked_pairs(a, b, similarity, mode, group, ids, kernel_options)
     if w == 1:
         return losses.symmetric_infonce(a, b, temperature, logit_scale=logit_scale,
                                         similarity=similarity, ids=ids, kernel_options=kernel_options)
     s = loss_scale(temperature, logit_scale, _ops.lse_dtype(a.dtype), a.device)
     ksim, (ka, kb) = kernel_inputs(similarity, a, b)
-    ka, kb = _ScaleGrad.apply(ka, float(w)), _ScaleGrad.apply(kb, float(w))
+    if ddp_scaling:
+        ka, kb = _ScaleGrad.apply(ka, float(w)), _ScaleGrad.apply(kb, float(w))
     share = symmetric_share(ka, kb, s, ksim, group, ids, mode, kernel_options)
     global_loss = _global_value(share, group)
-    # every anchor has a positive (its pair), so the local loss is W times the share
-    return global_loss + (w * share - global_loss).detach()
+    return global_loss + (w * share - global_loss).detach() if local else global_loss
 
 
 def infonce(query: Tensor, keys: Tensor, temperature: float | Tensor | None = None, *,
