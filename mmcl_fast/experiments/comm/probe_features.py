@@ -33,7 +33,7 @@ def probe_features(run_dir: str | Path, kinds=CommRun.FEATURE_KINDS, random_init
     if random_init:
         runs["random_init"] = CommRun(cfg, trained.train_data)  # built before the state is loaded: seed's init
     trained.load_state_dict(ckpt["state"])
-    test = render_split("test", seed=cfg.seed)
+    test = render_split("test", seed=cfg.seed, rendering=cfg.rendering)
     out = {"config": ckpt["config"], "step": ckpt["step"]}
     for name, run in runs.items():
         for kind in kinds:

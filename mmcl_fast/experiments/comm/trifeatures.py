@@ -2,13 +2,21 @@
 Trifeatures): images of one shape, texture and colour, and the pairs that measure redundancy,
 uniqueness and synergy.
 
-Rendering, written here from the description (no code or assets of the originals):
+Rendering, written here from the description (no code or assets of the originals), in the
+proportions of the authors' 224-pixel images (a 128-pixel shape template, textures of one period,
+strokes of 2-4 pixels, rotations within +-45 degrees) as far as 64 pixels allow:
 * shape: one of 10 masks defined analytically on a 36-pixel template (half-size 18), rotated by
   an angle uniform in [-45, 45) degrees and centred at a random position that keeps it inside the
   64 x 64 canvas;
-* texture: one of 10 periodic binary patterns (period 5 or 6 pixels) at a random phase and
-  rotation ("noise" is i.i.d. Bernoulli(0.5) pixels);
-* colour: one of 10 RGB colours; pixel = mask * texture * colour + (1 - mask * texture) * 0.5.
+* texture: one of 10 periodic binary patterns, each with one period (``TEXTURE_PERIOD``, 5-8
+  pixels, so that every stroke is at least ``STROKE`` = 2 pixels wide), at a random phase and a
+  rotation uniform in [-45, 45) degrees ("noise" is i.i.d. Bernoulli(0.5) cells of 2 x 2 pixels);
+* colour: one of 10 RGB colours; pixel = mask * texture * colour + (1 - mask * texture) * 0.5,
+  evaluated on a grid ``SUPERSAMPLE`` = 4 times finer and averaged over each pixel's 4 x 4 samples
+  (area downsampling, so strokes and edges are anti-aliased instead of point-sampled).
+``rendering="direct"`` keeps the earlier renderer for comparison: point-sampled at 64 pixels,
+two periods per class (5 or 6 pixels, drawn per image), strokes of 1.25-2 pixels, textures rotated
+over [0, 180) degrees.
 Splits: the 1,000 (shape, texture, colour) combinations are split 80 / 20 by a permutation drawn
 with seed 42; every training combination is rendered 3 times, every test combination once, so
 no test combination occurs in training.
@@ -40,13 +48,19 @@ GREY = 0.5
 SPLIT_SEED = 42
 SYNERGY_SEED = 1234
 TRAIN_RENDERINGS, TEST_RENDERINGS = 3, 1
-TEXTURE_PERIODS = (5.0, 6.0)  # pixels; a finer period aliases at 64 x 64
+RENDERINGS = ("supersampled", "direct")
+SUPERSAMPLE = 4
+STROKE = 2.0                 # pixels at 64 x 64: the narrowest line or gap of a texture
+# One period per texture (pixels at 64 x 64), the smallest that keeps every stroke >= STROKE.
+TEXTURE_PERIOD = {"solid": 6.0, "stripes": 5.0, "grid": 6.0, "hexgrid": 8.0, "dots": 6.0, "noise": 4.0,
+                  "triangles": 6.0, "zigzags": 6.0, "rain": 6.0, "pluses": 7.0}
+DIRECT_TEXTURE_PERIODS = (5.0, 6.0)  # the direct renderer's two periods per class
 # The authors render at 224 x 224 with a 10-pixel texture period, and blur with SimCLR's sigma
-# U(0.1, 2.0) pixels. Pixel-sized augmentations scale with the texture: at 64 x 64 the same sigma
-# range times 5.5 / 10 blurs a texture as much as theirs (a 2-pixel sigma keeps 0.45 of a 10-pixel
-# period's contrast, and only 0.07 of a 5.5-pixel one).
+# U(0.1, 2.0) pixels. Pixel-sized augmentations scale with the texture: the same sigma range times
+# (this renderer's mean period / 10) blurs a texture as much as theirs (a 2-pixel sigma keeps 0.45
+# of a 10-pixel period's contrast, and only 0.07 of a 5.5-pixel one).
 AUTHORS_TEXTURE_PERIOD = 10.0
-BLUR_SCALE = float(np.mean(TEXTURE_PERIODS)) / AUTHORS_TEXTURE_PERIOD
+BLUR_SCALE = round(float(np.mean(list(TEXTURE_PERIOD.values()))) / AUTHORS_TEXTURE_PERIOD, 3)
 
 
 def _polygon(points) -> PolygonPath:
@@ -93,9 +107,13 @@ def shape_mask(name: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown shape {name!r}")
 
 
-def texture_pattern(name: str, a: np.ndarray, b: np.ndarray, period: float, rng: np.random.Generator) -> np.ndarray:
-    """The binary texture at rotated, phase-shifted pixel coordinates (a, b)."""
+def texture_pattern(name: str, a: np.ndarray, b: np.ndarray, period: float, rng: np.random.Generator,
+                    stroke: float | None = None) -> np.ndarray:
+    """The binary texture at rotated, phase-shifted pixel coordinates (a, b). ``stroke``: the
+    narrowest line in pixels (None: the direct renderer's period fractions, 1.5-pixel rain and
+    1.5-pixel plus arms, single-pixel noise)."""
     p = period
+    w = stroke
     am, bm = np.mod(a, p), np.mod(b, p)
     if name == "solid":
         return np.ones_like(a, dtype=bool)
@@ -109,7 +127,12 @@ def texture_pattern(name: str, a: np.ndarray, b: np.ndarray, period: float, rng:
     if name == "dots":
         return (am - p / 2) ** 2 + (bm - p / 2) ** 2 < (p / 3) ** 2
     if name == "noise":
-        return rng.random(a.shape) < 0.5
+        if w is None:
+            return rng.random(a.shape) < 0.5
+        ia, ib = np.floor(a / w).astype(np.int64), np.floor(b / w).astype(np.int64)
+        ia, ib = ia - ia.min(), ib - ib.min()
+        cells = rng.random((ia.max() + 1, ib.max() + 1)) < 0.5
+        return cells[ia, ib]
     if name == "triangles":
         return am + bm < 0.8 * p
     if name == "zigzags":
@@ -117,17 +140,22 @@ def texture_pattern(name: str, a: np.ndarray, b: np.ndarray, period: float, rng:
         return np.mod(b - wave, p) < p / 3
     if name == "rain":
         column = np.floor(a / p)
-        return (am < 1.5) & (np.mod(b + column * p / 2, 2 * p) < p)
+        return (am < (1.5 if w is None else w)) & (np.mod(b + column * p / 2, 2 * p) < p)
     if name == "pluses":
         cu, cv = np.abs(am - p / 2), np.abs(bm - p / 2)
-        return ((cu < 0.75) & (cv < p / 3)) | ((cv < 0.75) & (cu < p / 3))
+        arm = 0.75 if w is None else w / 2
+        return ((cu < arm) & (cv < p / 3)) | ((cv < arm) & (cu < p / 3))
     raise ValueError(f"unknown texture {name!r}")
 
 
-def render(shape: int, texture: int, colour: int, rng: np.random.Generator) -> np.ndarray:
+def render(shape: int, texture: int, colour: int, rng: np.random.Generator,
+           rendering: str = "supersampled") -> np.ndarray:
     """One 64 x 64 x 3 float32 image in [0, 1]."""
+    if rendering not in RENDERINGS:
+        raise ValueError(f"rendering must be one of {RENDERINGS}, got {rendering!r}")
     n = IMAGE_SIZE
-    y, x = np.mgrid[0:n, 0:n].astype(np.float64) + 0.5
+    fine = SUPERSAMPLE if rendering == "supersampled" else 1
+    y, x = (np.mgrid[0:n * fine, 0:n * fine].astype(np.float64) + 0.5) / fine
     angle = math.radians(rng.uniform(-45.0, 45.0))
     reach = TEMPLATE_HALF * 1.3  # the rotated template's farthest masked point, with margin
     cx, cy = rng.uniform(reach, n - reach, size=2)
@@ -135,15 +163,22 @@ def render(shape: int, texture: int, colour: int, rng: np.random.Generator) -> n
     dx, dy = (x - cx) / TEMPLATE_HALF, (y - cy) / TEMPLATE_HALF
     u, v = ca * dx + sa * dy, -sa * dx + ca * dy
     mask = shape_mask(SHAPES[shape], u, v) & (np.abs(u) <= 1) & (np.abs(v) <= 1)
-    period = float(rng.choice(TEXTURE_PERIODS))
-    theta = rng.uniform(0.0, math.pi)
+    if rendering == "direct":
+        period, stroke = float(rng.choice(DIRECT_TEXTURE_PERIODS)), None
+        theta = rng.uniform(0.0, math.pi)
+    else:
+        period, stroke = TEXTURE_PERIOD[TEXTURES[texture]], STROKE
+        theta = math.radians(rng.uniform(-45.0, 45.0))
     ox, oy = rng.uniform(0.0, period, size=2)
     ct, st = math.cos(theta), math.sin(theta)
     a, b = ct * x + st * y + ox, -st * x + ct * y + oy
-    tex = texture_pattern(TEXTURES[texture], a, b, period, rng)
+    tex = texture_pattern(TEXTURES[texture], a, b, period, rng, stroke)
     on = (mask & tex)[..., None]
     rgb = np.asarray(COLOURS[COLOUR_NAMES[colour]], dtype=np.float64)
-    return np.where(on, rgb, GREY).astype(np.float32)
+    img = np.where(on, rgb, GREY)
+    if fine > 1:  # area downsampling: each pixel is the mean of its fine x fine samples
+        img = img.reshape(n, fine, n, fine, 3).mean((1, 3))
+    return img.astype(np.float32)
 
 
 def combination_split(seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
@@ -171,7 +206,8 @@ class TrifeaturesImages:
         return len(self.shape)
 
 
-def render_split(split: str, seed: int = 0, split_seed: int = SPLIT_SEED) -> TrifeaturesImages:
+def render_split(split: str, seed: int = 0, split_seed: int = SPLIT_SEED,
+                 rendering: str = "supersampled") -> TrifeaturesImages:
     """Every image of the split ("train": 3 renderings of each of the 800 training combinations;
     "test": 1 of each of the 200 others), rendered with the stream seeded by ``seed``."""
     if split not in ("train", "test"):
@@ -180,7 +216,7 @@ def render_split(split: str, seed: int = 0, split_seed: int = SPLIT_SEED) -> Tri
     combos, reps = (train, TRAIN_RENDERINGS) if split == "train" else (test, TEST_RENDERINGS)
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
     rows = np.repeat(combos, reps, axis=0)
-    imgs = np.stack([render(int(s), int(t), int(c), rng) for s, t, c in rows]).transpose(0, 3, 1, 2)
+    imgs = np.stack([render(int(s), int(t), int(c), rng, rendering) for s, t, c in rows]).transpose(0, 3, 1, 2)
     return TrifeaturesImages(np.ascontiguousarray(imgs), rows[:, 0].copy(), rows[:, 1].copy(), rows[:, 2].copy())
 
 
