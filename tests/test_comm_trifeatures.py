@@ -164,3 +164,18 @@ def test_the_strongest_blur_keeps_textures_as_the_authors_blur_keeps_theirs():
         ours = _contrast_kept(_stripes(period), strongest)
         assert ours >= 0.75 * theirs, (period, ours, theirs)
         assert _contrast_kept(_stripes(period), 2.0) < 0.5 * theirs
+
+
+def test_raw_pixel_control_refuses_bad_arguments():
+    from mmcl_fast.experiments.comm.raw_pixels import raw_pixel_scores
+
+    with pytest.raises(ValueError, match="components"):
+        raw_pixel_scores("supersampled", components=0)
+
+
+@pytest.mark.slow
+def test_raw_pixels_give_away_colour_but_not_texture():
+    from mmcl_fast.experiments.comm.raw_pixels import raw_pixel_scores
+
+    s = raw_pixel_scores("direct", components=32)
+    assert s["colour"] > 0.8 and s["texture"] < 0.3, s  # 10 classes: chance 0.1

@@ -10,6 +10,7 @@ from .trifeatures import BLUR_SCALE, RENDERINGS
 METHODS = ("cross", "cross_self", "comm")
 CONTROLS = ("supervised",)  # the pair-level supervised ceiling C, trained as a run of its own
 PAIRS = ("unbiased", "biased")
+SUPERVISED_AUGMENTS = ("none", "light")
 # Random streams derived from a run's seed: rendering, pairs and batches, augmentations, probes.
 RENDER_SEED_OFFSET = 0
 BATCH_SEED_OFFSET = 1
@@ -29,11 +30,13 @@ class CommConfig:
     temperature: float = option(0.1, "NT-Xent temperature (CoMM and the Self terms)")
     blur_scale: float = option(BLUR_SCALE, "SimCLR's blur sigma range, 0.1-2.0 pixels at the authors' 224 x 224, "
                                "times this factor (default: this renderer's texture period over theirs)")
+    supervised_augment: str = option("light", "the supervised control's images: none, or light (Cross's "
+                                     "crops, area 0.5-1, and horizontal flips; never SimCLR's 0.2 crops)")
     encoder_width: int = option(64, "channels of the last CNN layers (tokens' width)")
     encoder_dim: int = option(128, "the baselines' encoder output: the flattened CNN map through a linear layer")
     width: int = option(128, "fusion transformer width")
-    batch_size: int = option(128, "pairs per step")
-    steps: int = option(2000, "training steps")
+    batch_size: int = option(64, "pairs per step (the authors: 64)")
+    steps: int = option(1000, "training steps (the authors: about 15,700; 1000 fits the CPU budget of 3 seeds)")
     lr: float = option(3e-4, "AdamW learning rate")
     lr_schedule: str = option("constant", "constant (the authors') or cosine (decay to 0 at the last step)")
     warmup: int = option(100, "steps of linear learning-rate warm-up")
@@ -47,6 +50,9 @@ class CommConfig:
             raise ValueError(f"method must be one of {METHODS + CONTROLS}, got {self.method!r}")
         if self.rendering not in RENDERINGS:
             raise ValueError(f"rendering must be one of {RENDERINGS}, got {self.rendering!r}")
+        if self.supervised_augment not in SUPERVISED_AUGMENTS:
+            raise ValueError(f"supervised_augment must be one of {SUPERVISED_AUGMENTS}, "
+                             f"got {self.supervised_augment!r}")
         if self.lr_schedule not in SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {SCHEDULES}, got {self.lr_schedule!r}")
         if self.warmup < 0:

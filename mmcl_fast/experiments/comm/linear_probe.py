@@ -28,7 +28,7 @@ FOLDS = 3
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, n_classes: int, c: float,
                  init: tuple[torch.Tensor, torch.Tensor] | None = None, max_iter: int = 500,
-                 tol: float = 1e-5) -> tuple[torch.Tensor, torch.Tensor]:
+                 tol: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
     """(W, b) minimising 1/2 ||W||^2 + c * sum CE (float64 tensors x (n, d), y (n,) int64), to a
     gradient of at most ``tol`` on the objective divided by c * n."""
     if not c > 0:

@@ -11,7 +11,8 @@ SimCLR's augmentations with the blur scaled to the renderer's texture period,
 * cross_self: cross + 1/2 (NT-Xent at the same temperature of modality 1's two augmentations,
               through a two-layer head on the encoder output, + the same for modality 2);
 * supervised: the control C: cross-entropy of linear heads on the fused CLS for the pair labels
-              R, U1, U2 and S, on clean images (no augmentation); ``pairs="biased"`` trains it on
+              R, U1, U2 and S, on Cross's light crops and flips (``supervised_augment="light"``;
+              "none": clean images; never SimCLR's crops); ``pairs="biased"`` trains it on
               balanced pairs (half in M), the pairs the synergy probe uses.
 Evaluation: frozen features, without augmentation, at each method's probe point as the authors'
 code extracts them (CoMM and the control: the fused CLS; Cross: the CLIP embeddings, linear in the
@@ -51,6 +52,14 @@ from .model import BimodalModel
 from .trifeatures import TrifeaturesImages, pair_labels, render_split, same_shape_pairs, synergy_probe_pairs
 
 TEST_PAIRINGS = 5
+
+
+def light_augment(x: torch.Tensor, g: torch.Generator, flip: bool = True) -> torch.Tensor:
+    """Cross's crops (area 0.5-1 of the image), and with ``flip`` a horizontal flip with probability 1/2."""
+    out = random_resized_crop(x, g, scale=(0.5, 1.0))
+    if flip:
+        out = torch.where((torch.rand(len(x), generator=g) < 0.5).view(-1, 1, 1, 1), out.flip(3), out)
+    return out
 
 
 class CommRun:
@@ -94,13 +103,15 @@ class CommRun:
         x1, x2 = self.images[idx[:, 0]], self.images[idx[:, 1]]
         if cfg.method == "supervised":
             labels = pair_labels(self.train_data, idx)
+            if cfg.supervised_augment == "light":
+                x1, x2 = (light_augment(x, g) for x in (x1, x2))
             logits = m.pair_logits(x1, x2)
             return sum(F.cross_entropy(logits[k], torch.from_numpy(labels[k])) for k in logits)
         if cfg.method == "comm":
             v1 = m.comm_embeddings(self.augment(x1, g), self.augment(x2, g))
             v2 = m.comm_embeddings(self.augment(x1, g), self.augment(x2, g))
             return comm_loss(v1, v2, cfg.temperature, weights=cfg.weights())
-        c1, c2 = random_resized_crop(x1, g, scale=(0.5, 1.0)), random_resized_crop(x2, g, scale=(0.5, 1.0))
+        c1, c2 = light_augment(x1, g, flip=False), light_augment(x2, g, flip=False)
         scale = m.logit_scale.exp().clamp(max=100.0)
         loss = symmetric_infonce(m.clip_embedding(c1, 0), m.clip_embedding(c2, 1), logit_scale=scale)
         if cfg.method == "cross_self":
