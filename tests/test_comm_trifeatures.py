@@ -99,9 +99,16 @@ def test_pairs_share_the_shape_and_the_synergy_map_is_consistent(test_split):
     assert abs(s.mean() - 0.5) < 0.05 and (train.shape[probe[:, 0]] == train.shape[probe[:, 1]]).all()
 
 
-def test_render_split_refuses_an_unknown_split():
+def test_render_split_refuses_an_unknown_split_and_returns_independent_copies(test_split):
     with pytest.raises(ValueError, match="split"):
         tf.render_split("val")
+    with pytest.raises(ValueError, match="rendering"):
+        tf.render_split("test", rendering="3d")
+    mine = tf.render_split("test", seed=0)
+    mine.images[:] = 0
+    mine.shape[:] = -1
+    again = tf.render_split("test", seed=0)
+    assert np.array_equal(again.images, test_split.images) and np.array_equal(again.shape, test_split.shape)
 
 
 def _images(seed=0, n=6):

@@ -29,6 +29,7 @@ Pairs: modality 1 and modality 2 are two different images with the same shape.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -209,9 +210,19 @@ class TrifeaturesImages:
 def render_split(split: str, seed: int = 0, split_seed: int = SPLIT_SEED,
                  rendering: str = "supersampled") -> TrifeaturesImages:
     """Every image of the split ("train": 3 renderings of each of the 800 training combinations;
-    "test": 1 of each of the 200 others), rendered with the stream seeded by ``seed``."""
+    "test": 1 of each of the 200 others), rendered with the stream seeded by ``seed``. The last
+    few splits are kept in memory (rendering the training split takes seconds); each call returns
+    its own copy of the arrays."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if rendering not in RENDERINGS:
+        raise ValueError(f"rendering must be one of {RENDERINGS}, got {rendering!r}")
+    d = _rendered_split(split, seed, split_seed, rendering)
+    return TrifeaturesImages(d.images.copy(), d.shape.copy(), d.texture.copy(), d.colour.copy())
+
+
+@functools.lru_cache(maxsize=4)
+def _rendered_split(split: str, seed: int, split_seed: int, rendering: str) -> TrifeaturesImages:
     train, test = combination_split(split_seed)
     combos, reps = (train, TRAIN_RENDERINGS) if split == "train" else (test, TEST_RENDERINGS)
     rng = np.random.default_rng([seed, 0 if split == "train" else 1])
