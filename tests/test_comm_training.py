@@ -18,7 +18,7 @@ TOY = dict(batch_size=16, encoder_width=8, width=16, threads=1)
 @pytest.fixture(scope="module")
 def train_data():
     from mmcl_fast.experiments.comm.trifeatures import render_split
-    return render_split("train", seed=0)
+    return render_split("train", seed=0, rendering="direct")  # the faster renderer: the trainer does not care
 
 
 def test_model_embeddings_have_the_expected_shapes():

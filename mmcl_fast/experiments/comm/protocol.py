@@ -86,6 +86,8 @@ def summary(per_seed: dict[str, dict[int, dict]]) -> list[dict]:
             for field in ("score", "r", "G", "common"):
                 vals = [s[task][field] for s in seeds.values() if task in s and s[task][field] is not None]
                 row[f"{task}_{field}"] = mean_std(vals) if vals else None
+        enc = [s["U_encoder_output"] for s in seeds.values() if "U_encoder_output" in s]
+        row["U_encoder_output"] = mean_std(enc) if enc else None
         rows.append(row)
     return rows
 
@@ -183,6 +185,10 @@ def markdown(rows: list[dict], verdict: dict, paper: dict[str, dict[str, float]]
         lines.append(f"| {r['variant']} | {len(r['seeds'])} | {_fmt(r['R_score'])} | {_fmt(r['R_r'])} | "
                      f"{_fmt(r['R_G'])} | {_fmt(r['U_score'])} | {_fmt(r['U_r'])} | {_fmt(r['U_G'])} | "
                      f"{_fmt(r['S_score'])} | {_fmt(r['S_r'])} | {common} | {ptxt} |")
+    for r in rows:
+        if r.get("U_encoder_output"):
+            lines.append(f"\n{r['variant']} at its encoder output (before the CLIP projection): "
+                         f"U {_fmt(r['U_encoder_output'])}")
     lines += ["", f"**Protocol: {verdict['status']}**", ""]
     if verdict.get("checks"):
         lines += ["| check | values | met |", "|---|---|---|"]
