@@ -70,6 +70,7 @@ def probe_scores(ftr: np.ndarray, fte: np.ndarray, ytr: dict[str, np.ndarray],
     std[std == 0] = 1.0
     xtr = torch.from_numpy((ftr - mean) / std).double()
     xte = torch.from_numpy((fte - mean) / std).double()
+    cs = sorted(cs)
     scores = {}
     for task, labels in ytr.items():
         classes, y = np.unique(labels, return_inverse=True)
@@ -77,13 +78,12 @@ def probe_scores(ftr: np.ndarray, fte: np.ndarray, ytr: dict[str, np.ndarray],
         yt = torch.from_numpy(y).long()
         folds = list(StratifiedKFold(FOLDS).split(np.zeros(len(y)), y))
         cv, warm = [], [None] * len(folds)
-        for c in sorted(cs):
+        for c in cs:
             accs = []
             for f, (tr, va) in enumerate(folds):
                 warm[f] = fit_logistic(xtr[tr], yt[tr], k, c, init=warm[f])
                 accs.append(balanced_accuracy_score(y[va], _predict(xtr[va], warm[f])))
             cv.append(float(np.mean(accs)))
-        cs = sorted(cs)
         best = cs[int(np.argmax(cv))]
         wb = fit_logistic(xtr, yt, k, best)
         pred = classes[_predict(xte, wb)]
