@@ -59,11 +59,11 @@ def variants(method: str, ablation: bool, control: bool = True) -> dict[str, dic
 def write_table(out: Path) -> dict:
     """The table over every finished run under ``out``: OUT/comm_trifeatures.{json,md}."""
     per_seed = seed_table(load_runs(out))
-    rows, verdict = summary(per_seed), verdicts(per_seed)
+    rows, verdict, paper = summary(per_seed), verdicts(per_seed), paper_rows()
     table = {"rows": rows, "per_seed": {k: {str(s): v for s, v in d.items()} for k, d in per_seed.items()},
-             "protocol": verdict, "paper": paper_rows()}
+             "protocol": verdict, "paper": paper}
     (out / "comm_trifeatures.json").write_text(json.dumps(table, indent=1))
-    (out / "comm_trifeatures.md").write_text(markdown(rows, verdict, paper_rows(), PAPER_NAMES))
+    (out / "comm_trifeatures.md").write_text(markdown(rows, verdict, paper, PAPER_NAMES))
     return table
 
 
