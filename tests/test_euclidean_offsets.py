@@ -83,18 +83,21 @@ def _exact(loss):
 exact_symmetric_infonce, exact_infonce, exact_nt_xent = (_exact(k) for k in EXACT)
 
 
-def gradient_term_magnitudes(loss, a, b, temperature):
+def gradient_term_magnitudes(loss, a, b, temperature, weight=None):
     """Per element of dloss/da and dloss/db, the sum of its terms' magnitudes, in float64.
 
     d mean(loss) / d p_u = sum_v G_uv dL_uv/dp_u with G = d mean(loss) / dL and
     dL_uv/dp_u = -2 (p_u - q_v) / t. Where the terms cancel (a softmax weight against the
     positive's pull), float32 can only promise a few ulps of these magnitudes, not of their sum.
+    With ``weight``, every |G_uv| is replaced by it: ``weight=FLOAT32_TINY`` bounds what flushing
+    the subnormal entries of G to zero can change.
     """
     pairs, from_logits = EXACT[loss]
     p, q = pairs(a.double(), b.double())
     logits = _exact_logits(p, q, temperature).requires_grad_()
     from_logits(logits).mean().backward()
-    weights, dist = logits.grad.abs(), (p[:, None, :] - q[None, :, :]).abs()
+    weights = logits.grad.abs() if weight is None else torch.full_like(logits, weight)
+    dist = (p[:, None, :] - q[None, :, :]).abs()
     dp = 2 / temperature * torch.einsum("uv,uvd->ud", weights, dist)
     dq = 2 / temperature * torch.einsum("uv,uvd->vd", weights, dist)
     if p is q:                     # nt_xent: both operands are cat([a, b])
@@ -143,12 +146,13 @@ def _compare(backend, loss, a, b, temperature):
     a64, b64 = a.double().requires_grad_(), b.double().requires_grad_()
     want = _exact(loss)(a64, b64, temperature)
     want.mean().backward()
-    terms_a, terms_b = gradient_term_magnitudes(loss, a, b, temperature)
+    terms = gradient_term_magnitudes(loss, a, b, temperature)
+    flushed = gradient_term_magnitudes(loss, a, b, temperature, weight=FLOAT32_TINY)
     assert per.detach().min() >= 0, "a negative cross-entropy"
     assert rel_err(per.mean(), want.mean()) < TOL
     # a gradient that cancels to far below its terms is judged against 1e-2 of their magnitude, and
-    # none against less than float32's smallest normal number: the engine flushes subnormals to zero
-    floor_a, floor_b = (max(1e-2 * t.norm().item(), FLOAT32_TINY / TOL) for t in (terms_a, terms_b))
+    # none against less than what the engine's flush of subnormal G entries to zero can change
+    floor_a, floor_b = (max(1e-2 * t.norm().item(), f.norm().item() / TOL) for t, f in zip(terms, flushed))
     assert rel_err(a32.grad, a64.grad, floor=floor_a) < TOL
     assert rel_err(b32.grad, b64.grad, floor=floor_b) < TOL
 
@@ -164,6 +168,9 @@ LOSSES = {"symmetric_infonce": mf.symmetric_infonce, "infonce": mf.infonce, "nt_
 @example(batch=(torch.tensor([[-5.3538], [2.9813]]), torch.tensor([[-10.7316], [1.4232]]), 1.0))
 # and this one: infonce's exact gradient is 5.7e-39, below float32's normal range; float32 gives 0
 @example(batch=(torch.tensor([[-8.3584], [1.8011]]), torch.tensor([[-7.7429], [2.6299]]), 1.0))
+# and this one: nt_xent's gradient of a is 6e-36, summed from G entries of which some are subnormal
+@example(batch=(torch.tensor([[2.4052, 1.4250], [-4.9527, -5.0748]]),
+                torch.tensor([[2.4777, 5.1531], [-5.9119, -8.1147]]), 1.0))
 def test_euclidean_losses_under_offsets(backend, loss, batch):
     _compare(backend, loss, *batch)
 
