@@ -270,9 +270,9 @@ def test_colour_index_is_the_captions_colour_name_and_follows_x_when_causal():
     # causal data: the hue, hence the colour name, is tied to the x-position, and a code holding
     # the hue predicts the colour name above its majority rate
     rng = np.random.default_rng(1)
-    f = m3di.sample_latents(1200, rng, causal=True)
+    f = m3di.sample_latents(600, rng, causal=True)
     z = np.stack([np.cos(2 * np.pi * f["object_hue"]), np.sin(2 * np.pi * f["object_hue"]),
-                  rng.standard_normal(1200)], 1)
+                  rng.standard_normal(600)], 1)
     res = evaluate_factors(z, z, f)
     assert res["text"]["object_color_index"]["score"] > res["text"]["object_color_index"]["chance"] + 0.1
     assert res["image"]["object_hue"]["circular"] > 0.9 and res["text"]["object_hue"]["score"] > 0.5

@@ -1,5 +1,9 @@
-// Native test of the registered mmcl_fast ops (no Python): lse_fwd / lse_bwd through the
-// dispatcher against a float64 ATen computation of the same formulas.
+// Native test of the registered mmcl_fast ops (no Python running): loads the library named by the
+// first argument (CMake's libmmcl_fast_ops, or an installed mmcl_fast/_C extension) and checks
+// lse_fwd / lse_bwd, called through the dispatcher, against a float64 ATen computation of the
+// same formulas.
+#include <dlfcn.h>
+
 #include <array>
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
@@ -24,7 +28,15 @@ double max_rel(const at::Tensor& a, const at::Tensor& b) {
 
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: %s <library that registers the mmcl_fast ops>\n", argv[0]);
+    return 2;
+  }
+  if (dlopen(argv[1], RTLD_NOW | RTLD_GLOBAL) == nullptr) {
+    std::fprintf(stderr, "could not load %s: %s\n", argv[1], dlerror());
+    return 2;
+  }
   using Fwd = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
                                                  const at::Tensor&, c10::string_view, bool, bool, bool,
                                                  bool, c10::string_view);
