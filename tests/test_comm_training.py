@@ -77,8 +77,8 @@ def test_each_method_trains_and_resumes_exactly(method, pairs, train_data, tmp_p
 
 @pytest.mark.slow
 def test_cli_scores_every_task_and_writes_the_table(tmp_path):
-    flags = ["--method", "comm", "--rendering", "direct", "--steps", "3", "--batch-size", "16", "--encoder-width", "8", "--width", "16",
-             "--threads", "1", "--out", str(tmp_path), "--quiet"]
+    flags = ["--method", "comm", "--rendering", "direct", "--steps", "3", "--batch-size", "16",
+             "--encoder-width", "8", "--width", "16", "--threads", "1", "--out", str(tmp_path), "--quiet"]
     table = run_comm.main(flags)
     assert [r["variant"] for r in table["rows"]] == ["comm", "supervised"]  # the control trains by default
     assert table["paper"]["CoMM"] == pytest.approx({"R": 0.999, "U": 0.878, "S": 0.719})
