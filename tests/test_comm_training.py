@@ -150,7 +150,7 @@ def test_features_of_every_kind_and_a_clear_error_for_others(train_data):
 def test_probe_features_scores_a_checkpoint_and_its_random_init(tmp_path, capsys):
     from mmcl_fast.experiments.comm.probe_features import main as probe_main
 
-    run = CommRun(CommConfig(method="comm", steps=2, **TOY))
+    run = CommRun(CommConfig(method="comm", steps=2, rendering="direct", **TOY))
     run.step(), run.step()
     save_checkpoint(run, tmp_path / "checkpoint.pt")
     out = probe_main([str(tmp_path), "--kinds", "fused", "pooled", "--out", str(tmp_path / "p.json")])
