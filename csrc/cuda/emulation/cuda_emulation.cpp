@@ -1,6 +1,10 @@
-// Runtime of the host CUDA emulation: grid execution on OS threads, block and warp barriers,
-// per-block shared memory, and the runtime API calls (see cuda_emulation_device.h for the model).
+// Runtime of the host CUDA emulation: grid execution (a block's threads as fibers on one OS
+// thread, concurrent blocks on separate OS threads), block and warp barriers, per-block shared
+// memory, and the runtime API calls (see cuda_emulation_device.h for the model).
 #include "cuda_emulation_device.h"
+
+#include <sys/mman.h>
+#include <ucontext.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -22,6 +26,10 @@ extern "C" void AnnotateIgnoreReadsEnd(const char* file, int line);
 extern "C" void AnnotateIgnoreWritesBegin(const char* file, int line);
 extern "C" void AnnotateIgnoreWritesEnd(const char* file, int line);
 #endif
+#if defined(__SANITIZE_ADDRESS__)
+extern "C" void __sanitizer_start_switch_fiber(void** fake_stack_save, const void* bottom, size_t size);
+extern "C" void __sanitizer_finish_switch_fiber(void* fake_stack_save, const void** bottom_old, size_t* size_old);
+#endif
 
 namespace mmcl_fast {
 namespace cuda_emulation {
@@ -29,6 +37,11 @@ namespace cuda_emulation {
 thread_local ThreadContext this_thread;
 
 namespace {
+
+// Hand the OS thread to the next fiber of the block / count an arrival as the block's progress
+// (defined with the scheduler below).
+void wait_for_the_other_threads(const std::atomic<uint32_t>& phase, uint32_t seen);
+void note_barrier_arrival();
 
 constexpr unsigned kMaxThreadsPerBlock = 1024;
 constexpr size_t kStaticSharedLimit = 48 * 1024;  // bytes of static __shared__ per block
@@ -65,13 +78,14 @@ class Barrier {
         fatal(message.c_str(), where);
       }
       phase = phase_.load(std::memory_order_relaxed);
+      note_barrier_arrival();
       if (++arrived_ == expected_) {
         if (on_complete) on_complete();
         complete_locked();
         return;
       }
     }
-    while (phase_.load(std::memory_order_acquire) == phase) phase_.wait(phase, std::memory_order_acquire);
+    while (phase_.load(std::memory_order_acquire) == phase) wait_for_the_other_threads(phase_, phase);
   }
 
   void arrive_and_drop() {
@@ -143,7 +157,7 @@ struct BlockContext {
   }
 
   const int threads;
-  Barrier barrier, end_of_block;
+  Barrier barrier, end_of_block;  // end_of_block: the OS-thread execution's, see run_worker_share
   std::vector<Warp> warps;
   std::mutex shared_mutex;
   std::map<const void*, SharedAllocation> shared;
@@ -224,8 +238,8 @@ int concurrent_blocks() {
 
 namespace {
 
-// One grid being executed: the worker with index w runs emulated thread w % threads of the
-// blocks slot, slot + slots, ... where slot = w / threads.
+// One grid being executed: slot s (one OS thread) runs blocks s, s + slots, ... one after
+// another, each block's threads as fibers.
 struct Grid {
   dim3 grid, block;
   int threads, slots;
@@ -233,6 +247,176 @@ struct Grid {
   const std::function<void()>* body;
   std::vector<std::unique_ptr<BlockContext>> contexts;
 };
+
+#if !defined(__SANITIZE_THREAD__)
+// The fibers of one slot. The threads of a block take turns on the slot's OS thread: each runs
+// until it waits at a barrier (or a warp collective) or returns, then the next one runs; a
+// waiting thread that gets its turn again goes on if its barrier's phase has completed. So every
+// thread runs as far ahead as the barriers let it (a missing barrier shows up at once), and a
+// pass in which no thread moves is a deadlock, which stops the run.
+//
+// Under AddressSanitizer the stack switches are announced, so each fiber's stack is checked as
+// its own. (Not compiled under ThreadSanitizer: see run_worker_share.)
+class FiberScheduler {
+ public:
+  ~FiberScheduler() {
+    for (Fiber& f : fibers_) {
+      if (f.stack != nullptr) munmap(f.stack, kStackBytes + kGuardBytes);
+    }
+  }
+
+  void run_block(const Grid& g, BlockContext& context, uint64_t b) {
+    ensure_fibers(g.threads);
+    const uint3 block_idx{static_cast<unsigned>(b % g.grid.x), static_cast<unsigned>((b / g.grid.x) % g.grid.y),
+                          static_cast<unsigned>(b / (uint64_t(g.grid.x) * g.grid.y))};
+    body_ = g.body;
+    for (int t = 0; t < g.threads; ++t) {
+      Fiber& f = fibers_[t];
+      f.state.linear_tid = t;
+      f.state.thread_idx = uint3{t % g.block.x, (t / g.block.x) % g.block.y, t / (g.block.x * g.block.y)};
+      f.state.block_idx = block_idx;
+      f.state.block_dim = g.block;
+      f.state.grid_dim = g.grid;
+      f.state.block = &context;
+      f.finished = false;
+      getcontext(&f.context);
+      f.context.uc_stack.ss_sp = f.stack + kGuardBytes;
+      f.context.uc_stack.ss_size = kStackBytes;
+      f.context.uc_link = nullptr;
+      makecontext(&f.context, &FiberScheduler::fiber_main, 0);
+    }
+    int unfinished = g.threads;
+    while (unfinished > 0) {
+      const uint64_t before = progress_;
+      for (int t = 0; t < g.threads; ++t) {
+        if (fibers_[t].finished) continue;
+        switch_to(t);
+        if (fibers_[t].finished) --unfinished;
+      }
+      if (unfinished > 0 && progress_ == before)
+        fatal("deadlock: the live threads of a block wait at barriers that the others never reach",
+              std::source_location::current());
+    }
+    set_this_thread(ThreadContext{});
+  }
+
+  // Called by a fiber that waits at a barrier: the other fibers run, then this one checks again.
+  void yield() { switch_to_scheduler(false); }
+  // Called on every arrival at a barrier and when a thread returns: the block moved.
+  void note_progress() { ++progress_; }
+  bool inside_fiber() const { return current_ >= 0; }
+
+ private:
+  static constexpr size_t kStackBytes = size_t(1) << 17;  // 128 KiB, mapped lazily
+  static constexpr size_t kGuardBytes = 4096;             // an overflow faults instead of corrupting
+
+  struct Fiber {
+    ucontext_t context;
+    char* stack = nullptr;
+    ThreadContext state;
+    bool finished = false;
+    void* fake_stack = nullptr;
+  };
+
+  void ensure_fibers(int threads) {
+    while (static_cast<int>(fibers_.size()) < threads) {
+      Fiber& f = fibers_.emplace_back();
+      void* mem = mmap(nullptr, kStackBytes + kGuardBytes, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (mem == MAP_FAILED) fatal("could not map an emulated thread's stack", std::source_location::current());
+      mprotect(mem, kGuardBytes, PROT_NONE);
+      f.stack = static_cast<char*>(mem);
+    }
+  }
+
+  static void set_this_thread(const ThreadContext& state) { this_thread = state; }
+
+  void switch_to(int t) {
+    Fiber& f = fibers_[t];
+    current_ = t;
+#if defined(__SANITIZE_ADDRESS__)
+    void* fake_stack = nullptr;
+    __sanitizer_start_switch_fiber(&fake_stack, f.stack + kGuardBytes, kStackBytes);
+#endif
+    swapcontext(&main_, &f.context);
+#if defined(__SANITIZE_ADDRESS__)
+    __sanitizer_finish_switch_fiber(fake_stack, nullptr, nullptr);
+#endif
+    current_ = -1;
+  }
+
+  void switch_to_scheduler(bool finished) {
+    Fiber& f = fibers_[current_];
+#if defined(__SANITIZE_ADDRESS__)
+    __sanitizer_start_switch_fiber(finished ? nullptr : &f.fake_stack, main_bottom_, main_size_);
+#endif
+    swapcontext(&f.context, &main_);
+    // resumed by the scheduler: this fiber's turn again
+#if defined(__SANITIZE_ADDRESS__)
+    __sanitizer_finish_switch_fiber(f.fake_stack, nullptr, nullptr);
+#endif
+    set_this_thread(fibers_[current_].state);
+    (void)finished;
+  }
+
+  static void fiber_main();
+
+  std::vector<Fiber> fibers_;
+  ucontext_t main_;
+  const void* main_bottom_ = nullptr;
+  size_t main_size_ = 0;
+  const std::function<void()>* body_ = nullptr;
+  int current_ = -1;
+  uint64_t progress_ = 0;
+};
+
+thread_local FiberScheduler* scheduler = nullptr;
+
+void FiberScheduler::fiber_main() {
+  FiberScheduler& s = *scheduler;
+#if defined(__SANITIZE_ADDRESS__)
+  __sanitizer_finish_switch_fiber(nullptr, &s.main_bottom_, &s.main_size_);
+#endif
+  set_this_thread(s.fibers_[s.current_].state);
+  (*s.body_)();
+  // This thread has returned: it leaves the block's barriers, as an exited thread does on Volta.
+  BlockContext& context = *this_thread.block;
+  context.barrier.arrive_and_drop();
+  context.warps[this_thread.linear_tid / 32].barrier.arrive_and_drop();
+  s.fibers_[s.current_].finished = true;
+  s.note_progress();
+  s.switch_to_scheduler(true);
+  fatal("a finished emulated thread was resumed", std::source_location::current());
+}
+
+void note_barrier_arrival() {
+  if (scheduler != nullptr) scheduler->note_progress();
+}
+
+void wait_for_the_other_threads(const std::atomic<uint32_t>&, uint32_t) {
+  if (scheduler == nullptr || !scheduler->inside_fiber())
+    fatal("a barrier was waited at outside an emulated thread", std::source_location::current());
+  scheduler->yield();
+}
+
+void run_slot(const Grid& g, int slot) {
+  static thread_local FiberScheduler own;
+  scheduler = &own;
+  for (uint64_t b = slot; b < g.blocks; b += g.slots) {
+    BlockContext& context = *g.contexts[slot];
+    context.reset();
+    own.run_block(g, context, b);
+  }
+}
+
+constexpr bool kFibers = true;
+#else
+// Under ThreadSanitizer every emulated thread is an OS thread: TSan's own handling of fiber
+// switches would make the sanitizer runs twice as slow. The barriers wait on a futex.
+void note_barrier_arrival() {}
+void wait_for_the_other_threads(const std::atomic<uint32_t>& phase, uint32_t seen) {
+  phase.wait(seen, std::memory_order_acquire);
+}
 
 void run_worker_share(const Grid& g, int worker) {
   const int slot = worker / g.threads, tid = worker % g.threads;
@@ -256,14 +440,19 @@ void run_worker_share(const Grid& g, int worker) {
   this_thread = ThreadContext{};
 }
 
-// OS threads kept between launches (starting 256 threads costs ~15 ms here, waking them ~0.5 ms).
-// A launch publishes its Grid and bumps `generation`; every worker runs its share (if any) and
-// counts itself out of `pending`. Workers never exit; a forked child starts a pool of its own.
+constexpr bool kFibers = false;
+#endif
+
+// OS threads kept between launches: one per concurrent block (with fibers), or one per emulated
+// thread of each concurrent block (under TSan; starting 256 threads costs ~15 ms, waking them
+// ~0.5 ms). A launch publishes its Grid and
+// bumps `generation`; every worker runs its slot (if any) and counts itself out of `pending`.
+// Workers never exit; a forked child starts a pool of its own.
 class WorkerPool {
  public:
   void run(Grid& g) {
     std::lock_guard<std::mutex> one_launch_at_a_time(launch_mutex_);
-    const size_t needed = size_t(g.slots) * g.threads;
+    const size_t needed = size_t(g.slots) * (kFibers ? 1 : g.threads);
     try {
       while (workers_ < needed) {
         std::thread(&WorkerPool::work, this, workers_, generation_.load()).detach();
@@ -288,7 +477,11 @@ class WorkerPool {
       generation_.wait(seen, std::memory_order_acquire);
       seen = generation_.load(std::memory_order_acquire);
       const Grid& g = *grid_;
+#if !defined(__SANITIZE_THREAD__)
+      if (index < size_t(g.slots)) run_slot(g, static_cast<int>(index));
+#else
       if (index < size_t(g.slots) * g.threads) run_worker_share(g, static_cast<int>(index));
+#endif
       if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) pending_.notify_one();
     }
   }

@@ -2,8 +2,11 @@
 // csrc/cuda's kernels use, so that the same .cu source compiles with g++ and runs on the CPU.
 //
 // Execution model (cuda_emulation.cpp):
-//   * a launch runs its blocks one after another, or `concurrent_blocks()` blocks at a time;
-//   * every thread of a running block is its own OS thread, all started together;
+//   * a launch runs its blocks one after another, or `concurrent_blocks()` blocks at a time, each
+//     running block on an OS thread of its own (so blocks really race on global memory);
+//   * the threads of a block are fibers on their block's OS thread: each runs until it waits at
+//     a barrier or returns, then the next one, so a thread runs as far ahead as the barriers let
+//     it; a block whose live threads all wait at barriers the others never reach stops the run;
 //   * __syncthreads() is a real barrier over the block's live threads (threads that returned
 //     have left it, as on Volta and later); all threads must wait at the same call site, else
 //     the run stops naming both sites;
@@ -42,7 +45,7 @@ namespace cuda_emulation {
 
 struct BlockContext;
 
-// The built-in variables of the emulated thread running on this OS thread.
+// The built-in variables of the emulated thread running now on this OS thread.
 struct ThreadContext {
   uint3 thread_idx{0, 0, 0}, block_idx{0, 0, 0};
   dim3 block_dim, grid_dim;
