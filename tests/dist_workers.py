@@ -1,4 +1,5 @@
-"""Worker processes of tests/test_distributed.py (spawned; gloo over a file rendezvous).
+"""Worker processes of tests/test_distributed.py and tests/test_ring.py (started by a fork server
+that has imported torch and mmcl_fast once; gloo over a file rendezvous).
 
 Each worker writes ``rank{r}.pt`` with its results, or ``rank{r}.err`` with the traceback.
 """
@@ -342,10 +343,15 @@ def make_pair_model(seed, dim, own_scale):
 
 
 def launch(target, world, tmp_path, *args, timeout=180, pg_timeout=None):
-    """Run ``target`` on ``world`` spawned gloo ranks; returns the per-rank results. ``pg_timeout``:
-    the process group's timeout in seconds (None: torch's default)."""
+    """Run ``target`` on ``world`` gloo ranks; returns the per-rank results. ``pg_timeout``: the
+    process group's timeout in seconds (None: torch's default).
+
+    The ranks are forked from multiprocessing's fork server, a fresh single-threaded interpreter
+    that has imported torch, mmcl_fast and this module (and run no op), so a rank does not pay
+    for those imports again; it sees the environment of the test process when the server started."""
     import multiprocessing as mp
-    ctx = mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch", "torch.distributed", "mmcl_fast", "dist_workers"])
     init_file = os.path.join(tmp_path, "rendezvous")
     procs = [ctx.Process(target=_run, args=(target, r, world, init_file, str(tmp_path), pg_timeout) + args)
              for r in range(world)]
