@@ -1,6 +1,6 @@
-"""The CMake build: the dispatcher-level C++ test of the installed extension's ops, the emulated CUDA kernels with
-their sanitizer and mutation tests, the nvcc compile check, and the launcher's compile check
-against CUDA torch headers."""
+"""The CMake build: the dispatcher-level C++ test of the installed extension's ops, the emulated
+CUDA kernels with their sanitizer and mutation tests, the nvcc compile check, and the launcher's
+compile check against CUDA torch headers."""
 import shutil
 import subprocess
 import sys

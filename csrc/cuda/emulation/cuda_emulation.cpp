@@ -238,8 +238,9 @@ int concurrent_blocks() {
 
 namespace {
 
-// One grid being executed: slot s (one OS thread) runs blocks s, s + slots, ... one after
-// another, each block's threads as fibers.
+// One grid being executed: slot s runs blocks s, s + slots, ... one after another, on one OS
+// thread whose fibers are the block's threads (FiberScheduler), or under ThreadSanitizer on one OS
+// thread per emulated thread (run_worker_share).
 struct Grid {
   dim3 grid, block;
   int threads, slots;
@@ -297,7 +298,7 @@ class FiberScheduler {
         fatal("deadlock: the live threads of a block wait at barriers that the others never reach",
               std::source_location::current());
     }
-    set_this_thread(ThreadContext{});
+    this_thread = ThreadContext{};
   }
 
   // Called by a fiber that waits at a barrier: the other fibers run, then this one checks again.
@@ -329,8 +330,6 @@ class FiberScheduler {
     }
   }
 
-  static void set_this_thread(const ThreadContext& state) { this_thread = state; }
-
   void switch_to(int t) {
     Fiber& f = fibers_[t];
     current_ = t;
@@ -355,7 +354,7 @@ class FiberScheduler {
 #if defined(__SANITIZE_ADDRESS__)
     __sanitizer_finish_switch_fiber(f.fake_stack, nullptr, nullptr);
 #endif
-    set_this_thread(fibers_[current_].state);
+    this_thread = fibers_[current_].state;
     (void)finished;
   }
 
@@ -377,7 +376,7 @@ void FiberScheduler::fiber_main() {
 #if defined(__SANITIZE_ADDRESS__)
   __sanitizer_finish_switch_fiber(nullptr, &s.main_bottom_, &s.main_size_);
 #endif
-  set_this_thread(s.fibers_[s.current_].state);
+  this_thread = s.fibers_[s.current_].state;
   (*s.body_)();
   // This thread has returned: it leaves the block's barriers, as an exited thread does on Volta.
   BlockContext& context = *this_thread.block;
