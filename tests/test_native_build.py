@@ -18,6 +18,7 @@ EMULATED_CTESTS = ("emulated_kernels_tsan", "emulated_kernels_asan",
                    "emulated_tsan_sees_missing_syncthreads", "emulated_tsan_sees_missing_syncwarp",
                    "emulated_tsan_sees_missing_syncthreads_tc", "emulated_asan_sees_overrun",
                    "emulated_fibers_see_missing_syncthreads", "emulated_fibers_see_missing_syncthreads_tc",
+                   "emulated_fibers_stop_a_deadlock",
                    "emulated_wmma", "emulated_wmma_refuses_misaligned", "emulated_wmma_refuses_divergent",
                    "emulated_wmma_layout_is_opaque")
 

@@ -4,16 +4,22 @@
 // Torch-free, so CMakeLists.txt also builds it with ThreadSanitizer and AddressSanitizer.
 //
 //   emulated_kernels_test [--quick] [--concurrent-blocks K] [--overrun] [--path simt|tc|both]
+//   emulated_kernels_test --deadlock
 //
 // --quick runs one case per similarity and dtype; --path picks the SIMT kernels, the tensor-core
 // (WMMA) kernels, or both (the default; l1 runs SIMT on either); --overrun tells the kernels that x has one row
-// more than was allocated (AddressSanitizer must report it). Exit status 0 when every case is
+// more than was allocated (AddressSanitizer must report it); --deadlock launches a kernel whose
+// threads wait for each other (the fiber emulator must stop it). Exit status 0 when every case is
 // within tolerance.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cmath>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -231,6 +237,14 @@ bool run_case(const Case& c, std::mt19937& rng, bool overrun) {
   return ok;
 }
 
+// A block whose threads wait for each other in a cycle: lanes 0-15 of warp 0 wait at __syncwarp()
+// for lanes 16-31, which wait at __syncthreads() for the whole block. On a GPU this hangs; the
+// fiber emulator must stop it with its deadlock message instead.
+__global__ void deadlocking_kernel() {
+  if (threadIdx.x < 16) __syncwarp();
+  else __syncthreads();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -238,6 +252,20 @@ int main(int argc, char** argv) {
   std::vector<mmcl_fast::cuda::MathPath> paths{mmcl_fast::cuda::MathPath::Simt, mmcl_fast::cuda::MathPath::TensorCore};
   for (int i = 1; i < argc; ++i) {
     const std::string arg(argv[i]);
+    if (arg == "--deadlock") {  // in a child process: the emulator's stop is an abort
+      std::fflush(stdout);
+      const pid_t child = fork();
+      if (child == 0) {
+        mmcl_fast::cuda::launch_kernel(deadlocking_kernel, dim3(1), dim3(64), nullptr);
+        std::printf("the deadlocking kernel returned\n");
+        std::_Exit(0);
+      }
+      int status = 0;
+      waitpid(child, &status, 0);
+      const bool stopped = WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
+      std::printf("%s\n", stopped ? "the emulator stopped the deadlocked block" : "the deadlock was not stopped");
+      return stopped ? 0 : 1;
+    }
     if (arg == "--quick") quick = true;
     else if (arg == "--overrun") overrun = true;
     else if (arg == "--path" && i + 1 < argc) {
