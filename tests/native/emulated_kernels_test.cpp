@@ -15,17 +15,14 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "aborts_in_child.h"
 #include "cuda/emulation/cuda_emulation_device.h"
 #include "cuda/pairwise_lse.cuh"
 #include "similarity.h"
@@ -253,16 +250,10 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     const std::string arg(argv[i]);
     if (arg == "--deadlock") {  // in a child process: the emulator's stop is an abort
-      std::fflush(stdout);
-      const pid_t child = fork();
-      if (child == 0) {
+      const bool stopped = aborts_in_child([] {
         mmcl_fast::cuda::launch_kernel(deadlocking_kernel, dim3(1), dim3(64), nullptr);
         std::printf("the deadlocking kernel returned\n");
-        std::_Exit(0);
-      }
-      int status = 0;
-      waitpid(child, &status, 0);
-      const bool stopped = WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
+      });
       std::printf("%s\n", stopped ? "the emulator stopped the deadlocked block" : "the deadlock was not stopped");
       return stopped ? 0 : 1;
     }

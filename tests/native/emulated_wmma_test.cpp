@@ -14,7 +14,6 @@
 #include <mma.h>
 
 #include <cmath>
-#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <new>
@@ -22,9 +21,7 @@
 #include <string>
 #include <type_traits>
 
-#include <sys/wait.h>
-#include <unistd.h>
-
+#include "aborts_in_child.h"
 #include "cuda/emulation/cuda_emulation_device.h"
 #include "cuda/kernel_launch.cuh"
 
@@ -157,14 +154,7 @@ int main(int argc, char** argv) {
   using tf32 = wmma::precision::tf32;
   bool ok = true;
   if (mode == Mode::Misaligned || mode == Mode::Divergent) {  // the emulator must stop the run
-    const pid_t child = fork();
-    if (child == 0) {
-      run<__half, row_major, col_major, 16>("half row x col", mode, rng);
-      std::_Exit(0);
-    }
-    int status = 0;
-    waitpid(child, &status, 0);
-    const bool stopped = WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT;
+    const bool stopped = aborts_in_child([&] { run<__half, row_major, col_major, 16>("half row x col", mode, rng); });
     std::printf("%s\n", stopped ? "the run stopped (abort), as required" : "THE RUN WAS NOT STOPPED");
     return stopped ? 0 : 1;
   }
